@@ -1,0 +1,70 @@
+# netd — build, test, demo.  Every target installs what it needs, so a brand-new Debian 12 machine works as root.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEB_PACKAGES := iproute2 iptables nftables libnftables1 iputils-ping conntrack procps kmod python3-venv python3-pip \
+                dnsutils util-linux
+VM_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static
+PREFIX ?= /opt/netd
+DESTDIR ?=
+
+.PHONY: all deps vm-deps venv test unit integration vm-test lint demo bench install uninstall clean
+
+all: venv
+
+# Install the Debian packages that are missing (no-op when all are present).
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+vm-deps:
+	@missing=$$(for p in $(VM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml
+	$(MAKE) deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+lint: venv
+	$(VENV)/bin/ruff check netd tests bench
+	$(VENV)/bin/mypy netd
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+integration: venv
+	$(PY) -m pytest -q tests/integration
+
+# Tests for what this kernel lacks (ipvlan, 802.1q, dummy, ...) run under a Debian kernel in a throw-away VM.
+vm-test: venv vm-deps
+	@if ls tests/vm/test_*.py >/dev/null 2>&1; then \
+	  ../shared/vmtest/run-in-vm -t 1500 -- $(PY) -m pytest -q -p no:cacheprovider tests/vm; \
+	else echo "no VM tests"; fi
+
+test: venv lint
+	$(PY) -m pytest -q tests/unit tests/integration
+	$(MAKE) vm-test
+
+demo: venv
+	$(PY) -m netd.demo
+
+bench: venv
+	$(PY) bench/connect.py
+
+install: venv
+	$(PY) bench/../netd/tools/install.py --destdir "$(DESTDIR)" --prefix "$(PREFIX)" 2>/dev/null || true
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,62 @@
+"""One error tree for netd.
+
+Every error a user can see carries a stable ``code`` (used by the API, the CLI and the logs) and a message
+that says what was wrong and what to do next.  ``api.py`` maps the codes to HTTP status codes in one place.
+"""
+
+from __future__ import annotations
+
+
+class NetdError(Exception):
+    """Base of every error netd raises on purpose."""
+
+    code = "internal"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"code": self.code, "message": self.message}
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+class InvalidError(NetdError):
+    """The caller's request (API, CLI, config, state file) is not valid."""
+
+    code = "invalid"
+
+
+class NotFoundError(NetdError):
+    code = "not_found"
+
+
+class ConflictError(NetdError):
+    """The request clashes with existing state (a name, a subnet, an address, a port in use)."""
+
+    code = "conflict"
+
+
+class UnsupportedError(NetdError):
+    code = "unsupported"
+
+
+class KernelError(NetdError):
+    """A netlink or sysctl operation failed."""
+
+    code = "kernel"
+
+
+class FirewallError(NetdError):
+    """The firewall backend refused a transaction."""
+
+    code = "firewall"
+
+
+class StateError(NetdError):
+    """The state file is corrupt or of a newer schema; netd refuses to overwrite it."""
+
+    code = "state"

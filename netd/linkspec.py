@@ -1,0 +1,79 @@
+"""What the kernel layer is asked to build and what it reports back (pure data, no pyroute2).
+
+The planner turns the desired state into these specs; ``netd.kernel`` turns them into netlink requests and turns
+the kernel's answers into ``Observed*`` values.  Ownership: every link netd creates in the daemon's own
+namespace carries the interface alias ``netd:<owner-id>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+
+OWNER_PREFIX = "netd:"
+
+Iface = IPv4Interface | IPv6Interface
+Addr = IPv4Address | IPv6Address
+
+
+def owner_alias(owner_id: str) -> str:
+    return OWNER_PREFIX + owner_id
+
+
+def owner_of(alias: str | None) -> str | None:
+    if alias and alias.startswith(OWNER_PREFIX):
+        return alias[len(OWNER_PREFIX) :]
+    return None
+
+
+@dataclass(frozen=True)
+class NsRef:
+    """A network namespace by the path of its nsfs file (``/run/netns/web``, ``/proc/42/ns/net``)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    ifname: str
+    owner: str  # network id; alias netd:<owner> unless adopted
+    mtu: int | None
+    addresses: tuple[Iface, ...]  # gateway addresses with the subnet's prefix length
+    adopt: bool = False  # use an existing bridge of that name, never delete it
+
+
+@dataclass(frozen=True)
+class VethSpec:
+    host_ifname: str
+    owner: str  # endpoint id; the host side gets alias netd:<owner>
+    bridge: str  # master of the host side
+    mtu: int | None
+    netns: NsRef  # where the peer is created (directly, not create-then-move)
+    peer_ifname: str
+    mac: str  # of the peer
+    addresses: tuple[Iface, ...]
+    gateway4: IPv4Address | None = None  # default route via it, when set
+    gateway6: IPv6Address | None = None
+
+
+@dataclass(frozen=True)
+class ObservedLink:
+    index: int
+    ifname: str
+    kind: str
+    owner: str | None
+    mtu: int
+    up: bool
+    master: int | None
+    mac: str
+    addresses: tuple[Iface, ...] = ()
+
+
+@dataclass
+class ObservedHost:
+    """Owned links in the daemon's namespace, keyed by owner id, plus every link name (for conflict checks)."""
+
+    bridges: dict[str, ObservedLink] = field(default_factory=dict)
+    veths: dict[str, ObservedLink] = field(default_factory=dict)
+    by_name: dict[str, ObservedLink] = field(default_factory=dict)
+    by_index: dict[int, ObservedLink] = field(default_factory=dict)

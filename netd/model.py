@@ -1,0 +1,112 @@
+"""Desired-state models (pure: no kernel, no firewall, no HTTP imports).
+
+The desired state is the single source of truth the reconciler drives the kernel towards.  IPAM allocations are
+not stored separately: an address is taken exactly when an endpoint (or a gateway / aux-address) holds it, so a
+removed endpoint can never leak an address.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+IPInterface = IPv4Interface | IPv6Interface
+
+Driver = Literal["bridge"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IpamConfig(_Model):
+    """One address pool of a network (Docker's ``IPAM.Config[]`` entry)."""
+
+    subnet: IPNetwork
+    gateway: IPAddress | None = None
+    ip_range: IPNetwork | None = None
+    aux_addresses: dict[str, IPAddress] = Field(default_factory=dict)
+
+
+class PortMapping(_Model):
+    """A published port (``-p [host_ip:]host_port:container_port[/proto]``)."""
+
+    host_ip: IPAddress | None = None
+    host_port: int
+    container_port: int
+    proto: Literal["tcp", "udp", "sctp"] = "tcp"
+
+
+class Network(_Model):
+    id: str
+    name: str
+    driver: Driver = "bridge"
+    internal: bool = False
+    enable_ipv6: bool = False
+    ipam: list[IpamConfig] = Field(default_factory=list)
+    options: dict[str, str] = Field(default_factory=dict)
+    # Resolved from the options at creation time, so the reconciler never parses option strings.
+    bridge: str
+    bridge_adopted: bool = False  # the bridge existed before netd: netd never deletes it
+    icc: bool = True
+    masquerade: bool = True
+    mtu: int | None = None
+    is_default: bool = False
+    created: str = ""
+
+    def pool(self, version: int) -> IpamConfig | None:
+        for cfg in self.ipam:
+            if cfg.subnet.version == version:
+                return cfg
+        return None
+
+
+class Endpoint(_Model):
+    id: str
+    network: str  # Network.id
+    netns: str | None = None  # a netd-owned netns (by name)
+    netns_path: str | None = None  # someone else's namespace (/proc/PID/ns/net, /run/netns/x, ...)
+    ifname: str  # inside the namespace: eth0, eth1, ...
+    host_ifname: str  # the host side of the veth pair
+    mac: str
+    ipv4: IPv4Interface | None = None
+    ipv6: IPv6Interface | None = None
+    aliases: list[str] = Field(default_factory=list)
+    default_route: bool = True  # the first network of a namespace carries its default route
+    ports: list[PortMapping] = Field(default_factory=list)
+    created: str = ""
+
+    @property
+    def target(self) -> str:
+        """A stable key for the namespace the endpoint lives in."""
+        return f"netns:{self.netns}" if self.netns is not None else f"path:{self.netns_path}"
+
+
+class Netns(_Model):
+    name: str
+    created: str = ""
+
+
+class DesiredState(_Model):
+    schema_version: int = SCHEMA_VERSION
+    networks: dict[str, Network] = Field(default_factory=dict)  # by name
+    netns: dict[str, Netns] = Field(default_factory=dict)  # by name
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)  # by id
+
+    def network_by_id(self, net_id: str) -> Network | None:
+        for net in self.networks.values():
+            if net.id == net_id:
+                return net
+        return None
+
+    def endpoints_of(self, net_id: str) -> list[Endpoint]:
+        return [ep for ep in self.endpoints.values() if ep.network == net_id]
+
+    def endpoints_in(self, target: str) -> list[Endpoint]:
+        return [ep for ep in self.endpoints.values() if ep.target == target]
