@@ -58,6 +58,7 @@ class Network(_Model):
     masquerade: bool = True
     mtu: int | None = None
     is_default: bool = False
+    default_gateway4: IPv4Address | None = None  # daemon.json default-gateway: endpoints route via it, not the bridge
     created: str = ""
 
     def pool(self, version: int) -> IpamConfig | None:
@@ -72,6 +73,7 @@ class Endpoint(_Model):
     network: str  # Network.id
     netns: str | None = None  # a netd-owned netns (by name)
     netns_path: str | None = None  # someone else's namespace (/proc/PID/ns/net, /run/netns/x, ...)
+    netns_inode: int | None = None  # of netns_path at connect time: a reused PID's namespace is not ours
     ifname: str  # inside the namespace: eth0, eth1, ...
     host_ifname: str  # the host side of the veth pair
     mac: str

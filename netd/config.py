@@ -1,0 +1,154 @@
+"""Daemon settings: a TOML file (``netd --config FILE``) overridden by ``NETD_*`` environment variables.
+
+Keys of ``[default_bridge]`` and the address pools use Docker's ``daemon.json`` names (``bip``, ``fixed-cidr``,
+``ip-masq``, ``default-address-pools`` ...), so a Docker user can carry their settings over.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import InvalidError
+
+DEFAULT_CONFIG = Path("/etc/netd/netd.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class AddressPool(_Section):
+    base: IPv4Network
+    size: int = Field(ge=8, le=30)
+
+    @model_validator(mode="after")
+    def _size_fits(self) -> AddressPool:
+        if self.size < self.base.prefixlen:
+            raise ValueError(f"size /{self.size} is larger than the base {self.base}")
+        return self
+
+
+DEFAULT_POOLS = [
+    AddressPool(base=IPv4Network("172.16.0.0/12"), size=16),
+    AddressPool(base=IPv4Network("192.168.0.0/16"), size=20),
+]
+
+
+class DefaultBridge(_Section):
+    """The docker0-style default network (``netd0``)."""
+
+    enabled: bool = True
+    name: str = Field(default="netd0", max_length=15, pattern=r"^[A-Za-z0-9_.-]+$")
+    network_name: str = Field(default="bridge")
+    # bip: the bridge address with its prefix, e.g. "172.17.0.1/16". Unset: the first free pool subnet.
+    bip: IPv4Interface | None = None
+    fixed_cidr: IPv4Network | None = Field(default=None)
+    mtu: int | None = Field(default=None, ge=68, le=65535)
+    default_gateway: IPv4Address | None = Field(default=None)
+    dns: list[str] = Field(default_factory=list)
+    icc: bool = True
+    ip_masq: bool = Field(default=True)
+
+    @model_validator(mode="after")
+    def _fixed_cidr_inside(self) -> DefaultBridge:
+        if (
+            self.bip is not None
+            and self.fixed_cidr is not None
+            and not self.fixed_cidr.subnet_of(self.bip.network)
+        ):
+            raise ValueError(f"fixed-cidr {self.fixed_cidr} is not inside bip's subnet {self.bip.network}")
+        return self
+
+
+class Firewall(_Section):
+    backend: Literal["auto", "nftables", "iptables", "none"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NETD_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
+    )
+
+    state_dir: Path = Path("/var/lib/netd")
+    run_dir: Path = Path("/run/netd")
+    netns_dir: Path = Path("/run/netns")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    reconcile_interval: float = Field(default=30.0, gt=0, description="seconds between drift checks")
+    firewall_check_interval: float = Field(default=1.0, gt=0, description="seconds between firewall checks")
+    socket_mode: int = 0o660
+    socket_group: str | None = "netd"
+    ip_forward: bool = True
+    default_address_pools: list[AddressPool] = Field(default_factory=lambda: list(DEFAULT_POOLS))
+    default_bridge: DefaultBridge = Field(default_factory=DefaultBridge)
+    firewall: Firewall = Field(default_factory=Firewall)
+
+    @field_validator("default_address_pools")
+    @classmethod
+    def _pools_not_empty(cls, v: list[AddressPool]) -> list[AddressPool]:
+        if not v:
+            raise ValueError("at least one pool is needed")
+        return v
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run_dir / "netd.sock"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (the TOML file, passed by load_settings) < env: NETD_* overrides the file.
+        return (env_settings, init_settings)
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        parts.append(f"{loc}: {msg}")
+    return f"{source}: " + "; ".join(parts) + " (fix the key or remove it, then start netd again)"
+
+
+def _normalise_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """Docker's dashed names (``ip-masq``) and Python's (``ip_masq``) mean the same key."""
+    return {k.replace("-", "_"): _normalise_keys(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (a missing default file means embedded defaults) and the environment.
+
+    A file named explicitly must exist.  Any error names the key and the file.
+    """
+    data: dict[str, Any] = {}
+    explicit = path is not None
+    cfg = path if path is not None else DEFAULT_CONFIG
+    if cfg.exists():
+        try:
+            data = tomllib.loads(cfg.read_text())
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as e:
+            raise InvalidError(f"config {cfg}: not valid TOML: {e}", field="config") from e
+    elif explicit:
+        raise InvalidError(f"config {cfg}: no such file (create it or omit --config)", field="config")
+    data = _normalise_keys(data)
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        raise InvalidError(_describe(e, f"config {cfg}"), field="config") from e

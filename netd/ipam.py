@@ -1,0 +1,154 @@
+"""Address management (pure).
+
+Nothing here keeps state: what is taken is derived from the desired state (gateways, aux-addresses, endpoints),
+so an allocation is released exactly when the endpoint holding it goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+
+from .errors import ConflictError, InvalidError
+from .model import IPAddress, IpamConfig, IPNetwork
+
+MAX_PREFIX = {4: 30, 6: 126}
+
+
+def parse_network(value: str, field: str) -> IPNetwork:
+    try:
+        return ip_network(value, strict=True)
+    except ValueError as e:
+        hint = ""
+        with contextlib.suppress(ValueError):
+            hint = f" (did you mean {ip_network(value, strict=False)}?)"
+        raise InvalidError(f"{field} {value!r} is not a valid CIDR: {e}{hint}", field=field) from e
+
+
+def parse_address(value: str, field: str) -> IPAddress:
+    try:
+        return ip_address(value.split("/", 1)[0] if "/" in value else value)
+    except ValueError as e:
+        raise InvalidError(f"{field} {value!r} is not a valid IP address", field=field) from e
+
+
+def first_host(subnet: IPNetwork) -> IPAddress:
+    return subnet.network_address + 1
+
+
+def validate_pool(
+    subnet: str,
+    gateway: str | None = None,
+    ip_range: str | None = None,
+    aux_addresses: Mapping[str, str] | None = None,
+) -> IpamConfig:
+    """Check one IPAM.Config entry; the gateway defaults to the subnet's first address."""
+    net = parse_network(subnet, "subnet")
+    if net.prefixlen > MAX_PREFIX[net.version]:
+        raise InvalidError(
+            f"subnet {net} is too small: use a prefix of /{MAX_PREFIX[net.version]} or shorter", field="subnet"
+        )
+    gw = parse_address(gateway, "gateway") if gateway else first_host(net)
+    _check_inside(gw, net, "gateway")
+    if net.version == 4 and gw in (net.network_address, net.broadcast_address):
+        raise InvalidError(f"gateway {gw} is the network or broadcast address of {net}", field="gateway")
+    rng: IPNetwork | None = None
+    if ip_range:
+        rng = parse_network(ip_range, "ip-range")
+        if rng.version != net.version or not _subnet_of(rng, net):
+            raise InvalidError(f"ip-range {rng} is not inside subnet {net}", field="ip-range")
+    aux: dict[str, IPAddress] = {}
+    for name, value in (aux_addresses or {}).items():
+        if not name:
+            raise InvalidError("aux-address needs a name: use --aux-address name=IP", field="aux-address")
+        addr = parse_address(value, f"aux-address {name}")
+        _check_inside(addr, net, f"aux-address {name}")
+        if addr == gw or addr in aux.values():
+            raise InvalidError(f"aux-address {name}={addr} is already reserved", field="aux-address")
+        aux[name] = addr
+    return IpamConfig(subnet=net, gateway=gw, ip_range=rng, aux_addresses=aux)
+
+
+def _subnet_of(inner: IPNetwork, outer: IPNetwork) -> bool:
+    if isinstance(inner, IPv4Network) and isinstance(outer, IPv4Network):
+        return inner.subnet_of(outer)
+    if isinstance(inner, IPv6Network) and isinstance(outer, IPv6Network):
+        return inner.subnet_of(outer)
+    return False
+
+
+def _check_inside(addr: IPAddress, net: IPNetwork, field: str) -> None:
+    if addr.version != net.version or addr not in net:
+        raise InvalidError(f"{field} {addr} is outside subnet {net}", field=field)
+
+
+def reserved(cfg: IpamConfig) -> set[IPAddress]:
+    """Addresses never handed to an endpoint: network, broadcast, gateway, aux-addresses."""
+    out: set[IPAddress] = {cfg.subnet.network_address, *cfg.aux_addresses.values()}
+    if cfg.gateway is not None:
+        out.add(cfg.gateway)
+    if cfg.subnet.version == 4:
+        out.add(cfg.subnet.broadcast_address)
+    return out
+
+
+def allocate(
+    cfg: IpamConfig, taken: set[IPAddress], requested: IPAddress | None = None, *, network: str
+) -> IPAddress:
+    """Return a free address: the requested one (checked) or the first free one in the ip-range (or subnet)."""
+    blocked = reserved(cfg) | taken
+    if requested is not None:
+        field = "ip" if requested.version == 4 else "ip6"
+        _check_inside(requested, cfg.subnet, field)
+        if requested in reserved(cfg):
+            raise ConflictError(
+                f"network {network!r}: {requested} is reserved (gateway, aux-address or network address); "
+                "pick another address",
+                field=field,
+            )
+        if requested in taken:
+            raise ConflictError(
+                f"network {network!r}: {requested} is already in use; pick another address or omit --ip",
+                field=field,
+            )
+        return requested
+    pool = cfg.ip_range or cfg.subnet
+    for addr in _hosts(pool):
+        if addr not in blocked:
+            return addr
+    where = f"ip-range {cfg.ip_range}" if cfg.ip_range else f"subnet {cfg.subnet}"
+    raise ConflictError(
+        f"network {network!r}: no free address left in {where}; disconnect endpoints or use a larger subnet",
+        field="ip",
+    )
+
+
+def _hosts(net: IPNetwork) -> Iterable[IPAddress]:
+    start = int(net.network_address)
+    end = int(net.broadcast_address)
+    make = IPv4Address if net.version == 4 else IPv6Address
+    for i in range(start, end + 1):
+        yield make(i)
+
+
+def choose_subnet(pools: Iterable[tuple[IPv4Network, int]], used: Iterable[IPNetwork]) -> IPv4Network:
+    """The first pool subnet that overlaps nothing in ``used`` (other networks, host routes and addresses)."""
+    used4 = [u for u in used if isinstance(u, IPv4Network)]
+    for base, size in pools:
+        for candidate in base.subnets(new_prefix=size):
+            if not any(candidate.overlaps(u) for u in used4):
+                return candidate
+    raise ConflictError(
+        "no free subnet left in the address pools; pass --subnet or add default-address-pools to the config",
+        field="subnet",
+    )
+
+
+def overlapping(subnet: IPNetwork, others: Mapping[str, Iterable[IPNetwork]]) -> tuple[str, IPNetwork] | None:
+    """The first (owner, subnet) in ``others`` that overlaps ``subnet``."""
+    for owner, nets in others.items():
+        for other in nets:
+            if other.version == subnet.version and subnet.overlaps(other):
+                return owner, other
+    return None

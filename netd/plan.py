@@ -1,0 +1,236 @@
+"""Pure planning: diff(desired, observed) -> ordered actions.
+
+The planner never talks to the kernel.  It gets what the reconciler observed (owned links in the daemon's
+namespace, which namespaces are alive, the forwarding sysctl) and returns the smallest list of actions that
+makes the kernel match the desired state.  An empty plan means "in sync": that is what makes reconciling
+idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_interface
+
+from .linkspec import BridgeSpec, Iface, NsRef, ObservedHost, ObservedLink, VethSpec
+from .model import DesiredState, Endpoint, Network
+
+
+@dataclass(frozen=True)
+class EnsureNetns:
+    name: str
+    owner: str  # the netns name: errors are reported against it
+
+
+@dataclass(frozen=True)
+class RemoveNetns:
+    name: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class EnsureBridge:
+    spec: BridgeSpec
+    owner: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class EnsureVeth:
+    spec: VethSpec
+    owner: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeleteLinks:
+    ifnames: tuple[str, ...]
+    owner: str
+
+
+@dataclass(frozen=True)
+class SetSysctl:
+    key: str
+    value: str
+    owner: str = "host"
+
+
+Action = EnsureNetns | RemoveNetns | EnsureBridge | EnsureVeth | DeleteLinks | SetSysctl
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which objects a reconcile looks at; ``None`` fields mean "all of that kind"."""
+
+    networks: frozenset[str] | None = None  # network ids
+    endpoints: frozenset[str] | None = None  # endpoint ids
+    netns: frozenset[str] | None = None  # netns names
+
+    @classmethod
+    def everything(cls) -> Scope:
+        return cls()
+
+    @property
+    def is_full(self) -> bool:
+        return self.networks is None and self.endpoints is None and self.netns is None
+
+    def has_network(self, net_id: str) -> bool:
+        return self.networks is None or net_id in self.networks
+
+    def has_endpoint(self, ep_id: str) -> bool:
+        return self.endpoints is None or ep_id in self.endpoints
+
+    def has_netns(self, name: str) -> bool:
+        return self.netns is None or name in self.netns
+
+
+@dataclass
+class Observed:
+    host: ObservedHost
+    netns_alive: set[str]  # names of netd's netns (desired or marked owned) whose file is a live netns
+    netns_owned: set[str]  # netns names netd created earlier (its markers)
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+
+def build_bridge_spec(net: Network) -> BridgeSpec:
+    addrs: list[Iface] = []
+    for cfg in net.ipam:
+        if cfg.gateway is not None:
+            addrs.append(ip_interface(f"{cfg.gateway}/{cfg.subnet.prefixlen}"))
+    return BridgeSpec(
+        ifname=net.bridge, owner=net.id, mtu=net.mtu, addresses=tuple(addrs), adopt=net.bridge_adopted
+    )
+
+
+def build_veth_spec(ep: Endpoint, net: Network, ns_path: str) -> VethSpec:
+    addrs: list[Iface] = [a for a in (ep.ipv4, ep.ipv6) if a is not None]
+    gw4: IPv4Address | None = None
+    gw6: IPv6Address | None = None
+    if ep.default_route and not net.internal:
+        p4, p6 = net.pool(4), net.pool(6)
+        gw4 = p4.gateway if p4 is not None and isinstance(p4.gateway, IPv4Address) else None
+        gw4 = net.default_gateway4 or gw4
+        gw6 = p6.gateway if p6 is not None and isinstance(p6.gateway, IPv6Address) else None
+    return VethSpec(
+        host_ifname=ep.host_ifname,
+        owner=ep.id,
+        bridge=net.bridge,
+        mtu=net.mtu,
+        netns=NsRef(ns_path),
+        peer_ifname=ep.ifname,
+        mac=ep.mac,
+        addresses=tuple(addrs),
+        gateway4=gw4,
+        gateway6=gw6,
+    )
+
+
+def _bridge_drift(spec: BridgeSpec, seen: ObservedLink | None) -> str | None:
+    if seen is None:
+        return "missing"
+    if seen.kind != "bridge":
+        return f"{spec.ifname} is a {seen.kind or 'device'}, not a bridge"
+    if spec.mtu is not None and seen.mtu != spec.mtu:
+        return f"mtu {seen.mtu} != {spec.mtu}"
+    if not seen.up:
+        return "down"
+    missing = [a for a in spec.addresses if a not in seen.addresses]
+    if missing:
+        return "address missing: " + ", ".join(str(a) for a in missing)
+    return None
+
+
+def _veth_drift(spec: VethSpec, seen: ObservedLink | None, bridge: ObservedLink | None) -> str | None:
+    if seen is None:
+        return "missing"
+    if bridge is None or seen.master != bridge.index:
+        return "not attached to its bridge"
+    if not seen.up:
+        return "down"
+    return None
+
+
+def plan(
+    desired: DesiredState,
+    observed: Observed,
+    *,
+    ns_path: Callable[[Endpoint], str],
+    ip_forward: bool,
+    scope: Scope | None = None,
+) -> list[Action]:
+    """Actions in dependency order: netns, bridges, veths, then deletions (ports before bridges)."""
+    scope = scope or Scope.everything()
+    host = observed.host
+    actions: list[Action] = []
+
+    if scope.is_full and ip_forward and observed.sysctls.get("net.ipv4.ip_forward") != "1":
+        actions.append(SetSysctl("net.ipv4.ip_forward", "1"))
+
+    for name in sorted(desired.netns):
+        if scope.has_netns(name) and name not in observed.netns_alive:
+            actions.append(EnsureNetns(name, owner=name))
+
+    for net in desired.networks.values():
+        if not scope.has_network(net.id):
+            continue
+        spec = build_bridge_spec(net)
+        seen = host.by_name.get(net.bridge) if net.bridge_adopted else host.bridges.get(net.id)
+        reason = _bridge_drift(spec, seen)
+        if reason is not None:
+            actions.append(EnsureBridge(spec, owner=net.id, reason=reason))
+
+    for ep in desired.endpoints.values():
+        if not scope.has_endpoint(ep.id):
+            continue
+        ep_net = desired.network_by_id(ep.network)
+        if ep_net is None:
+            continue
+        if ep.netns is not None and ep.netns not in observed.netns_alive and ep.netns not in desired.netns:
+            continue  # its netns is going away
+        vspec = build_veth_spec(ep, ep_net, ns_path(ep))
+        bridge = host.by_name.get(ep_net.bridge)
+        reason = _veth_drift(vspec, host.veths.get(ep.id), bridge)
+        if reason is not None:
+            actions.append(EnsureVeth(vspec, owner=ep.id, reason=reason))
+
+    # Deletions: owned objects in scope that are no longer desired.
+    gone_veths = [
+        link.ifname
+        for owner, link in sorted(host.veths.items())
+        if scope.has_endpoint(owner) and owner not in desired.endpoints
+    ]
+    if gone_veths:
+        actions.append(DeleteLinks(tuple(gone_veths), owner="endpoints"))
+    wanted_nets = {n.id for n in desired.networks.values()}
+    gone_bridges = [
+        link.ifname
+        for owner, link in sorted(host.bridges.items())
+        if scope.has_network(owner) and owner not in wanted_nets
+    ]
+    if gone_bridges:
+        actions.append(DeleteLinks(tuple(gone_bridges), owner="networks"))
+    for name in sorted(observed.netns_owned):
+        if scope.has_netns(name) and name not in desired.netns:
+            actions.append(RemoveNetns(name, owner=name))
+    return actions
+
+
+def describe(action: Action) -> str:
+    match action:
+        case EnsureNetns(name=name):
+            return f"create netns {name}"
+        case RemoveNetns(name=name):
+            return f"remove netns {name}"
+        case EnsureBridge(spec=spec, reason=reason):
+            return f"ensure bridge {spec.ifname} ({reason})"
+        case EnsureVeth(spec=spec, reason=reason):
+            return f"ensure veth {spec.host_ifname} -> {spec.netns.path}:{spec.peer_ifname} ({reason})"
+        case DeleteLinks(ifnames=names):
+            return "delete " + ", ".join(names)
+        case SetSysctl(key=key, value=value):
+            return f"sysctl {key}={value}"
+    return repr(action)
+
+
+def owners(actions: Iterable[Action]) -> set[str]:
+    return {a.owner for a in actions}

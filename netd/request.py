@@ -1,0 +1,222 @@
+"""Parsing of API request bodies (pure).
+
+Bodies use Docker's Engine API shapes (``NetworkCreate``, ``NetworkConnect``), so a Docker user's JSON works.
+Every error names the field and says what is expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidError, UnsupportedError
+from .ipam import parse_address
+from .model import IPAddress, PortMapping
+from .naming import validate_ifname, validate_name
+
+OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
+OPT_ICC = "com.docker.network.bridge.enable_icc"
+OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
+OPT_MTU = "com.docker.network.driver.mtu"
+BRIDGE_OPTIONS = (OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU)
+DRIVERS = ("bridge",)
+
+
+@dataclass(frozen=True)
+class PoolRequest:
+    subnet: str | None
+    gateway: str | None
+    ip_range: str | None
+    aux_addresses: dict[str, str]
+
+
+@dataclass(frozen=True)
+class NetworkCreate:
+    name: str
+    driver: str
+    internal: bool
+    enable_ipv6: bool
+    pools: list[PoolRequest]
+    options: dict[str, str]
+    bridge: str | None
+    icc: bool
+    masquerade: bool
+    mtu: int | None
+
+
+@dataclass(frozen=True)
+class Target:
+    netns: str | None = None
+    netns_path: str | None = None
+
+    def key(self) -> str:
+        return f"netns:{self.netns}" if self.netns is not None else f"path:{self.netns_path}"
+
+    def describe(self) -> str:
+        return f"netns {self.netns!r}" if self.netns is not None else f"namespace {self.netns_path}"
+
+
+@dataclass(frozen=True)
+class Connect:
+    target: Target
+    ipv4: IPAddress | None
+    ipv6: IPAddress | None
+    aliases: list[str] = field(default_factory=list)
+    ports: list[PortMapping] = field(default_factory=list)
+
+
+def _obj(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidError(f"{what}: the request body must be a JSON object", field="body")
+    return body
+
+
+def _str(body: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None or value == "":
+        if required:
+            raise InvalidError(f"{key} is required", field=key)
+        return None
+    if not isinstance(value, str):
+        raise InvalidError(f"{key} must be a string, not {type(value).__name__}", field=key)
+    return value
+
+
+def _bool(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidError(f"{key} must be true or false", field=key)
+    return value
+
+
+def _str_map(value: Any, key: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise InvalidError(f"{key} must be an object of string values", field=key)
+    return dict(value)
+
+
+def parse_bool_option(key: str, value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    raise InvalidError(f"option {key}={value!r}: expected true or false", field=key)
+
+
+def parse_network_create(body: Any) -> NetworkCreate:
+    b = _obj(body, "network create")
+    known = {"Name", "Driver", "Internal", "EnableIPv6", "IPAM", "Options", "Labels", "CheckDuplicate", "Attachable"}
+    for key in b:
+        if key not in known:
+            raise InvalidError(f"unknown field {key!r} (known: {', '.join(sorted(known))})", field=key)
+    name = validate_name(_str(b, "Name", required=True) or "", "network")
+    driver = _str(b, "Driver") or "bridge"
+    if driver not in DRIVERS:
+        raise InvalidError(f"unknown driver {driver!r}; supported: {', '.join(DRIVERS)}", field="Driver")
+    ipam = b.get("IPAM") or {}
+    if not isinstance(ipam, dict):
+        raise InvalidError("IPAM must be an object", field="IPAM")
+    if (ipam.get("Driver") or "default") != "default":
+        raise InvalidError(f"IPAM driver {ipam.get('Driver')!r} is not supported; use default", field="IPAM.Driver")
+    configs = ipam.get("Config") or []
+    if not isinstance(configs, list):
+        raise InvalidError("IPAM.Config must be a list", field="IPAM.Config")
+    pools = []
+    for i, c in enumerate(configs):
+        c = _obj(c, f"IPAM.Config[{i}]")
+        subnet = _str(c, "Subnet")
+        pool = PoolRequest(
+            subnet=subnet,
+            gateway=_str(c, "Gateway"),
+            ip_range=_str(c, "IPRange"),
+            aux_addresses=_str_map(c.get("AuxiliaryAddresses"), f"IPAM.Config[{i}].AuxiliaryAddresses"),
+        )
+        if subnet is None and (pool.gateway or pool.ip_range or pool.aux_addresses):
+            raise InvalidError("gateway, ip-range and aux-address need --subnet", field="subnet")
+        pools.append(pool)
+    options = _str_map(b.get("Options"), "Options")
+    for key in options:
+        if key not in BRIDGE_OPTIONS:
+            raise InvalidError(
+                f"unknown option {key!r} for driver {driver}; known: {', '.join(BRIDGE_OPTIONS)}", field=key
+            )
+    bridge = options.get(OPT_BRIDGE_NAME)
+    if bridge is not None:
+        validate_ifname(bridge, OPT_BRIDGE_NAME)
+    mtu: int | None = None
+    if OPT_MTU in options:
+        try:
+            mtu = int(options[OPT_MTU])
+        except ValueError:
+            mtu = -1
+        if not 68 <= mtu <= 65535:
+            raise InvalidError(f"option {OPT_MTU}={options[OPT_MTU]!r}: MTU must be 68-65535", field=OPT_MTU)
+    return NetworkCreate(
+        name=name,
+        driver=driver,
+        internal=_bool(b, "Internal"),
+        enable_ipv6=_bool(b, "EnableIPv6"),
+        pools=pools,
+        options=options,
+        bridge=bridge,
+        icc=parse_bool_option(OPT_ICC, options[OPT_ICC]) if OPT_ICC in options else True,
+        masquerade=parse_bool_option(OPT_MASQ, options[OPT_MASQ]) if OPT_MASQ in options else True,
+        mtu=mtu,
+    )
+
+
+def parse_target(body: dict[str, Any]) -> Target:
+    netns = _str(body, "Netns")
+    path = _str(body, "NetnsPath")
+    if (netns is None) == (path is None):
+        raise InvalidError("give exactly one of Netns (a netd netns name) or NetnsPath (a namespace file)", field="Netns")
+    if netns is not None:
+        return Target(netns=validate_name(netns, "netns"))
+    assert path is not None
+    if not path.startswith("/") or "\0" in path:
+        raise InvalidError(f"NetnsPath {path!r} must be an absolute path such as /proc/PID/ns/net", field="NetnsPath")
+    return Target(netns_path=path)
+
+
+def parse_connect(body: Any) -> Connect:
+    b = _obj(body, "network connect")
+    known = {"Netns", "NetnsPath", "EndpointConfig", "Ports"}
+    for key in b:
+        if key not in known:
+            raise InvalidError(f"unknown field {key!r} (known: {', '.join(sorted(known))})", field=key)
+    target = parse_target(b)
+    cfg = b.get("EndpointConfig") or {}
+    cfg = _obj(cfg, "EndpointConfig")
+    ipam = _obj(cfg.get("IPAMConfig") or {}, "EndpointConfig.IPAMConfig")
+    v4 = _str(ipam, "IPv4Address")
+    v6 = _str(ipam, "IPv6Address")
+    ipv4 = parse_address(v4, "ip") if v4 else None
+    ipv6 = parse_address(v6, "ip6") if v6 else None
+    if ipv4 is not None and ipv4.version != 4:
+        raise InvalidError(f"ip {v4!r} is not an IPv4 address (use --ip6)", field="ip")
+    if ipv6 is not None and ipv6.version != 6:
+        raise InvalidError(f"ip6 {v6!r} is not an IPv6 address", field="ip6")
+    aliases_raw = cfg.get("Aliases") or []
+    if not isinstance(aliases_raw, list) or not all(isinstance(a, str) for a in aliases_raw):
+        raise InvalidError("Aliases must be a list of names", field="alias")
+    aliases = [validate_dns_name(a) for a in aliases_raw]
+    ports_raw = b.get("Ports") or []
+    if ports_raw:
+        raise UnsupportedError(
+            "published ports (-p) are not available in this netd version yet; connect without -p", field="publish"
+        )
+    return Connect(target=target, ipv4=ipv4, ipv6=ipv6, aliases=aliases)
+
+
+def validate_dns_name(name: str) -> str:
+    labels = name.rstrip(".").split(".")
+    ok = 0 < len(name) <= 253 and all(
+        0 < len(lbl) <= 63 and lbl[0] != "-" and lbl[-1] != "-" and all(ch.isalnum() or ch in "-_" for ch in lbl)
+        for lbl in labels
+    )
+    if not ok:
+        raise InvalidError(f"alias {name!r} is not a valid DNS name", field="alias")
+    return name.lower()

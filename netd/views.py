@@ -1,0 +1,86 @@
+"""JSON views of the desired state with Docker's field names (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .model import DesiredState, Endpoint, Netns, Network
+
+
+def endpoint_name(ep: Endpoint) -> str:
+    return ep.netns if ep.netns is not None else (ep.netns_path or "")
+
+
+def endpoint_view(ep: Endpoint, net: Network) -> dict[str, Any]:
+    p4 = net.pool(4)
+    p6 = net.pool(6)
+    gw4 = "" if net.internal or p4 is None or not ep.default_route else str(net.default_gateway4 or p4.gateway)
+    return {
+        "Name": endpoint_name(ep),
+        "EndpointID": ep.id,
+        "Network": net.name,
+        "Netns": ep.netns,
+        "NetnsPath": ep.netns_path,
+        "Interface": ep.ifname,
+        "HostInterface": ep.host_ifname,
+        "MacAddress": ep.mac,
+        "IPv4Address": str(ep.ipv4) if ep.ipv4 else "",
+        "IPv6Address": str(ep.ipv6) if ep.ipv6 else "",
+        "Gateway": gw4,
+        "IPv6Gateway": str(p6.gateway) if p6 is not None and p6.gateway and ep.default_route else "",
+        "Aliases": list(ep.aliases),
+        "Ports": [
+            {
+                "HostIp": str(p.host_ip) if p.host_ip else "",
+                "HostPort": p.host_port,
+                "ContainerPort": p.container_port,
+                "Proto": p.proto,
+            }
+            for p in ep.ports
+        ],
+    }
+
+
+def network_view(net: Network, state: DesiredState) -> dict[str, Any]:
+    containers = {}
+    for ep in state.endpoints_of(net.id):
+        v = endpoint_view(ep, net)
+        containers[ep.id] = {k: v[k] for k in ("Name", "EndpointID", "MacAddress", "IPv4Address", "IPv6Address")}
+        containers[ep.id]["Aliases"] = v["Aliases"]
+    return {
+        "Name": net.name,
+        "Id": net.id,
+        "Created": net.created,
+        "Scope": "local",
+        "Driver": net.driver,
+        "EnableIPv6": net.enable_ipv6,
+        "IPAM": {
+            "Driver": "default",
+            "Options": {},
+            "Config": [
+                {
+                    "Subnet": str(c.subnet),
+                    "Gateway": str(c.gateway) if c.gateway else "",
+                    **({"IPRange": str(c.ip_range)} if c.ip_range else {}),
+                    **({"AuxiliaryAddresses": {k: str(v) for k, v in c.aux_addresses.items()}} if c.aux_addresses else {}),
+                }
+                for c in net.ipam
+            ],
+        },
+        "Internal": net.internal,
+        "Attachable": True,
+        "Containers": containers,
+        "Options": dict(net.options),
+        "Labels": {},
+        "Bridge": net.bridge,
+        "Default": net.is_default,
+    }
+
+
+def netns_view(ns: Netns, path: str, state: DesiredState) -> dict[str, Any]:
+    eps = []
+    for ep in state.endpoints_in(f"netns:{ns.name}"):
+        net = state.network_by_id(ep.network)
+        if net is not None:
+            eps.append(endpoint_view(ep, net))
+    return {"Name": ns.name, "Path": path, "Created": ns.created, "Endpoints": eps}
