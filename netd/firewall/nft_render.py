@@ -1,0 +1,257 @@
+"""Pure rendering of a ``Ruleset`` into one libnftables JSON batch, and the summaries ``in_sync`` compares.
+
+No libnftables import: golden tests run without root.  netd owns exactly two tables, ``inet netd`` and
+``bridge netd``; nothing rendered here names any other table.  Every rendered table carries a marker chain
+whose single rule's comment holds a hash of the whole rendering (nft 1.0.6's JSON parser silently drops
+table comments, so the hash cannot live there), so ``in_sync`` can tell "exactly what netd applied" from
+"something else" without comparing rule expressions the kernel normalises on the way back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from netd.firewall.rules import (
+    Accept,
+    Chain,
+    Dispatch,
+    Drop,
+    Element,
+    Jump,
+    Masquerade,
+    Match,
+    NamedSet,
+    Rule,
+    Ruleset,
+    Table,
+    Verdict,
+)
+
+TABLE_NAME = "netd"
+Family = Literal["inet", "bridge"]
+FAMILIES: tuple[Family, ...] = ("inet", "bridge")
+MARKER_CHAIN = "netd-state"
+MARKER_PREFIX = "netd:ruleset:"
+
+# (chain type, priority) per hook; numbers as nft prints them (filter = 0, srcnat = 100, dstnat = -100,
+# bridge filter = -200).
+_HOOKS: dict[tuple[Family, str], tuple[str, int]] = {
+    ("inet", "forward"): ("filter", 0),
+    ("inet", "postrouting"): ("nat", 100),
+    ("inet", "prerouting"): ("nat", -100),
+    ("bridge", "forward"): ("filter", -200),
+}
+
+Json = dict[str, Any]
+
+
+def tables_of(ruleset: Ruleset) -> dict[Family, Table]:
+    return {"inet": ruleset.ip, "bridge": ruleset.bridge}
+
+
+def render_nft_json(ruleset: Ruleset) -> Json:
+    """One atomic batch that replaces each non-empty netd table with its new content.
+
+    Per wanted table: ``add table`` (so the delete cannot fail), ``delete table``, ``add table`` and its
+    content.  Deleting tables netd no longer wants (an empty layer) is the backend's job: it must only delete
+    what exists, which a pure function cannot know.
+    """
+    body: list[Json] = []
+    for fam, table in tables_of(ruleset).items():
+        if not table.empty:
+            body.extend(_render_table(fam, table))
+    digest = ruleset_hash(body)
+    cmds: list[Json] = []
+    for fam, table in tables_of(ruleset).items():
+        if table.empty:
+            continue
+        ref = {"family": fam, "name": TABLE_NAME}
+        cmds += [{"add": {"table": ref}}, {"delete": {"table": ref}}]
+        cmds += [c for c in body if _family_of(c) == fam]
+        cmds += _marker(fam, digest)
+    return {"nftables": cmds}
+
+
+def ruleset_hash(body: list[Json]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def delete_table_cmd(fam: Family) -> Json:
+    return {"delete": {"table": {"family": fam, "name": TABLE_NAME}}}
+
+
+def _family_of(cmd: Json) -> str:
+    obj: Json = next(iter(cmd["add"].values()))
+    return str(obj["family"])
+
+
+def _marker(fam: Family, digest: str) -> list[Json]:
+    base = {"family": fam, "table": TABLE_NAME}
+    return [
+        {"add": {"chain": {**base, "name": MARKER_CHAIN}}},
+        {
+            "add": {
+                "rule": {
+                    **base,
+                    "chain": MARKER_CHAIN,
+                    "expr": [{"return": None}],
+                    "comment": MARKER_PREFIX + digest,
+                }
+            }
+        },
+    ]
+
+
+def _render_table(fam: Family, table: Table) -> list[Json]:
+    base = {"family": fam, "table": TABLE_NAME}
+    out: list[Json] = [{"add": {"table": {"family": fam, "name": TABLE_NAME}}}]
+    for ch in table.chains:  # chains first: map elements may jump to them
+        out.append({"add": {"chain": _render_chain(fam, ch)}})
+    for s in table.sets:
+        kind = "set" if s.value is None else "map"
+        out.append({"add": {kind: {**base, **_render_set(s)}}})
+    for ch in table.chains:
+        for rule in ch.rules:
+            out.append({"add": {"rule": {**base, "chain": ch.name, **_render_rule(fam, rule)}}})
+    return out
+
+
+def _render_chain(fam: Family, ch: Chain) -> Json:
+    obj: Json = {"family": fam, "table": TABLE_NAME, "name": ch.name}
+    if ch.hook is not None:
+        ctype, prio = _HOOKS[(fam, ch.hook)]
+        obj.update({"type": ctype, "hook": ch.hook, "prio": prio, "policy": "accept"})
+    return obj
+
+
+def _render_set(s: NamedSet) -> Json:
+    obj: Json = {"name": s.name, "type": s.key[0] if len(s.key) == 1 else list(s.key)}
+    if s.value is not None:
+        obj["map"] = s.value
+    if s.interval:
+        obj["flags"] = ["interval"]
+    if s.elements:
+        obj["elem"] = [_render_element(s, e) for e in s.elements]
+    return obj
+
+
+def _render_element(s: NamedSet, e: Element) -> Any:
+    key: Any = e.key[0] if len(e.key) == 1 else {"concat": list(e.key)}
+    if s.value is None:
+        return key
+    value = e.value if e.value is None or isinstance(e.value, str) else _render_verdict(e.value)
+    return [key, value]
+
+
+def _render_rule(fam: Family, rule: Rule) -> Json:
+    return {"expr": [*_render_match(fam, rule.match), _render_verdict(rule.verdict)], "comment": rule.comment}
+
+
+def _cmp(left: Json, right: Any, op: str = "==") -> Json:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _meta(key: str) -> Json:
+    return {"meta": {"key": key}}
+
+
+def _prefix(net: Any) -> Any:
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _render_match(fam: Family, m: Match) -> list[Json]:
+    out: list[Json] = []
+    proto = m.family
+    if fam == "bridge" and proto is not None:
+        out.append(_cmp({"payload": {"protocol": "ether", "field": "type"}}, proto))
+    if m.iif is not None:
+        out.append(_cmp(_meta("iifname"), m.iif))
+    if m.iif_in is not None:
+        out.append(_cmp(_meta("iifname"), "@" + m.iif_in))
+    if m.oif is not None:
+        out.append(_cmp(_meta("oifname"), m.oif))
+    if m.oif_in is not None:
+        out.append(_cmp(_meta("oifname"), "@" + m.oif_in))
+    if m.oif_not is not None:
+        out.append(_cmp(_meta("oifname"), m.oif_not, "!="))
+    if m.saddr is not None:
+        out.append(_cmp({"payload": {"protocol": proto, "field": "saddr"}}, _prefix(m.saddr)))
+    if m.daddr is not None:
+        out.append(_cmp({"payload": {"protocol": proto, "field": "daddr"}}, _prefix(m.daddr)))
+    if m.ct_state is not None:
+        out.append(_cmp({"ct": {"key": "state"}}, sorted(m.ct_state), "in"))
+    return out
+
+
+def _render_verdict(v: Verdict) -> Json:
+    if isinstance(v, Accept):
+        return {"accept": None}
+    if isinstance(v, Drop):
+        return {"drop": None}
+    if isinstance(v, Masquerade):
+        return {"masquerade": None}
+    if isinstance(v, Jump):
+        return {"jump": {"target": v.chain}}
+    if isinstance(v, Dispatch):
+        key = "iifname" if v.key == "iif" else "oifname"
+        return {"vmap": {"key": _meta(key), "data": "@" + v.map}}
+    raise TypeError(f"unknown verdict {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------------- in_sync
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    """What ``in_sync`` compares: chain -> rule count, set -> element count, and the marker hash."""
+
+    chains: tuple[tuple[str, int], ...]
+    sets: tuple[tuple[str, int], ...]
+    marker: str | None
+
+
+def expected_summaries(batch: Json) -> dict[str, TableSummary]:
+    """Summaries of the tables a rendered batch creates (keyed by family)."""
+    return _summarise([next(iter(c["add"].items())) for c in batch["nftables"] if "add" in c])
+
+
+def observed_summaries(listing: Json) -> dict[str, TableSummary]:
+    """Summaries of netd's tables in a ``list table`` JSON answer (a ``metainfo`` plus objects)."""
+    return _summarise([next(iter(o.items())) for o in listing.get("nftables", []) if "metainfo" not in o])
+
+
+def _summarise(objs: list[tuple[str, Json]]) -> dict[str, TableSummary]:
+    chains: dict[str, dict[str, int]] = {}
+    sets: dict[str, dict[str, int]] = {}
+    markers: dict[str, str | None] = {}
+    for kind, obj in objs:
+        fam = str(obj["family"])
+        if kind == "table" and obj.get("name") == TABLE_NAME:
+            chains.setdefault(fam, {})
+            sets.setdefault(fam, {})
+            markers.setdefault(fam, None)
+        elif obj.get("table") != TABLE_NAME:
+            continue
+        elif kind == "chain":
+            chains.setdefault(fam, {}).setdefault(str(obj["name"]), 0)
+        elif kind in ("set", "map"):
+            sets.setdefault(fam, {})[str(obj["name"])] = len(obj.get("elem", []))
+        elif kind == "rule":
+            fc = chains.setdefault(fam, {})
+            fc[str(obj["chain"])] = fc.get(str(obj["chain"]), 0) + 1
+            comment = obj.get("comment")
+            if obj["chain"] == MARKER_CHAIN and isinstance(comment, str) and comment.startswith(MARKER_PREFIX):
+                markers[fam] = comment[len(MARKER_PREFIX) :]
+    return {
+        fam: TableSummary(
+            chains=tuple(sorted(chains[fam].items())),
+            sets=tuple(sorted(sets.get(fam, {}).items())),
+            marker=markers.get(fam),
+        )
+        for fam in chains
+    }

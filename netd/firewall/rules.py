@@ -1,0 +1,300 @@
+"""Pure firewall rule model: what netd wants the packet filter to do, built from the desired state.
+
+No nftables, iptables or subprocess imports here.  ``build_ruleset`` is the single builder: a backend renders
+the whole ``Ruleset`` and replaces everything netd owns with it in one transaction, so adding and deleting a
+network are the same operation (the network is simply present in or absent from the next ruleset).
+
+Shape (Docker's bridge semantics; per network, never per endpoint):
+
+``ip`` layer (routed traffic, IPv4 and IPv6; nftables ``table inet netd``)::
+
+    forward   (base chain, hook forward, policy accept)
+        oif vmap @to_bridge      -> jump to-<net>    every packet that leaves through a netd bridge
+        iif vmap @from_bridge    -> jump from-<net>  every packet that came in on a netd bridge (and leaves
+                                                     through something that is not a netd bridge)
+    to-<net>
+        iif <bridge> accept|drop                     same network (seen only when br_netfilter is active); icc
+        iif @bridges drop                            isolation from every other netd network
+        [internal]  drop                             internal: nothing else gets in
+        ct state established,related accept          return traffic
+        drop                                         unsolicited inbound (Docker >= 28; published ports later)
+    from-<net>
+        [internal]  drop                             internal: nothing gets out
+        accept                                       outbound (omitted when ip_forward is False)
+    postrouting (base chain, hook postrouting, nat, policy accept)
+        saddr <subnet> oif != <bridge> masquerade    per subnet, when masquerade and not internal
+
+``bridge`` layer (bridged frames; nftables ``table bridge netd``), only when some network has icc off::
+
+    forward   (base chain, hook forward, policy accept)
+        saddr <subnet> daddr <subnet> drop           per subnet of each icc=False network
+
+The bridge layer makes icc=False work without br_netfilter.  Its rules match on addresses only: this kernel
+has no ``meta ibrname`` (CONFIG_NFT_BRIDGE_META is off), and netd's IPAM keeps netd subnets disjoint.
+
+Published ports (a later issue) extend this with a ``prerouting`` dnat chain and ``NamedSet`` maps keyed by
+``daddr . l4proto . dport`` (see ``SetKey``); the DNAT'd packets are then accepted in ``to-<net>`` by a
+``ct status dnat`` match before the final drop.  Nothing here is per endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+from typing import Literal
+
+from netd.errors import InvalidError
+from netd.model import DesiredState, Network
+
+IPNet = IPv4Network | IPv6Network
+Hook = Literal["forward", "postrouting", "prerouting"]
+CtState = Literal["established", "related", "new", "invalid"]
+SetKey = Literal["ifname", "ipv4_addr", "ipv6_addr", "inet_proto", "inet_service"]
+
+# Names of the fixed objects; per-network chains are "to-<key>" / "from-<key>".
+SET_BRIDGES = "bridges"
+MAP_TO_BRIDGE = "to_bridge"
+MAP_FROM_BRIDGE = "from_bridge"
+CHAIN_FORWARD = "forward"
+CHAIN_POSTROUTING = "postrouting"
+
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9]+$")
+KEY_LEN = 12  # keeps "NETD-FROM-<key>" within iptables' 28-character chain-name limit
+
+
+# ---------------------------------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True)
+class Accept:
+    pass
+
+
+@dataclass(frozen=True)
+class Drop:
+    pass
+
+
+@dataclass(frozen=True)
+class Masquerade:
+    pass
+
+
+@dataclass(frozen=True)
+class Jump:
+    chain: str
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Look ``key`` up in the verdict map ``map`` (a ``NamedSet`` with jump values); no match: next rule."""
+
+    key: Literal["iif", "oif"]
+    map: str
+
+
+Verdict = Accept | Drop | Masquerade | Jump | Dispatch
+
+
+# ---------------------------------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Match:
+    """All given fields must match (logical AND); an empty Match matches every packet."""
+
+    iif: str | None = None
+    oif: str | None = None
+    oif_not: str | None = None
+    iif_in: str | None = None  # name of an ifname NamedSet
+    oif_in: str | None = None
+    saddr: IPNet | None = None
+    daddr: IPNet | None = None
+    ct_state: frozenset[CtState] | None = None
+
+    @property
+    def family(self) -> Literal["ip", "ip6"] | None:
+        """The address family the match implies (None: any)."""
+        for net in (self.saddr, self.daddr):
+            if net is not None:
+                return "ip" if net.version == 4 else "ip6"
+        return None
+
+
+@dataclass(frozen=True)
+class Rule:
+    match: Match
+    verdict: Verdict
+    comment: str  # "netd:<network id>" or "netd:<what>"; every rule says why it exists
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    rules: tuple[Rule, ...]
+    hook: Hook | None = None  # None: a regular chain reached only by jumps
+
+
+@dataclass(frozen=True)
+class Element:
+    key: tuple[str, ...]  # one value per SetKey of the set (a concatenation when more than one)
+    value: Verdict | str | None = None  # maps only
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    """A named set (``value is None``) or map; lookups stay O(1) however many elements it holds."""
+
+    name: str
+    key: tuple[SetKey, ...]
+    elements: tuple[Element, ...]
+    value: Literal["verdict", "ipv4_addr", "ipv6_addr", "inet_service"] | None = None
+    interval: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    chains: tuple[Chain, ...] = ()
+    sets: tuple[NamedSet, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.chains
+
+    def chain(self, name: str) -> Chain:
+        for ch in self.chains:
+            if ch.name == name:
+                return ch
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """Everything netd wants in the packet filter.  ``ip``: routed IPv4/IPv6; ``bridge``: bridged frames."""
+
+    ip: Table = field(default_factory=Table)
+    bridge: Table = field(default_factory=Table)
+
+    @property
+    def empty(self) -> bool:
+        return self.ip.empty and self.bridge.empty
+
+
+# ---------------------------------------------------------------------------------------------------- builder
+
+
+def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
+    """Build the complete ruleset for ``state``: pure, deterministic (sorted by network id).
+
+    ``ip_forward=False`` (Docker's ``ip-forward: false``): netd does not accept outbound forwarded traffic or
+    its replies (the host's own policy decides); isolation, icc and internal drops and NAT stay.
+    """
+    nets = sorted((n for n in state.networks.values() if n.driver == "bridge"), key=lambda n: n.id)
+    if not nets:
+        return Ruleset()
+    _check_unique_bridges(nets)
+    keys = chain_keys(nets)
+
+    to_elems: list[Element] = []
+    from_elems: list[Element] = []
+    chains: list[Chain] = []
+    nat: list[Rule] = []
+    bridge_rules: list[Rule] = []
+    for net in nets:
+        key = keys[net.id]
+        to_elems.append(Element((net.bridge,), Jump(f"to-{key}")))
+        from_elems.append(Element((net.bridge,), Jump(f"from-{key}")))
+        chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward)))
+        chains.append(Chain(f"from-{key}", _from_rules(net, ip_forward)))
+        nat.extend(_nat_rules(net))
+        bridge_rules.extend(_bridge_rules(net))
+
+    forward = Chain(
+        CHAIN_FORWARD,
+        (
+            Rule(Match(), Dispatch("oif", MAP_TO_BRIDGE), "netd:into-network"),
+            Rule(Match(), Dispatch("iif", MAP_FROM_BRIDGE), "netd:out-of-network"),
+        ),
+        hook="forward",
+    )
+    sets = (
+        NamedSet(SET_BRIDGES, ("ifname",), tuple(Element((n.bridge,)) for n in nets)),
+        NamedSet(MAP_TO_BRIDGE, ("ifname",), tuple(to_elems), value="verdict"),
+        NamedSet(MAP_FROM_BRIDGE, ("ifname",), tuple(from_elems), value="verdict"),
+    )
+    ip = Table(
+        chains=(forward, Chain(CHAIN_POSTROUTING, tuple(nat), hook="postrouting"), *chains),
+        sets=sets,
+    )
+    bridge = Table()
+    if bridge_rules:
+        bridge = Table(chains=(Chain(CHAIN_FORWARD, tuple(bridge_rules), hook="forward"),))
+    return Ruleset(ip=ip, bridge=bridge)
+
+
+def _subnets(net: Network) -> list[IPNet]:
+    return [cfg.subnet for cfg in net.ipam]
+
+
+def _to_rules(net: Network, ip_forward: bool) -> tuple[Rule, ...]:
+    c = f"netd:{net.id}"
+    rules = [
+        Rule(Match(iif=net.bridge), Accept() if net.icc else Drop(), c),
+        Rule(Match(iif_in=SET_BRIDGES), Drop(), c),
+    ]
+    if not net.internal and ip_forward:
+        rules.append(Rule(Match(ct_state=frozenset({"established", "related"})), Accept(), c))
+    rules.append(Rule(Match(), Drop(), c))
+    return tuple(rules)
+
+
+def _from_rules(net: Network, ip_forward: bool) -> tuple[Rule, ...]:
+    c = f"netd:{net.id}"
+    if net.internal:
+        return (Rule(Match(), Drop(), c),)
+    return (Rule(Match(), Accept(), c),) if ip_forward else ()
+
+
+def _nat_rules(net: Network) -> list[Rule]:
+    if net.internal or not net.masquerade:
+        return []
+    return [Rule(Match(saddr=s, oif_not=net.bridge), Masquerade(), f"netd:{net.id}") for s in _subnets(net)]
+
+
+def _bridge_rules(net: Network) -> list[Rule]:
+    if net.icc:
+        return []
+    return [Rule(Match(saddr=s, daddr=s), Drop(), f"netd:{net.id}") for s in _subnets(net)]
+
+
+def _check_unique_bridges(nets: list[Network]) -> None:
+    seen: dict[str, str] = {}
+    for net in nets:
+        if not _IFNAME_RE.match(net.bridge):
+            raise InvalidError(
+                f'network "{net.name}": bridge name {net.bridge!r} is not a valid interface name '
+                "(1-15 characters: letters, digits, '_', '.', '@', '+', '-')",
+                field="bridge",
+            )
+        if net.bridge in seen:
+            raise InvalidError(
+                f'network "{net.name}": bridge {net.bridge} is already used by network "{seen[net.bridge]}"; '
+                "give each network its own bridge",
+                field="bridge",
+            )
+        seen[net.bridge] = net.name
+
+
+def chain_keys(nets: list[Network]) -> dict[str, str]:
+    """A short, safe, unique chain key per network id: the id prefix when that works, else a hash."""
+    prefixes = [n.id[:KEY_LEN] for n in nets]
+    out: dict[str, str] = {}
+    for net, prefix in zip(nets, prefixes, strict=True):
+        if _KEY_RE.match(prefix) and prefixes.count(prefix) == 1:
+            out[net.id] = prefix
+        else:
+            out[net.id] = "h" + hashlib.sha256(net.id.encode()).hexdigest()[: KEY_LEN - 1]
+    return out
