@@ -1,0 +1,316 @@
+"""Bridge and veth create-or-verify, link teardown.  Thin: netlink requests in, KernelError out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netd.errors import KernelError
+from netd.kernel.nlerror import is_errno, kernel_error
+from netd.kernel.observe import IFF_UP, Msg, addresses_by_index, decode_link
+from netd.kernel.sysctl import write_sysctl
+from netd.linkspec import BridgeSpec, Iface, VethSpec, owner_alias
+
+log = structlog.get_logger()
+
+IFA_F_NODAD = 0x02
+# Links to delete are first moved into this group, then removed with one RTM_DELLINK (one RCU grace period for
+# the whole batch instead of one per link).  ASCII "netd"; never used for anything else.
+TEARDOWN_GROUP = 0x6E657464
+BRIDGE_NAME_HINT = "pick another name with -o com.docker.network.bridge.name"
+
+IPR = Any  # pyroute2 AsyncIPRoute (untyped)
+NsSocket = Callable[[str], Awaitable[IPR]]
+
+
+async def get_link(ipr: IPR, ifname: str) -> Msg | None:
+    try:
+        msgs = await ipr.link("get", ifname=ifname)
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise
+    return msgs[0] if msgs else None
+
+
+async def link_addresses(ipr: IPR, index: int) -> list[Iface]:
+    msgs = [m async for m in await ipr.addr("dump", index=index)]
+    return addresses_by_index(m for m in msgs if m["index"] == index).get(index, [])
+
+
+async def add_address(ipr: IPR, index: int, iface: Iface) -> None:
+    kw: dict[str, Any] = {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
+    if iface.version == 6:
+        kw["flags"] = IFA_F_NODAD
+    try:
+        await ipr.addr("add", **kw)
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise
+
+
+# ---------------------------------------------------------------------------------------------- bridge
+
+
+async def ensure_bridge(ipr: IPR, spec: BridgeSpec) -> int:
+    """Create or adopt the bridge, fix mtu/alias/up/addresses; returns its ifindex."""
+    obj = f'bridge "{spec.ifname}"'
+    blog = log.bind(ifname=spec.ifname, owner=spec.owner)
+    try:
+        msg = await get_link(ipr, spec.ifname)
+        if msg is None:
+            if spec.adopt:
+                raise KernelError(
+                    f"{obj}: adopt failed: no such interface; create it first or do not ask netd to adopt it"
+                )
+            kw: dict[str, Any] = {"ifname": spec.ifname, "kind": "bridge", "br_stp_state": 0}
+            kw["br_forward_delay"] = 0
+            if spec.mtu:
+                kw["mtu"] = spec.mtu
+            try:
+                await ipr.link("add", **kw)
+            except NetlinkError as exc:
+                hint = "another interface already has this name; " + BRIDGE_NAME_HINT
+                raise kernel_error(obj, "create", exc, hint if exc.code == errno.EEXIST else None) from exc
+            blog.info("link_created", kind="bridge")
+            msg = await get_link(ipr, spec.ifname)
+            if msg is None:
+                raise KernelError(f"{obj}: vanished right after it was created; another tool is deleting it")
+        link = decode_link(msg)
+        if link.kind != "bridge":
+            raise KernelError(
+                f'{obj}: an interface of kind "{link.kind}" already has this name; {BRIDGE_NAME_HINT}'
+            )
+        alias = msg.get_attr("IFLA_IFALIAS")
+        if not spec.adopt and alias and link.owner != spec.owner:
+            raise KernelError(
+                f'{obj}: already belongs to "{alias}", not to network {spec.owner}; {BRIDGE_NAME_HINT}'
+            )
+        if not spec.adopt and not alias and not await _looks_fresh(ipr, link.up, link.index):
+            raise KernelError(f"{obj}: exists and is not managed by netd; {BRIDGE_NAME_HINT}, or adopt it")
+        change: dict[str, Any] = {}
+        if not spec.adopt and not alias:
+            change["ifalias"] = owner_alias(spec.owner)
+        if spec.mtu and link.mtu != spec.mtu:
+            change["mtu"] = spec.mtu
+        if not link.up:
+            change["state"] = "up"
+        if change:
+            await ipr.link("set", index=link.index, **change)
+            blog.info("link_updated", kind="bridge", changed=sorted(change))
+        await _sync_addresses(ipr, link.index, spec.addresses, remove_extra=not spec.adopt, blog=blog)
+        return link.index
+    except NetlinkError as exc:
+        raise kernel_error(obj, "configure", exc) from exc
+
+
+async def _looks_fresh(ipr: IPR, up: bool, index: int) -> bool:
+    """An alias-less bridge that is down, without ports and addresses: the one netd just created (the alias
+    needs a second request; netd may have stopped in between).  Anything else is someone else's."""
+    if up or await link_addresses(ipr, index):
+        return False
+    return not [m async for m in await ipr.link("dump") if m.get_attr("IFLA_MASTER") == index]
+
+
+async def _sync_addresses(ipr: IPR, index: int, want: Sequence[Iface], *, remove_extra: bool, blog: Any) -> None:
+    have = await link_addresses(ipr, index)
+    for iface in want:
+        if iface not in have:
+            await add_address(ipr, index, iface)
+            blog.info("addr_added", address=str(iface))
+    if remove_extra:
+        for iface in have:
+            if iface not in want:
+                await ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                blog.info("addr_removed", address=str(iface))
+
+
+# ---------------------------------------------------------------------------------------------- veth
+
+
+def disable_ipv6(ifname: str) -> None:
+    """No link-local address, no MLD on a bridge port: keeps the kernel's per-veth cost flat (design.md)."""
+    with contextlib.suppress(FileNotFoundError):  # IPv6 compiled out / disabled at boot
+        write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "1")
+
+
+async def ensure_veth(ipr: IPR, ns_socket: NsSocket, spec: VethSpec, bridge_index: int) -> bool:
+    """Create-or-verify one endpoint.  Returns True if anything was changed."""
+    obj = f'veth "{spec.host_ifname}"'
+    vlog = log.bind(ifname=spec.host_ifname, owner=spec.owner, netns=spec.netns.path)
+    try:
+        msg = await get_link(ipr, spec.host_ifname)
+        if msg is not None:
+            link = decode_link(msg)
+            if link.kind == "veth" and msg.get_attr("IFLA_IFALIAS") is None and not link.up:
+                # alias and IFF_UP are set by the last request of a create: netd stopped half-way. Start over.
+                vlog.warning("veth_half_built_removed")
+                await ipr.link("del", index=link.index)
+                msg = None
+        if msg is not None:
+            link = decode_link(msg)
+            if link.kind != "veth" or link.owner != spec.owner:
+                raise KernelError(
+                    f'{obj}: an interface of kind "{link.kind}" owned by '
+                    f"{msg.get_attr('IFLA_IFALIAS') or 'nobody'} already has this name; "
+                    "remove it or choose another endpoint name"
+                )
+            if msg.get_attr("IFLA_LINK_NETNSID") is None:
+                vlog.warning("veth_peer_misplaced")  # the peer is in our own netns: recreate
+                await ipr.link("del", index=link.index)
+            else:
+                change: dict[str, Any] = {}
+                if link.master != bridge_index:
+                    change["master"] = bridge_index
+                if spec.mtu and link.mtu != spec.mtu:
+                    change["mtu"] = spec.mtu
+                if not link.up:
+                    change["state"] = "up"
+                if not change:
+                    return False
+                await ipr.link("set", index=link.index, **change)
+                vlog.info("link_updated", kind="veth", changed=sorted(change))
+                await configure_peer(await ns_socket(spec.netns.path), spec)
+                return True
+        await _create_veth(ipr, ns_socket, spec, bridge_index, obj)
+        vlog.info("link_created", kind="veth", peer=spec.peer_ifname)
+        return True
+    except NetlinkError as exc:
+        raise kernel_error(obj, "configure", exc) from exc
+
+
+async def _create_veth(ipr: IPR, ns_socket: NsSocket, spec: VethSpec, bridge_index: int, obj: str) -> None:
+    try:
+        nsfd = os.open(spec.netns.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise kernel_error(
+            f"{obj}: netns {spec.netns.path}", "open", exc, "the namespace does not exist (any more)"
+        ) from exc
+    try:
+        peer: dict[str, Any] = {"ifname": spec.peer_ifname, "net_ns_fd": nsfd, "address": spec.mac}
+        kw: dict[str, Any] = {"ifname": spec.host_ifname, "kind": "veth", "master": bridge_index, "peer": peer}
+        if spec.mtu:
+            kw["mtu"] = peer["mtu"] = spec.mtu
+        for attempt in (1, 2):
+            try:
+                await ipr.link("add", **kw)
+                break
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST or attempt == 2 or not await _clear_stale_peer(ns_socket, spec):
+                    raise kernel_error(obj, f"create (peer {spec.peer_ifname} in {spec.netns.path})", exc) from exc
+    finally:
+        os.close(nsfd)
+    try:
+        disable_ipv6(spec.host_ifname)
+        # IFF_UP in the creating request fails with ENOTCONN (peer in another netns): second message.
+        msg = await get_link(ipr, spec.host_ifname)
+        if msg is None:
+            raise KernelError(f"{obj}: vanished right after it was created; another tool is deleting it")
+        # the host side's IFLA_LINK is the peer's ifindex inside the target netns: no lookup there
+        await configure_peer(await ns_socket(spec.netns.path), spec, peer_index=msg.get_attr("IFLA_LINK"))
+        await ipr.link("set", index=msg["index"], ifalias=owner_alias(spec.owner), state="up")
+    except BaseException:
+        # unwind: a half-configured pair would pass the next cheap check; deleting the host side takes the peer
+        with contextlib.suppress(NetlinkError):
+            await ipr.link("del", ifname=spec.host_ifname)
+        raise
+
+
+async def _clear_stale_peer(ns_socket: NsSocket, spec: VethSpec) -> bool:
+    """EEXIST on create: if a leftover veth of the peer's name sits in the target netns, delete it."""
+    nsipr = await ns_socket(spec.netns.path)
+    msg = await get_link(nsipr, spec.peer_ifname)
+    if msg is None or decode_link(msg).kind != "veth":
+        return False
+    log.warning("stale_peer_removed", ifname=spec.peer_ifname, netns=spec.netns.path)
+    await nsipr.link("del", index=msg["index"])
+    return True
+
+
+async def configure_peer(nsipr: IPR, spec: VethSpec, peer_index: int | None = None) -> None:
+    """Addresses (IPv6 nodad), up, default routes: all idempotent.  ``peer_index`` given = freshly created."""
+    where = f'peer "{spec.peer_ifname}" in {spec.netns.path}'
+    try:
+        if peer_index is None:
+            msg = await get_link(nsipr, spec.peer_ifname)
+            if msg is None:
+                raise KernelError(f"{where}: missing; the namespace is being torn down or the peer was moved")
+            index, up = int(msg["index"]), bool(msg["flags"] & IFF_UP)
+        else:
+            index, up = peer_index, False
+        for iface in spec.addresses:
+            await add_address(nsipr, index, iface)
+        if not up:
+            await nsipr.link("set", index=index, state="up")
+        if spec.gateway4 is not None:
+            await nsipr.route("replace", dst="0.0.0.0/0", gateway=str(spec.gateway4), oif=index)
+        if spec.gateway6 is not None:
+            await nsipr.route("replace", dst="::/0", gateway=str(spec.gateway6), oif=index, family=socket.AF_INET6)
+    except NetlinkError as exc:
+        raise kernel_error(where, "configure", exc) from exc
+
+
+async def peer_ok(nsipr: IPR, spec: VethSpec) -> bool:
+    msg = await get_link(nsipr, spec.peer_ifname)
+    if msg is None:
+        return False
+    link = decode_link(msg)
+    if link.kind != "veth" or not link.up or link.mac.lower() != spec.mac.lower():
+        return False
+    have = await link_addresses(nsipr, link.index)
+    return all(a in have for a in spec.addresses)
+
+
+# ---------------------------------------------------------------------------------------------- delete
+
+
+async def delete_links(ipr: IPR, ifnames: Sequence[str]) -> int:
+    """Delete the named links (missing = fine).  Many at once: move them to one group, delete the group."""
+    wanted = set(ifnames)
+    if not wanted:
+        return 0
+    if len(wanted) == 1:  # one cheap get instead of a dump
+        msg = await get_link(ipr, next(iter(wanted)))
+        found = [msg] if msg is not None else []
+    else:
+        found = [m async for m in await ipr.link("dump") if m.get_attr("IFLA_IFNAME") in wanted]
+    indexes = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in found}
+    if not indexes:
+        return 0
+    if len(indexes) == 1:
+        index, name = next(iter(indexes.items()))
+        await _delete_one(ipr, index, name)
+        return 1
+    results = await asyncio.gather(
+        *(ipr.link("set", index=i, group=TEARDOWN_GROUP) for i in indexes), return_exceptions=True
+    )
+    for res, name in zip(results, indexes.values(), strict=True):
+        if isinstance(res, BaseException) and not is_errno(res, errno.ENODEV):
+            raise kernel_error(f'link "{name}"', "delete (mark)", res) from res
+    try:
+        await ipr.link("del", index=0, group=TEARDOWN_GROUP)
+    except NetlinkError as exc:
+        if exc.code == errno.EOPNOTSUPP:  # a device kind without rtnl_link_ops: one at a time
+            for index, name in indexes.items():
+                await _delete_one(ipr, index, name)
+        elif exc.code != errno.ENODEV:
+            raise kernel_error(f"{len(indexes)} links", "delete", exc) from exc
+    log.info("links_deleted", count=len(indexes), ifnames=sorted(indexes.values()))
+    return len(indexes)
+
+
+async def _delete_one(ipr: IPR, index: int, name: str) -> None:
+    try:
+        await ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise kernel_error(f'link "{name}"', "delete", exc) from exc
+    log.info("link_deleted", ifname=name)

@@ -1,0 +1,250 @@
+"""The kernel facade: one AsyncIPRoute per network namespace, cached, and the operations the reconciler needs.
+
+Sockets into other namespaces are made fork-free: a fresh thread ``setns()``es, creates a NETLINK_ROUTE datagram
+socket and hands the fd to ``AsyncIPRoute(fileno=...)`` in the event loop's thread (about 1 ms, against 25-40 ms
+for pyroute2's fork-based ``netns=``).  A cached socket keeps its namespace alive, so each use first checks that
+the path still names the same nsfs inode; a removed or replaced namespace evicts the entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
+
+from netd.errors import KernelError
+from netd.kernel import link as linkops
+from netd.kernel import netns as nsops
+from netd.kernel import sysctl as sysctlops
+from netd.kernel.events import link_events
+from netd.kernel.nlerror import kernel_error
+from netd.kernel.observe import build_observed, prefixes_of
+from netd.linkspec import BridgeSpec, NsRef, ObservedHost, VethSpec
+from netd.model import IPNetwork
+
+log = structlog.get_logger()
+
+
+@dataclass
+class _NsSocket:
+    ipr: Any  # AsyncIPRoute
+    inode: tuple[int, int]  # (st_dev, st_ino) of the nsfs file when the socket was opened
+
+
+class Kernel:
+    """Effects on the kernel, all idempotent.  Works on the netns of the thread running the event loop."""
+
+    def __init__(self, netns_dir: Path) -> None:
+        self.netns_dir = Path(netns_dir)
+        self._host: Any = None
+        self._ns: dict[str, _NsSocket] = {}
+        self._bridges: dict[str, int] = {}  # bridge name -> ifindex, refreshed by ensure_bridge
+        self._dir_ready = False  # netns_dir checked to be a shared mount (once per process)
+
+    # ------------------------------------------------------------------------------------------ sockets
+
+    async def _host_socket(self) -> Any:
+        if self._host is None:
+            ipr = AsyncIPRoute()
+            await ipr.setup_endpoint()
+            self._host = ipr
+        return self._host
+
+    async def _adopt_fd(self, path: str, fd: int) -> Any:
+        ipr = AsyncIPRoute(fileno=fd)
+        try:
+            await ipr.setup_endpoint()
+            inode = nsops.ns_inode(path)
+        except BaseException:
+            ipr.close()
+            raise
+        self._drop(path)
+        self._ns[path] = _NsSocket(ipr, inode)
+        return ipr
+
+    async def ns_socket(self, path: str) -> Any:
+        """A cached request socket inside the netns at ``path``; never creates a namespace."""
+        entry = self._ns.get(path)
+        try:
+            inode = nsops.ns_inode(path)
+        except OSError as exc:
+            self._drop(path)
+            raise kernel_error(f"netns {path}", "open", exc, "the namespace does not exist (any more)") from exc
+        if entry is not None:
+            if entry.inode == inode:
+                return entry.ipr
+            self._drop(path)  # the name now points at another namespace
+        if not nsops.ns_alive(path):
+            raise KernelError(f"netns {path}: open failed: not a network namespace file; remove the stale file")
+        try:
+            fd = await nsops.in_fresh_thread(lambda: nsops.netlink_fd_in(path), name="netd-nsopen")
+        except OSError as exc:
+            raise kernel_error(f"netns {path}", "open", exc) from exc
+        log.debug("netns_socket_opened", netns=path)
+        return await self._adopt_fd(path, fd)
+
+    def _drop(self, path: str) -> None:
+        entry = self._ns.pop(path, None)
+        if entry is not None:
+            entry.ipr.close()
+
+    def forget_netns(self, path: str) -> None:
+        """Evict the cached socket (call after an error that suggests the namespace is gone)."""
+        self._drop(path)
+
+    async def close(self) -> None:
+        for path in list(self._ns):
+            self._drop(path)
+        if self._host is not None:
+            self._host.close()
+            self._host = None
+
+    # ------------------------------------------------------------------------------------------ netns
+
+    def netns_path(self, name: str) -> str:
+        if not name or "/" in name or name in (".", ".."):
+            raise KernelError(f'netns "{name}": not a valid name; use letters, digits, "-", "_" and "."')
+        return str(self.netns_dir / name)
+
+    @staticmethod
+    def ns_alive(path: str) -> bool:
+        return nsops.ns_alive(path)
+
+    async def ensure_netns(self, name: str) -> bool:
+        path = self.netns_path(name)
+        if nsops.ns_alive(path):
+            return False
+        netns_dir, prepare = str(self.netns_dir), not self._dir_ready
+        try:
+            created, fd = await nsops.in_fresh_thread(
+                lambda: nsops.create_named_netns(netns_dir, name, prepare), name="netd-nsadd"
+            )
+        except OSError as exc:
+            raise kernel_error(f'netns "{name}"', "create", exc) from exc
+        self._dir_ready = True
+        if not created or fd is None:
+            return False
+        ipr = await self._adopt_fd(path, fd)
+        try:
+            lo = await linkops.get_link(ipr, "lo")
+            if lo is not None:
+                await ipr.link("set", index=lo["index"], state="up")
+        except NetlinkError as exc:
+            raise kernel_error(f'netns "{name}"', "bring lo up", exc) from exc
+        log.info("netns_created", netns=name, path=path)
+        return True
+
+    async def remove_netns(self, name: str) -> None:
+        path = self.netns_path(name)
+        self._drop(path)
+        try:
+            removed = nsops.remove_named_netns(path)
+        except OSError as exc:
+            raise kernel_error(f'netns "{name}"', "remove", exc) from exc
+        if removed:
+            log.info("netns_removed", netns=name, path=path)
+
+    # ------------------------------------------------------------------------------------------ links
+
+    async def observe(self, names: Collection[str] | None = None) -> ObservedHost:
+        """Links of the daemon's netns (all of them, or only ``names``: O(1) for a scoped reconcile)."""
+        ipr = await self._host_socket()
+        for attempt in range(5):
+            try:
+                if names is None:
+                    links = [m async for m in await ipr.link("dump")]
+                else:
+                    found = [await linkops.get_link(ipr, n) for n in sorted(set(names))]
+                    links = [m for m in found if m is not None]
+                # addresses live on bridges and uplinks only (host veth ports have none): a small dump
+                addrs = [m async for m in await ipr.addr("dump")]
+                break
+            except NetlinkDumpInterrupted:  # the link table changed during the dump: take a new one
+                if attempt == 4:
+                    raise KernelError(
+                        "host links: dump failed: interrupted 5 times; links keep changing"
+                    ) from None
+            except NetlinkError as exc:
+                raise kernel_error("host links", "dump", exc) from exc
+        host = build_observed(links, addrs)
+        if names is None:
+            self._bridges = {link.ifname: link.index for link in host.bridges.values()}
+        else:
+            self._bridges.update({link.ifname: link.index for link in host.bridges.values()})
+        return host
+
+    async def host_prefixes(self) -> list[IPNetwork]:
+        """Every prefix the daemon's netns routes or addresses (not default routes): subnets to stay clear of."""
+        ipr = await self._host_socket()
+        try:
+            routes = [m async for m in await ipr.route("dump")]
+            addrs = [m async for m in await ipr.addr("dump")]
+        except NetlinkError as exc:
+            raise kernel_error("host routes", "dump", exc) from exc
+        return prefixes_of(routes, addrs)
+
+    async def ensure_bridge(self, spec: BridgeSpec) -> None:
+        index = await linkops.ensure_bridge(await self._host_socket(), spec)
+        self._bridges[spec.ifname] = index
+
+    async def _bridge_index(self, name: str) -> int:
+        index = self._bridges.get(name)
+        if index is not None:
+            return index
+        msg = await linkops.get_link(await self._host_socket(), name)
+        if msg is None:
+            raise KernelError(f'bridge "{name}": not found; create the network\'s bridge first')
+        self._bridges[name] = int(msg["index"])
+        return self._bridges[name]
+
+    async def ensure_veth(self, spec: VethSpec) -> None:
+        ipr = await self._host_socket()
+        bridge = await self._bridge_index(spec.bridge)
+        try:
+            await linkops.ensure_veth(ipr, self.ns_socket, spec, bridge)
+        except KernelError:
+            # the bridge was recreated behind our back (stale cached ifindex): refresh and retry once
+            self._bridges.pop(spec.bridge, None)
+            if await self._bridge_index(spec.bridge) == bridge:
+                raise
+            await linkops.ensure_veth(ipr, self.ns_socket, spec, await self._bridge_index(spec.bridge))
+
+    async def peer_exists(self, spec: VethSpec) -> bool:
+        try:
+            nsipr = await self.ns_socket(spec.netns.path)
+            return await linkops.peer_ok(nsipr, spec)
+        except KernelError:
+            return False
+        except NetlinkError as exc:
+            self._drop(spec.netns.path)
+            raise kernel_error(f'peer "{spec.peer_ifname}" in {spec.netns.path}', "check", exc) from exc
+
+    async def delete_links(self, ifnames: Sequence[str]) -> None:
+        names = list(dict.fromkeys(ifnames))
+        try:
+            await linkops.delete_links(await self._host_socket(), names)
+        except NetlinkError as exc:
+            raise kernel_error(
+                f"links {', '.join(names[:5])}{'...' if len(names) > 5 else ''}", "delete", exc
+            ) from exc
+        for name in names:
+            self._bridges.pop(name, None)
+
+    # ------------------------------------------------------------------------------------------ sysctl
+
+    async def set_sysctl(self, key: str, value: str, ns: NsRef | None = None) -> None:
+        await sysctlops.set_sysctl(key, value, ns)
+
+    async def get_sysctl(self, key: str, ns: NsRef | None = None) -> str:
+        return await sysctlops.get_sysctl(key, ns)
+
+    # ------------------------------------------------------------------------------------------ events
+
+    async def events(self) -> AsyncGenerator[str, None]:
+        async for reason in link_events():
+            yield reason

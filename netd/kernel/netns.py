@@ -1,0 +1,190 @@
+"""Named network namespaces and per-thread namespace tricks, without the ``ip`` command.
+
+Everything that changes a thread's namespace (``unshare``/``setns``) runs in a *fresh, short-lived* thread
+(:func:`in_fresh_thread`): the main thread and pooled executor threads never leave the daemon's namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+CLONE_NEWNET = 0x40000000
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+NS_GET_NSTYPE = 0xB703
+NETLINK_ROUTE = 0
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+
+
+def _check(rc: int, what: str, path: str = "") -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path or None)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
+    src = source.encode() if source is not None else None
+    fst = fstype.encode() if fstype is not None else None
+    _check(_libc.mount(src, target.encode(), fst, flags, None), "mount", target)
+
+
+def umount_detach(target: str) -> None:
+    _check(_libc.umount2(target.encode(), MNT_DETACH), "umount2", target)
+
+
+def setns_net(path: str) -> None:
+    """Move the *calling thread* into the network namespace at ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), "setns", path)
+    finally:
+        os.close(fd)
+
+
+def unshare_net() -> None:
+    """Give the *calling thread* a brand-new network namespace."""
+    _check(_libc.unshare(CLONE_NEWNET), "unshare")
+
+
+def thread_ns_path() -> str:
+    return f"/proc/self/task/{threading.get_native_id()}/ns/net"
+
+
+async def in_fresh_thread(fn: Callable[[], T], name: str = "netd-ns") -> T:
+    """Run ``fn`` in a new thread that dies afterwards (so a setns() never leaks into a pooled thread)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def deliver(ok: bool, value: object) -> None:
+        if fut.done():
+            return
+        if ok:
+            fut.set_result(value)  # type: ignore[arg-type]
+        else:
+            assert isinstance(value, BaseException)
+            fut.set_exception(value)
+
+    def run() -> None:
+        try:
+            result: object = fn()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(deliver, False, exc)
+        else:
+            loop.call_soon_threadsafe(deliver, True, result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await fut
+
+
+def netlink_fd() -> int:
+    """A NETLINK_ROUTE datagram socket in the calling thread's netns, returned as a bare fd."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+    return sock.detach()
+
+
+def netlink_fd_in(path: str) -> int:
+    """Blocking; call only via :func:`in_fresh_thread`."""
+    setns_net(path)
+    return netlink_fd()
+
+
+def ns_alive(path: str) -> bool:
+    """True if ``path`` is an nsfs file of a live *network* namespace."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False  # ENOTTY: a plain file (e.g. left behind after a reboot)
+    finally:
+        os.close(fd)
+
+
+def ns_inode(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def is_mountpoint(path: str) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            mnt = line.split(" ", 5)[4].replace("\\040", " ")
+            if mnt == real:
+                return True
+    return False
+
+
+def prepare_netns_dir(netns_dir: str) -> None:
+    """mkdir + make the directory a shared mount (bind onto itself first if it is not a mount point).
+
+    Same as iproute2: bind mounts of netns files made later then propagate to other mount namespaces.
+    """
+    os.makedirs(netns_dir, mode=0o755, exist_ok=True)
+    if not is_mountpoint(netns_dir):
+        mount(netns_dir, netns_dir, None, MS_BIND | MS_REC)
+    mount(None, netns_dir, None, MS_SHARED | MS_REC)
+
+
+def create_named_netns(netns_dir: str, name: str, prepare: bool = True) -> tuple[bool, int | None]:
+    """Blocking, runs in a fresh thread: create netns_dir/name bound to a new netns.
+
+    Returns (created, fd of a netlink socket inside the netns, when created).  The calling thread ends up inside
+    the new namespace, which is why this must only run in a throw-away thread.
+    """
+    path = os.path.join(netns_dir, name)
+    if ns_alive(path):
+        return False, None
+    if prepare:
+        prepare_netns_dir(netns_dir)
+    if os.path.lexists(path):  # a stale plain file (or a dead mount): replace it
+        try:
+            umount_detach(path)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
+        os.unlink(path)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    os.close(fd)
+    try:
+        unshare_net()
+        mount(thread_ns_path(), path, None, MS_BIND)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return True, netlink_fd()
+
+
+def remove_named_netns(path: str) -> bool:
+    """Unmount + unlink; returns False if there was nothing to remove."""
+    if not os.path.lexists(path):
+        return False
+    try:
+        umount_detach(path)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point (stale file)
+            raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return True
