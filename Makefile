@@ -58,7 +58,7 @@ test: venv lint
 	$(MAKE) vm-test
 
 demo: venv
-	$(PY) -m netd.demo
+	$(PY) demo/demo.py
 
 bench: venv
 	$(PY) bench/connect.py

@@ -58,7 +58,9 @@ class Network(_Model):
     masquerade: bool = True
     mtu: int | None = None
     is_default: bool = False
-    default_gateway4: IPv4Address | None = None  # daemon.json default-gateway: endpoints route via it, not the bridge
+    default_gateway4: IPv4Address | None = (
+        None  # daemon.json default-gateway: endpoints route via it, not the bridge
+    )
     created: str = ""
 
     def pool(self, version: int) -> IpamConfig | None:

@@ -65,10 +65,17 @@ class Scope:
     networks: frozenset[str] | None = None  # network ids
     endpoints: frozenset[str] | None = None  # endpoint ids
     netns: frozenset[str] | None = None  # netns names
+    links: frozenset[str] = frozenset()  # extra link names to observe (those of objects being removed)
 
     @classmethod
     def everything(cls) -> Scope:
         return cls()
+
+    @classmethod
+    def of(
+        cls, *, networks: Iterable[str] = (), endpoints: Iterable[str] = (), netns: Iterable[str] = ()
+    ) -> Scope:
+        return cls(networks=frozenset(networks), endpoints=frozenset(endpoints), netns=frozenset(netns))
 
     @property
     def is_full(self) -> bool:
@@ -82,6 +89,21 @@ class Scope:
 
     def has_netns(self, name: str) -> bool:
         return self.netns is None or name in self.netns
+
+
+def scope_links(state: DesiredState, scope: Scope) -> frozenset[str]:
+    """The link names a scoped reconcile looks at: the bridges and veths of the objects in scope."""
+    names: set[str] = set()
+    for net in state.networks.values():
+        if scope.has_network(net.id):
+            names.add(net.bridge)
+    for ep in state.endpoints.values():
+        if scope.has_endpoint(ep.id):
+            names.add(ep.host_ifname)
+            ep_net = state.network_by_id(ep.network)
+            if ep_net is not None:
+                names.add(ep_net.bridge)
+    return frozenset(names)
 
 
 @dataclass

@@ -108,7 +108,17 @@ def parse_bool_option(key: str, value: str) -> bool:
 
 def parse_network_create(body: Any) -> NetworkCreate:
     b = _obj(body, "network create")
-    known = {"Name", "Driver", "Internal", "EnableIPv6", "IPAM", "Options", "Labels", "CheckDuplicate", "Attachable"}
+    known = {
+        "Name",
+        "Driver",
+        "Internal",
+        "EnableIPv6",
+        "IPAM",
+        "Options",
+        "Labels",
+        "CheckDuplicate",
+        "Attachable",
+    }
     for key in b:
         if key not in known:
             raise InvalidError(f"unknown field {key!r} (known: {', '.join(sorted(known))})", field=key)
@@ -120,7 +130,9 @@ def parse_network_create(body: Any) -> NetworkCreate:
     if not isinstance(ipam, dict):
         raise InvalidError("IPAM must be an object", field="IPAM")
     if (ipam.get("Driver") or "default") != "default":
-        raise InvalidError(f"IPAM driver {ipam.get('Driver')!r} is not supported; use default", field="IPAM.Driver")
+        raise InvalidError(
+            f"IPAM driver {ipam.get('Driver')!r} is not supported; use default", field="IPAM.Driver"
+        )
     configs = ipam.get("Config") or []
     if not isinstance(configs, list):
         raise InvalidError("IPAM.Config must be a list", field="IPAM.Config")
@@ -172,12 +184,16 @@ def parse_target(body: dict[str, Any]) -> Target:
     netns = _str(body, "Netns")
     path = _str(body, "NetnsPath")
     if (netns is None) == (path is None):
-        raise InvalidError("give exactly one of Netns (a netd netns name) or NetnsPath (a namespace file)", field="Netns")
+        raise InvalidError(
+            "give exactly one of Netns (a netd netns name) or NetnsPath (a namespace file)", field="Netns"
+        )
     if netns is not None:
         return Target(netns=validate_name(netns, "netns"))
     assert path is not None
     if not path.startswith("/") or "\0" in path:
-        raise InvalidError(f"NetnsPath {path!r} must be an absolute path such as /proc/PID/ns/net", field="NetnsPath")
+        raise InvalidError(
+            f"NetnsPath {path!r} must be an absolute path such as /proc/PID/ns/net", field="NetnsPath"
+        )
     return Target(netns_path=path)
 
 

@@ -62,7 +62,11 @@ def network_view(net: Network, state: DesiredState) -> dict[str, Any]:
                     "Subnet": str(c.subnet),
                     "Gateway": str(c.gateway) if c.gateway else "",
                     **({"IPRange": str(c.ip_range)} if c.ip_range else {}),
-                    **({"AuxiliaryAddresses": {k: str(v) for k, v in c.aux_addresses.items()}} if c.aux_addresses else {}),
+                    **(
+                        {"AuxiliaryAddresses": {k: str(v) for k, v in c.aux_addresses.items()}}
+                        if c.aux_addresses
+                        else {}
+                    ),
                 }
                 for c in net.ipam
             ],

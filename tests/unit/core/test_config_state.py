@@ -11,8 +11,10 @@ from netd.state import StateStore
 
 def test_toml_with_docker_keys_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "netd.toml"
-    cfg.write_text('ip-forward = false\nstate_dir = "/tmp/x"\n[default_bridge]\nbip = "10.55.0.1/24"\n'
-                   'ip-masq = false\nfixed-cidr = "10.55.0.128/25"\nmtu = 1400\n')
+    cfg.write_text(
+        'ip-forward = false\nstate_dir = "/tmp/x"\n[default_bridge]\nbip = "10.55.0.1/24"\n'
+        'ip-masq = false\nfixed-cidr = "10.55.0.128/25"\nmtu = 1400\n'
+    )
     monkeypatch.setenv("NETD_IP_FORWARD", "true")
     monkeypatch.setenv("NETD_DEFAULT_BRIDGE__ICC", "false")
     s = load_settings(cfg)

@@ -3,19 +3,47 @@ from ipaddress import ip_interface
 from netd import ipam
 from netd.linkspec import ObservedHost, ObservedLink
 from netd.model import DesiredState, Endpoint, Netns, Network
-from netd.plan import DeleteLinks, EnsureBridge, EnsureNetns, EnsureVeth, Observed, RemoveNetns, Scope, SetSysctl, plan
+from netd.plan import (
+    DeleteLinks,
+    EnsureBridge,
+    EnsureNetns,
+    EnsureVeth,
+    Observed,
+    RemoveNetns,
+    Scope,
+    SetSysctl,
+    plan,
+)
 
 
 def _state() -> DesiredState:
     net = Network(id="n" * 64, name="app", bridge="br-app", ipam=[ipam.validate_pool("172.30.0.0/24")], mtu=1400)
-    ep = Endpoint(id="e" * 64, network=net.id, netns="web", ifname="eth0", host_ifname="vethe", mac="02:00:00:00:00:01",
-                  ipv4=ip_interface("172.30.0.2/24"))  # type: ignore[arg-type]
+    ep = Endpoint(
+        id="e" * 64,
+        network=net.id,
+        netns="web",
+        ifname="eth0",
+        host_ifname="vethe",
+        mac="02:00:00:00:00:01",
+        ipv4=ip_interface("172.30.0.2/24"),
+    )  # type: ignore[arg-type]
     return DesiredState(networks={"app": net}, netns={"web": Netns(name="web")}, endpoints={ep.id: ep})
 
 
-def _link(index: int, name: str, kind: str, owner: str | None, master: int | None = None, **kw: object) -> ObservedLink:
-    return ObservedLink(index=index, ifname=name, kind=kind, owner=owner, mtu=kw.get("mtu", 1500),  # type: ignore[arg-type]
-                        up=True, master=master, mac="", addresses=kw.get("addresses", ()))  # type: ignore[arg-type]
+def _link(
+    index: int, name: str, kind: str, owner: str | None, master: int | None = None, **kw: object
+) -> ObservedLink:
+    return ObservedLink(
+        index=index,
+        ifname=name,
+        kind=kind,
+        owner=owner,
+        mtu=kw.get("mtu", 1500),  # type: ignore[arg-type]
+        up=True,
+        master=master,
+        mac="",
+        addresses=kw.get("addresses", ()),
+    )  # type: ignore[arg-type]
 
 
 def _host(*links: ObservedLink) -> ObservedHost:
@@ -47,7 +75,9 @@ def test_in_sync_kernel_plans_nothing() -> None:
     st = _state()
     br = _link(5, "br-app", "bridge", "n" * 64, mtu=1400, addresses=(ip_interface("172.30.0.1/24"),))
     ve = _link(6, "vethe", "veth", "e" * 64, master=5)
-    obs = Observed(host=_host(br, ve), netns_alive={"web"}, netns_owned={"web"}, sysctls={"net.ipv4.ip_forward": "1"})
+    obs = Observed(
+        host=_host(br, ve), netns_alive={"web"}, netns_owned={"web"}, sysctls={"net.ipv4.ip_forward": "1"}
+    )
     assert _plan(st, obs) == []
 
 
@@ -57,8 +87,12 @@ def test_drift_is_repaired_and_strays_removed_but_foreign_untouched() -> None:
     stray = _link(7, "vethold", "veth", "x" * 64, master=5)
     foreign = _link(8, "docker0", "bridge", None)
     old_br = _link(9, "br-old", "bridge", "o" * 64)
-    obs = Observed(host=_host(br, stray, foreign, old_br), netns_alive={"web"}, netns_owned={"web", "gone"},
-                   sysctls={"net.ipv4.ip_forward": "1"})
+    obs = Observed(
+        host=_host(br, stray, foreign, old_br),
+        netns_alive={"web"},
+        netns_owned={"web", "gone"},
+        sysctls={"net.ipv4.ip_forward": "1"},
+    )
     actions = _plan(st, obs)
     assert isinstance(actions[0], EnsureBridge) and "mtu" in actions[0].reason
     assert isinstance(actions[1], EnsureVeth)

@@ -5,14 +5,30 @@ from netd.request import parse_connect, parse_network_create
 
 
 def test_docker_network_create_body() -> None:
-    req = parse_network_create({
-        "Name": "app", "Driver": "bridge", "Internal": False,
-        "IPAM": {"Driver": "default", "Config": [{"Subnet": "172.30.0.0/24", "Gateway": "172.30.0.1",
-                                                   "IPRange": "172.30.0.128/25",
-                                                   "AuxiliaryAddresses": {"my-router": "172.30.0.129"}}]},
-        "Options": {"com.docker.network.bridge.name": "br-app", "com.docker.network.bridge.enable_icc": "false",
-                    "com.docker.network.bridge.enable_ip_masquerade": "true", "com.docker.network.driver.mtu": "1400"},
-    })
+    req = parse_network_create(
+        {
+            "Name": "app",
+            "Driver": "bridge",
+            "Internal": False,
+            "IPAM": {
+                "Driver": "default",
+                "Config": [
+                    {
+                        "Subnet": "172.30.0.0/24",
+                        "Gateway": "172.30.0.1",
+                        "IPRange": "172.30.0.128/25",
+                        "AuxiliaryAddresses": {"my-router": "172.30.0.129"},
+                    }
+                ],
+            },
+            "Options": {
+                "com.docker.network.bridge.name": "br-app",
+                "com.docker.network.bridge.enable_icc": "false",
+                "com.docker.network.bridge.enable_ip_masquerade": "true",
+                "com.docker.network.driver.mtu": "1400",
+            },
+        }
+    )
     assert (req.name, req.bridge, req.icc, req.masquerade, req.mtu) == ("app", "br-app", False, True, 1400)
     assert req.pools[0].aux_addresses == {"my-router": "172.30.0.129"}
 
@@ -22,11 +38,15 @@ def test_docker_network_create_body() -> None:
     [
         ({"Name": "x", "Driver": "overlay2"}, "Driver"),
         ({"Name": "x", "Options": {"com.docker.network.bridge.nme": "b"}}, "com.docker.network.bridge.nme"),
-        ({"Name": "x", "Options": {"com.docker.network.bridge.name": "a-very-long-bridge-name"}},
-         "com.docker.network.bridge.name"),
+        (
+            {"Name": "x", "Options": {"com.docker.network.bridge.name": "a-very-long-bridge-name"}},
+            "com.docker.network.bridge.name",
+        ),
         ({"Name": "x", "Options": {"com.docker.network.driver.mtu": "12"}}, "com.docker.network.driver.mtu"),
-        ({"Name": "x", "Options": {"com.docker.network.bridge.enable_icc": "maybe"}},
-         "com.docker.network.bridge.enable_icc"),
+        (
+            {"Name": "x", "Options": {"com.docker.network.bridge.enable_icc": "maybe"}},
+            "com.docker.network.bridge.enable_icc",
+        ),
         ({"Name": "bad/name"}, "name"),
         ({"Name": ""}, "Name"),
         ({"Name": "x", "Internal": "yes"}, "Internal"),
@@ -50,8 +70,9 @@ def test_connect_needs_exactly_one_target() -> None:
 
 
 def test_connect_fields() -> None:
-    req = parse_connect({"Netns": "web", "EndpointConfig": {"IPAMConfig": {"IPv4Address": "172.30.0.140"},
-                                                           "Aliases": ["WWW"]}})
+    req = parse_connect(
+        {"Netns": "web", "EndpointConfig": {"IPAMConfig": {"IPv4Address": "172.30.0.140"}, "Aliases": ["WWW"]}}
+    )
     assert str(req.ipv4) == "172.30.0.140" and req.aliases == ["www"]
     with pytest.raises(InvalidError, match="not an IPv4"):
         parse_connect({"Netns": "web", "EndpointConfig": {"IPAMConfig": {"IPv4Address": "fd00::1"}}})

@@ -1,0 +1,144 @@
+"""HTTP/JSON API on the Unix socket (aiohttp).  Errors are mapped to HTTP here, in one place."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from .errors import NetdError
+from .service import Service
+from .views import endpoint_view, netns_view, network_view
+
+log = structlog.get_logger()
+
+STATUS_OF_CODE = {
+    "invalid": 400,
+    "not_found": 404,
+    "conflict": 409,
+    "unsupported": 501,
+    "kernel": 500,
+    "firewall": 500,
+    "state": 503,
+    "internal": 500,
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+StatusFn = Callable[[], dict[str, Any]]
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+    err: dict[str, str] = {"code": code, "message": message}
+    if field:
+        err["field"] = field
+    return web.json_response({"error": err}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except NetdError as e:
+        status = STATUS_OF_CODE.get(e.code, 500)
+        log.info("api_error", method=request.method, path=request.path, code=e.code, error=e.message)
+        return _error(status, e.code, e.message, e.field)
+    except web.HTTPException as e:
+        return _error(e.status, "not_found" if e.status == 404 else "invalid", e.reason or "")
+    except Exception:
+        log.exception("api_crashed", method=request.method, path=request.path)
+        return _error(500, "internal", "internal error; see the netd log (journalctl -u netd)")
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        from .errors import InvalidError
+
+        raise InvalidError(f"request body is not valid JSON: {e}", field="body") from e
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, indent=1))
+
+
+def build_app(service: Service, status: StatusFn, metrics: Callable[[], bytes] | None = None) -> web.Application:
+    routes = web.RouteTableDef()
+
+    @routes.get("/v1/status")
+    async def get_status(request: web.Request) -> web.Response:
+        return _json(status())
+
+    @routes.get("/v1/networks")
+    async def list_networks(request: web.Request) -> web.Response:
+        st = service.state
+        return _json([network_view(n, st) for n in sorted(st.networks.values(), key=lambda n: n.name)])
+
+    @routes.post("/v1/networks")
+    async def create_network(request: web.Request) -> web.Response:
+        net = await service.create_network(await _body(request))
+        return _json({"Id": net.id, "Name": net.name, "Warning": ""}, status=201)
+
+    @routes.get("/v1/networks/{name}")
+    async def inspect_network(request: web.Request) -> web.Response:
+        return _json(network_view(service.get_network(request.match_info["name"]), service.state))
+
+    @routes.delete("/v1/networks/{name}")
+    async def remove_network(request: web.Request) -> web.Response:
+        await service.remove_network(request.match_info["name"])
+        return web.Response(status=204)
+
+    @routes.post("/v1/networks/{name}/connect")
+    async def connect(request: web.Request) -> web.Response:
+        ep = await service.connect(request.match_info["name"], await _body(request))
+        net = service.state.network_by_id(ep.network)
+        assert net is not None
+        return _json(endpoint_view(ep, net), status=201)
+
+    @routes.post("/v1/networks/{name}/disconnect")
+    async def disconnect(request: web.Request) -> web.Response:
+        await service.disconnect(request.match_info["name"], await _body(request))
+        return web.Response(status=204)
+
+    @routes.get("/v1/netns")
+    async def list_netns(request: web.Request) -> web.Response:
+        st = service.state
+        return _json([netns_view(ns, service.applier.netns_path(ns.name), st) for ns in st.netns.values()])
+
+    @routes.post("/v1/netns")
+    async def create_netns(request: web.Request) -> web.Response:
+        ns = await service.create_netns(await _body(request))
+        return _json(netns_view(ns, service.applier.netns_path(ns.name), service.state), status=201)
+
+    @routes.get("/v1/netns/{name}")
+    async def inspect_netns(request: web.Request) -> web.Response:
+        ns = service.get_netns(request.match_info["name"])
+        return _json(netns_view(ns, service.applier.netns_path(ns.name), service.state))
+
+    @routes.delete("/v1/netns/{name}")
+    async def remove_netns(request: web.Request) -> web.Response:
+        await service.remove_netns(request.match_info["name"])
+        return web.Response(status=204)
+
+    @routes.post("/v1/reconcile")
+    async def reconcile(request: web.Request) -> web.Response:
+        errors = await service.reconcile_all()
+        rec = status()["reconcile"]
+        return _json({"changes": rec["last_changes"], "errors": errors, "reconcile": rec})
+
+    if metrics is not None:
+        render = metrics
+
+        @routes.get("/metrics")
+        async def get_metrics(request: web.Request) -> web.Response:
+            return web.Response(body=render(), content_type="text/plain", charset="utf-8")
+
+    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 20)
+    app.add_routes(routes)
+    return app

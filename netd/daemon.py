@@ -1,0 +1,204 @@
+"""The netd daemon: settings, logging, start-up order, signals, API socket.
+
+Start-up: settings -> instance lock -> state file -> firewall backend -> default bridge -> full reconcile
+(the replay) -> API socket -> READY=1.  SIGTERM stops without tearing anything down: the data path stays up
+while netd is stopped or upgraded.  SIGHUP re-reads the config and reconciles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import grp
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from . import __version__
+from .api import build_app
+from .config import Settings, load_settings
+from .errors import NetdError
+from .firewall.select import choose_backend
+from .kernel.netlink import Kernel
+from .logs import setup_logging
+from .notify import sd_notify, watchdog_interval
+from .reconciler import Reconciler
+from .service import Service
+from .state import StateStore
+
+log = structlog.get_logger()
+
+
+class Daemon:
+    def __init__(self, settings: Settings, config_path: Path | None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.store = StateStore(settings.state_file)
+        self.kernel = Kernel(settings.netns_dir)
+        self.firewall, self.firewall_reason = choose_backend(settings.firewall.backend)
+        self.service = Service(settings, self.store, self.store.load(), applier=None)  # type: ignore[arg-type]
+        self.reconciler = Reconciler(
+            settings, self.kernel, self.firewall, lambda: self.service.state, self.service.prune_endpoints
+        )
+        self.service.applier = self.reconciler
+        self.stopping = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def status(self) -> dict[str, Any]:
+        st = self.service.state
+        s = self.reconciler.stats
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "state_file": str(self.settings.state_file),
+            "networks": len(st.networks),
+            "endpoints": len(st.endpoints),
+            "netns": len(st.netns),
+            "firewall": {"backend": self.firewall.name, "reason": self.firewall_reason},
+            "reconcile": {
+                "runs": s.runs,
+                "last": s.last,
+                "last_reason": s.last_reason,
+                "last_ms": s.last_duration_ms,
+                "last_changes": s.last_changes,
+                "changes": s.changes,
+                "errors": s.errors,
+                "repairs": s.repairs,
+                "firewall_repairs": s.firewall_repairs,
+                "in_sync": not s.last_errors,
+            },
+            "drift": s.last_errors,
+        }
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.service.ensure_default_network()
+        errors = await self.reconciler.reconcile("start")
+        if errors:
+            log.warning("start_incomplete", errors=errors)
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        sock = s.socket_path
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        self.runner = web.AppRunner(build_app(self.service, self.status), access_log=None)
+        await self.runner.setup()
+        site = web.UnixSite(self.runner, str(sock))
+        await site.start()
+        os.chmod(sock, s.socket_mode)
+        if s.socket_group:
+            with contextlib.suppress(KeyError, PermissionError):
+                os.chown(sock, 0, grp.getgrnam(s.socket_group).gr_gid)
+        self.tasks = [
+            asyncio.create_task(self.reconciler.run_timer()),
+            asyncio.create_task(self.reconciler.run_firewall_check()),
+            asyncio.create_task(self.reconciler.run_events()),
+        ]
+        interval = watchdog_interval()
+        if interval:
+            self.tasks.append(asyncio.create_task(self._watchdog(interval)))
+        st = self.service.state
+        log.info(
+            "netd_ready",
+            socket=str(sock),
+            networks=len(st.networks),
+            endpoints=len(st.endpoints),
+            firewall=self.firewall.name,
+        )
+        sd_notify(f"READY=1\nSTATUS=networks={len(st.networks)} endpoints={len(st.endpoints)}")
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            sd_notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def reload(self) -> None:
+        sd_notify("RELOADING=1")
+        try:
+            new = load_settings(self.config_path)
+        except NetdError as e:
+            log.error("reload_failed", error=e.message)
+            sd_notify("READY=1")
+            return
+        setup_logging(new.log_level, new.log_format)
+        # Paths and the firewall backend are fixed for the life of the process; the rest applies now.
+        self.settings.default_bridge = new.default_bridge
+        self.settings.ip_forward = new.ip_forward
+        self.settings.reconcile_interval = new.reconcile_interval
+        self.settings.default_address_pools = new.default_address_pools
+        try:
+            await self.service.ensure_default_network()
+        except NetdError as e:
+            log.error("reload_default_bridge_failed", error=e.message)
+        await self.reconciler.reconcile("reload")
+        log.info("config_reloaded")
+        sd_notify("READY=1")
+
+    async def stop(self) -> None:
+        sd_notify("STOPPING=1")
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.kernel.close()
+        log.info("netd_stopped", note="network left in place")
+
+
+def _lock(run_dir: Path) -> int:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / "netd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise NetdError(f"another netd is running with run_dir {run_dir}; stop it first") from None
+    return fd
+
+
+async def run(settings: Settings, config_path: Path | None) -> int:
+    lock_fd = _lock(settings.run_dir)
+    daemon = Daemon(settings, config_path)
+    loop = asyncio.get_running_loop()
+    reloads: list[asyncio.Task[None]] = []
+    loop.add_signal_handler(signal.SIGTERM, daemon.stopping.set)
+    loop.add_signal_handler(signal.SIGINT, daemon.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloads.append(asyncio.create_task(daemon.reload())))
+    try:
+        await daemon.start()
+        await daemon.stopping.wait()
+    finally:
+        await daemon.stop()
+        os.close(lock_fd)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="netd", description="netd: Docker-style host networking, reconciled")
+    parser.add_argument("--config", type=Path, default=None, help="TOML config file (default /etc/netd/netd.toml)")
+    parser.add_argument("--version", action="version", version=f"netd {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except NetdError as e:
+        print(f"netd: {e.message}", file=sys.stderr)
+        sys.exit(2)
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        sys.exit(asyncio.run(run(settings, args.config)))
+    except NetdError as e:
+        log.error("netd_failed", error=e.message, code=e.code)
+        print(f"netd: {e.message}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

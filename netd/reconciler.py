@@ -1,0 +1,283 @@
+"""The single writer: observe the owned kernel objects, plan the difference, apply it.
+
+Triggers: start-up (the replay after a reboot is a reconcile from an empty kernel), every API change (scoped
+to the objects it touched), netlink events about owned links, a firewall check every second, and a timer.
+Each action's failure is recorded against the object it belongs to and the rest still goes ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from .config import Settings
+from .errors import NetdError
+from .firewall.base import FirewallBackend
+from .firewall.rules import Ruleset, build_ruleset
+from .kernel.netlink import Kernel
+from .linkspec import ObservedHost, ObservedLink
+from .model import DesiredState, Endpoint, IPNetwork
+from .plan import (
+    Action,
+    DeleteLinks,
+    EnsureBridge,
+    EnsureNetns,
+    EnsureVeth,
+    Observed,
+    RemoveNetns,
+    Scope,
+    SetSysctl,
+    describe,
+    plan,
+    scope_links,
+)
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Stats:
+    runs: int = 0
+    last: str = ""
+    last_reason: str = ""
+    last_duration_ms: float = 0.0
+    last_changes: int = 0
+    changes: int = 0
+    errors: int = 0
+    repairs: int = 0  # changes made by reconciles that no API call asked for: drift repaired
+    firewall_repairs: int = 0
+    last_errors: dict[str, str] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        kernel: Kernel,
+        firewall: FirewallBackend,
+        get_state: Callable[[], DesiredState],
+        prune: Callable[[set[str], str], Awaitable[None]],
+    ) -> None:
+        self.settings = settings
+        self.kernel = kernel
+        self.firewall = firewall
+        self.get_state = get_state
+        self.prune = prune
+        self.lock = asyncio.Lock()
+        self.stats = Stats()
+        self.owned_dir = settings.run_dir / "netns-owned"
+        self._applied_rules: Ruleset | None = None
+        self._wake = asyncio.Event()
+
+    # -- small read-only helpers the service uses -------------------------------------------------------------
+
+    def netns_path(self, name: str) -> str:
+        return str(self.settings.netns_dir / name)
+
+    def ns_path_of(self, ep: Endpoint) -> str:
+        return self.netns_path(ep.netns) if ep.netns is not None else (ep.netns_path or "")
+
+    def ns_inode(self, path: str) -> int | None:
+        """The namespace's inode if ``path`` is a live network namespace, else None."""
+        if not self.kernel.ns_alive(path):
+            return None
+        try:
+            return os.stat(path).st_ino
+        except OSError:
+            return None
+
+    async def host_prefixes(self) -> list[IPNetwork]:
+        return await self.kernel.host_prefixes()
+
+    async def find_link(self, ifname: str) -> ObservedLink | None:
+        return (await self.kernel.observe([ifname])).by_name.get(ifname)
+
+    # -- observe -----------------------------------------------------------------------------------------------
+
+    def _owned_netns(self) -> set[str]:
+        try:
+            return set(os.listdir(self.owned_dir))
+        except FileNotFoundError:
+            return set()
+
+    def _mark_owned(self, name: str, owned: bool) -> None:
+        marker = self.owned_dir / name
+        if owned:
+            self.owned_dir.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+
+    async def _observe(self, state: DesiredState, scope: Scope) -> Observed:
+        host: ObservedHost = await self.kernel.observe(
+            None if scope.is_full else scope.links | scope_links(state, scope)
+        )
+        owned = self._owned_netns()
+        names = set(state.netns) | owned
+        alive = {n for n in names if scope.has_netns(n) and self.kernel.ns_alive(self.netns_path(n))}
+        sysctls: dict[str, str] = {}
+        if scope.is_full and self.settings.ip_forward:
+            sysctls["net.ipv4.ip_forward"] = (await self.kernel.get_sysctl("net.ipv4.ip_forward")).strip()
+        return Observed(host=host, netns_alive=alive, netns_owned=owned, sysctls=sysctls)
+
+    def _gone_foreign(self, state: DesiredState) -> set[str]:
+        """Endpoints in someone else's namespace that no longer exists (or is now another namespace)."""
+        gone = set()
+        for ep in state.endpoints.values():
+            if ep.netns_path is None:
+                continue
+            inode = self.ns_inode(ep.netns_path)
+            if inode is None or (ep.netns_inode is not None and inode != ep.netns_inode):
+                gone.add(ep.id)
+        return gone
+
+    # -- apply -------------------------------------------------------------------------------------------------
+
+    async def apply(self, scope: Scope, reason: str) -> dict[str, str]:
+        """Reconcile the objects in ``scope``; returns errors by owner id (empty: all applied)."""
+        async with self.lock:
+            return await self._reconcile(scope, reason)
+
+    async def reconcile(self, reason: str = "timer") -> dict[str, str]:
+        return await self.apply(Scope.everything(), reason)
+
+    async def _reconcile(self, scope: Scope, reason: str) -> dict[str, str]:
+        t0 = time.perf_counter()
+        if scope.is_full:
+            gone = self._gone_foreign(self.get_state())
+            if gone:
+                await self.prune(gone, "namespace gone")
+        state = self.get_state()
+        observed = await self._observe(state, scope)
+        actions = plan(state, observed, ns_path=self.ns_path_of, ip_forward=self.settings.ip_forward, scope=scope)
+        errors: dict[str, str] = {}
+        applied = 0
+        rules = build_ruleset(state, ip_forward=self.settings.ip_forward)
+        rules_pending = rules != self._applied_rules or (scope.is_full and not await self._fw_in_sync(rules))
+        # Links first (bridges, namespaces), then the firewall, then endpoints, then deletions.
+        first: list[Action] = [a for a in actions if isinstance(a, EnsureNetns | EnsureBridge | SetSysctl)]
+        rest = [a for a in actions if a not in first]
+        for action in first:
+            applied += await self._run(action, errors)
+        if rules_pending:
+            try:
+                await self.firewall.apply(rules)
+                self._applied_rules = rules
+                applied += 1
+                log.info("firewall_applied", backend=self.firewall.name, reason=reason)
+            except NetdError as e:
+                errors["firewall"] = e.message
+                for net in state.networks.values():
+                    if scope.has_network(net.id):
+                        errors[net.id] = e.message
+        for action in rest:
+            applied += await self._run(action, errors)
+        self._record(reason, applied, errors, (time.perf_counter() - t0) * 1000)
+        return errors
+
+    async def _run(self, action: Action, errors: dict[str, str]) -> int:
+        try:
+            await self._execute(action)
+        except (NetdError, OSError) as e:
+            msg = e.message if isinstance(e, NetdError) else f"{describe(action)}: {e}"
+            errors[action.owner] = msg
+            log.error("action_failed", action=describe(action), error=msg)
+            return 0
+        log.info("action_applied", action=describe(action))
+        return 1
+
+    async def _execute(self, action: Action) -> None:
+        match action:
+            case EnsureNetns(name=name):
+                await self.kernel.ensure_netns(name)
+                self._mark_owned(name, True)
+            case RemoveNetns(name=name):
+                await self.kernel.remove_netns(name)
+                self._mark_owned(name, False)
+            case EnsureBridge(spec=spec):
+                await self.kernel.ensure_bridge(spec)
+            case EnsureVeth(spec=spec):
+                await self.kernel.ensure_veth(spec)
+            case DeleteLinks(ifnames=names):
+                await self.kernel.delete_links(names)
+            case SetSysctl(key=key, value=value):
+                await self.kernel.set_sysctl(key, value)
+
+    async def _fw_in_sync(self, rules: Ruleset) -> bool:
+        try:
+            return await self.firewall.in_sync(rules)
+        except NetdError as e:
+            log.warning("firewall_check_failed", error=e.message)
+            return False
+
+    def _record(self, reason: str, applied: int, errors: dict[str, str], ms: float) -> None:
+        s = self.stats
+        s.runs += 1
+        s.last = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        s.last_reason = reason
+        s.last_duration_ms = round(ms, 2)
+        s.last_changes = applied
+        s.changes += applied
+        s.errors += len(errors)
+        s.last_errors = errors
+        if reason in ("timer", "event", "firewall") and applied:
+            s.repairs += applied
+        level = log.info if applied or errors else log.debug
+        level("reconcile_done", reason=reason, changes=applied, errors=len(errors), ms=round(ms, 1))
+
+    # -- background triggers -----------------------------------------------------------------------------------
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run_timer(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.reconcile_interval)
+                reason = "event"
+            except TimeoutError:
+                reason = "timer"
+            self._wake.clear()
+            try:
+                await self.reconcile(reason)
+            except Exception:
+                log.exception("reconcile_crashed", reason=reason)
+
+    async def run_firewall_check(self) -> None:
+        """Notice a flushed ruleset (nft flush ruleset, a firewall reload) and put netd's rules back."""
+        while True:
+            await asyncio.sleep(self.settings.firewall_check_interval)
+            if self._applied_rules is None or self.lock.locked():
+                continue
+            rules = self._applied_rules
+            if await self._fw_in_sync(rules):
+                continue
+            async with self.lock:
+                try:
+                    await self.firewall.apply(rules)
+                    self.stats.firewall_repairs += 1
+                    self.stats.repairs += 1
+                    log.warning("firewall_repaired", backend=self.firewall.name)
+                except NetdError as e:
+                    log.error("firewall_repair_failed", error=e.message)
+
+    async def run_events(self) -> None:
+        """Netlink notifications about netd's links wake the reconciler (debounced by the wake event)."""
+        try:
+            async for why in self.kernel.events():
+                log.debug("kernel_event", what=why)
+                self.poke()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("events_stopped")
+
+
+def owned_dir(run_dir: Path) -> Path:
+    return run_dir / "netns-owned"

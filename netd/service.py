@@ -1,0 +1,383 @@
+"""What the API calls: validate -> update the desired state -> persist -> reconcile.
+
+Every change is validated completely before anything is written.  The new state is saved, then the reconciler
+applies it; if applying fails for the objects the request touched, the previous state is restored and
+reconciled again, which removes whatever was half-built (the reconciler deletes owned objects that are no longer
+desired).  So a failed request changes nothing, in the state file or in the kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
+from ipaddress import IPv4Interface, IPv6Interface, ip_interface
+from typing import Any, Protocol
+
+import structlog
+
+from . import ipam
+from .config import Settings
+from .errors import ConflictError, InvalidError, KernelError, NotFoundError
+from .linkspec import ObservedLink
+from .model import DesiredState, Endpoint, IPAddress, IpamConfig, IPNetwork, Netns, Network
+from .naming import bridge_name, host_veth_name, mac_for, new_id, validate_name
+from .plan import Scope, scope_links
+from .request import Connect, NetworkCreate, Target, parse_connect, parse_network_create, parse_target
+from .state import StateStore
+
+log = structlog.get_logger()
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Applier(Protocol):
+    """The part of the reconciler the service needs (kept narrow so unit tests can fake it)."""
+
+    async def apply(self, scope: Scope, reason: str) -> dict[str, str]: ...
+    async def host_prefixes(self) -> list[IPNetwork]: ...
+    async def find_link(self, ifname: str) -> ObservedLink | None: ...
+    def ns_inode(self, path: str) -> int | None: ...
+    def netns_path(self, name: str) -> str: ...
+
+
+class Service:
+    def __init__(self, settings: Settings, store: StateStore, state: DesiredState, applier: Applier) -> None:
+        self.settings = settings
+        self.store = store
+        self.state = state
+        self.applier = applier
+        self.lock = asyncio.Lock()
+
+    # -- commit ------------------------------------------------------------------------------------------------
+
+    async def _commit(self, new: DesiredState, scope: Scope, what: str) -> None:
+        """Persist and apply ``new``; on failure for the touched objects, go back to the old state."""
+        old = self.state
+        # what the old state had in scope must be looked at too: that is what a removal deletes
+        scope = replace(scope, links=scope.links | scope_links(old, scope))
+        self.store.save(new)
+        self.state = new
+        errors = await self.applier.apply(scope, reason=what)
+        touched = _scope_ids(scope)
+        failed = {k: v for k, v in errors.items() if k in touched}
+        if not failed:
+            return
+        log.warning("change_rolled_back", change=what, errors=failed)
+        self.store.save(old)
+        self.state = old
+        await self.applier.apply(scope, reason=f"rollback {what}")
+        raise KernelError(f"{what} failed and was rolled back: " + "; ".join(failed.values()))
+
+    async def reconcile_all(self) -> dict[str, str]:
+        return await self.applier.apply(Scope.everything(), reason="api")
+
+    # -- networks ----------------------------------------------------------------------------------------------
+
+    def get_network(self, name: str) -> Network:
+        net = self.state.networks.get(name)
+        if net is None:
+            by_id = [n for n in self.state.networks.values() if n.id.startswith(name)] if len(name) >= 6 else []
+            if len(by_id) == 1:
+                return by_id[0]
+            raise NotFoundError(f"network {name!r} not found; see netd-ctl network ls")
+        return net
+
+    async def create_network(self, body: Any) -> Network:
+        req = parse_network_create(body)
+        async with self.lock:
+            net = await self._build_network(req)
+            new = self.state.model_copy(deep=True)
+            new.networks[net.name] = net
+            await self._commit(new, Scope.of(networks=[net.id]), f"network create {net.name}")
+            log.info(
+                "network_created", network=net.name, bridge=net.bridge, subnets=[str(c.subnet) for c in net.ipam]
+            )
+            return net
+
+    async def _build_network(self, req: NetworkCreate) -> Network:
+        if req.name in self.state.networks:
+            raise ConflictError(f"network {req.name!r} already exists", field="name")
+        net_id = new_id()
+        pools: list[IpamConfig] = []
+        for p in req.pools:
+            if p.subnet is not None:
+                pools.append(ipam.validate_pool(p.subnet, p.gateway, p.ip_range, p.aux_addresses))
+        if len({c.subnet.version for c in pools}) != len(pools):
+            raise InvalidError("give at most one IPv4 and one IPv6 subnet", field="subnet")
+        if any(c.subnet.version == 6 for c in pools) and not req.enable_ipv6:
+            raise InvalidError("an IPv6 subnet needs --ipv6", field="subnet")
+        if req.enable_ipv6 and not any(c.subnet.version == 6 for c in pools):
+            raise InvalidError(
+                "--ipv6 needs an IPv6 --subnet (automatic IPv6 subnets are not available yet)", field="subnet"
+            )
+        others = {n.name: [c.subnet for c in n.ipam] for n in self.state.networks.values()}
+        for cfg in pools:
+            hit = ipam.overlapping(cfg.subnet, others)
+            if hit is not None:
+                raise ConflictError(
+                    f"network {req.name!r}: subnet {cfg.subnet} overlaps network {hit[0]!r} ({hit[1]}); "
+                    "pick another --subnet",
+                    field="subnet",
+                )
+        if not any(c.subnet.version == 4 for c in pools):
+            used = [s for nets in others.values() for s in nets] + await self.applier.host_prefixes()
+            subnet = ipam.choose_subnet(((p.base, p.size) for p in self.settings.default_address_pools), used)
+            pools.insert(0, ipam.validate_pool(str(subnet)))
+        bridge = req.bridge or bridge_name(net_id)
+        adopted = await self._check_bridge_name(bridge, req.name)
+        return Network(
+            id=net_id,
+            name=req.name,
+            driver="bridge",
+            internal=req.internal,
+            enable_ipv6=req.enable_ipv6,
+            ipam=pools,
+            options=req.options,
+            bridge=bridge,
+            bridge_adopted=adopted,
+            icc=req.icc,
+            masquerade=req.masquerade,
+            mtu=req.mtu,
+            created=now(),
+        )
+
+    async def _check_bridge_name(self, bridge: str, network: str) -> bool:
+        """True when an existing (foreign) bridge of that name is adopted, like Docker does."""
+        for other in self.state.networks.values():
+            if other.bridge == bridge:
+                raise ConflictError(
+                    f"network {network!r}: bridge {bridge} is already used by network {other.name!r}",
+                    field="com.docker.network.bridge.name",
+                )
+        link = await self.applier.find_link(bridge)
+        if link is None:
+            return False
+        if link.kind != "bridge":
+            raise ConflictError(
+                f"network {network!r}: interface {bridge} exists and is a {link.kind or 'device'}, not a bridge; "
+                "choose another com.docker.network.bridge.name",
+                field="com.docker.network.bridge.name",
+            )
+        return True
+
+    async def remove_network(self, name: str) -> None:
+        async with self.lock:
+            net = self.get_network(name)
+            if net.is_default:
+                raise ConflictError(
+                    f"network {net.name!r} is the default bridge; disable it in the config instead"
+                )
+            eps = self.state.endpoints_of(net.id)
+            if eps:
+                names = ", ".join(sorted({ep.netns or ep.netns_path or "?" for ep in eps}))
+                raise ConflictError(
+                    f"network {net.name!r} has active endpoints ({names}); disconnect them first", field="name"
+                )
+            new = self.state.model_copy(deep=True)
+            del new.networks[net.name]
+            await self._commit(new, Scope.of(networks=[net.id]), f"network rm {net.name}")
+            log.info("network_removed", network=net.name)
+
+    # -- default bridge ----------------------------------------------------------------------------------------
+
+    async def ensure_default_network(self) -> None:
+        """Create or update the docker0-style default network from ``[default_bridge]``."""
+        cfg = self.settings.default_bridge
+        async with self.lock:
+            current = next((n for n in self.state.networks.values() if n.is_default), None)
+            if not cfg.enabled:
+                if current is not None and not self.state.endpoints_of(current.id):
+                    new = self.state.model_copy(deep=True)
+                    del new.networks[current.name]
+                    await self._commit(new, Scope.of(networks=[current.id]), "default bridge disabled")
+                return
+            if cfg.bip is not None:
+                bip = cfg.bip
+            elif current is not None and current.pool(4) is not None:
+                pool = current.pool(4)
+                assert pool is not None and pool.gateway is not None
+                bip = IPv4Interface(f"{pool.gateway}/{pool.subnet.prefixlen}")
+            else:
+                used = [c.subnet for n in self.state.networks.values() for c in n.ipam]
+                used += await self.applier.host_prefixes()
+                subnet = ipam.choose_subnet(((p.base, p.size) for p in self.settings.default_address_pools), used)
+                bip = IPv4Interface(f"{ipam.first_host(subnet)}/{subnet.prefixlen}")
+            pool = ipam.validate_pool(
+                str(bip.network), str(bip.ip), str(cfg.fixed_cidr) if cfg.fixed_cidr else None, None
+            )
+            net = Network(
+                id=current.id if current is not None else new_id(),
+                name=cfg.network_name,
+                ipam=[pool],
+                bridge=cfg.name,
+                icc=cfg.icc,
+                masquerade=cfg.ip_masq,
+                mtu=cfg.mtu,
+                is_default=True,
+                default_gateway4=cfg.default_gateway,
+                created=current.created if current is not None else now(),
+            )
+            if current is not None and current == net:
+                return
+            if current is not None and self.state.endpoints_of(current.id) and current.ipam != net.ipam:
+                log.error("default_bridge_not_changed", reason="it has endpoints; disconnect them to change bip")
+                return
+            taken = {n.name: [c.subnet for c in n.ipam] for n in self.state.networks.values() if not n.is_default}
+            hit = ipam.overlapping(pool.subnet, taken)
+            if hit is not None:
+                raise ConflictError(
+                    f"default_bridge.bip {bip} overlaps network {hit[0]!r} ({hit[1]})", field="bip"
+                )
+            new = self.state.model_copy(deep=True)
+            if current is not None:
+                del new.networks[current.name]
+            new.networks[net.name] = net
+            await self._commit(new, Scope.of(networks=[net.id]), "default bridge")
+
+    # -- netns -------------------------------------------------------------------------------------------------
+
+    async def create_netns(self, body: Any) -> Netns:
+        if not isinstance(body, dict):
+            raise InvalidError("the request body must be a JSON object with Name", field="body")
+        name = validate_name(str(body.get("Name") or ""), "netns")
+        async with self.lock:
+            if name in self.state.netns:
+                raise ConflictError(f"netns {name!r} already exists", field="name")
+            ns = Netns(name=name, created=now())
+            new = self.state.model_copy(deep=True)
+            new.netns[name] = ns
+            await self._commit(new, Scope.of(netns=[name]), f"netns create {name}")
+            log.info("netns_created", netns=name)
+            return ns
+
+    def get_netns(self, name: str) -> Netns:
+        ns = self.state.netns.get(name)
+        if ns is None:
+            raise NotFoundError(f"netns {name!r} not found; create it with: netd-ctl netns create {name}")
+        return ns
+
+    async def remove_netns(self, name: str) -> None:
+        """Remove a netns and its endpoints (like removing a container)."""
+        async with self.lock:
+            self.get_netns(name)
+            new = self.state.model_copy(deep=True)
+            del new.netns[name]
+            gone = {ep.id for ep in new.endpoints_in(f"netns:{name}")}
+            for ep_id in gone:
+                del new.endpoints[ep_id]
+            await self._commit(new, Scope.of(endpoints=gone, netns=[name]), f"netns rm {name}")
+            log.info("netns_removed", netns=name, endpoints=len(gone))
+
+    # -- endpoints ---------------------------------------------------------------------------------------------
+
+    async def connect(self, network: str, body: Any) -> Endpoint:
+        req = parse_connect(body)
+        async with self.lock:
+            net = self.get_network(network)
+            ep = self._build_endpoint(net, req)
+            new = self.state.model_copy(deep=True)
+            new.endpoints[ep.id] = ep
+            await self._commit(new, Scope.of(endpoints=[ep.id]), f"connect {req.target.describe()} to {net.name}")
+            log.info("endpoint_connected", network=net.name, target=ep.target, ip=str(ep.ipv4), ifname=ep.ifname)
+            return ep
+
+    def _build_endpoint(self, net: Network, req: Connect) -> Endpoint:
+        target = req.target
+        inode: int | None = None
+        if target.netns is not None:
+            self.get_netns(target.netns)
+        else:
+            assert target.netns_path is not None
+            inode = self.applier.ns_inode(target.netns_path)
+            if inode is None:
+                raise NotFoundError(
+                    f"{target.netns_path} is not a network namespace (is the process still running?)",
+                    field="NetnsPath",
+                )
+        existing = self.state.endpoints_in(target.key())
+        if any(ep.network == net.id for ep in existing):
+            raise ConflictError(f"{target.describe()} is already connected to network {net.name!r}")
+        ep_id = new_id()
+        addrs: dict[int, IPv4Interface | IPv6Interface] = {}
+        for version, requested in ((4, req.ipv4), (6, req.ipv6)):
+            pool = net.pool(version)
+            if pool is None:
+                if requested is not None:
+                    raise InvalidError(
+                        f"network {net.name!r} has no IPv{version} subnet for {requested}",
+                        field="ip" if version == 4 else "ip6",
+                    )
+                continue
+            addr = ipam.allocate(pool, self._taken(net), requested, network=net.name)
+            addrs[version] = ip_interface(f"{addr}/{pool.subnet.prefixlen}")
+        used_ifnames = {ep.ifname for ep in existing}
+        ifname = next(f"eth{i}" for i in range(len(existing) + 1) if f"eth{i}" not in used_ifnames)
+        v4 = addrs.get(4)
+        v6 = addrs.get(6)
+        return Endpoint(
+            id=ep_id,
+            network=net.id,
+            netns=target.netns,
+            netns_path=target.netns_path,
+            netns_inode=inode,
+            ifname=ifname,
+            host_ifname=host_veth_name(ep_id),
+            mac=mac_for(ep_id),
+            ipv4=v4 if isinstance(v4, IPv4Interface) else None,
+            ipv6=v6 if isinstance(v6, IPv6Interface) else None,
+            aliases=req.aliases,
+            default_route=not net.internal and not any(ep.default_route for ep in existing),
+            ports=req.ports,
+            created=now(),
+        )
+
+    def _taken(self, net: Network) -> set[IPAddress]:
+        taken: set[IPAddress] = set()
+        for ep in self.state.endpoints_of(net.id):
+            if ep.ipv4 is not None:
+                taken.add(ep.ipv4.ip)
+            if ep.ipv6 is not None:
+                taken.add(ep.ipv6.ip)
+        return taken
+
+    async def disconnect(self, network: str, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise InvalidError("the request body must be a JSON object", field="body")
+        target = parse_target(body)
+        async with self.lock:
+            net = self.get_network(network)
+            ep = self._find_endpoint(net, target)
+            new = self.state.model_copy(deep=True)
+            del new.endpoints[ep.id]
+            await self._commit(new, Scope.of(endpoints=[ep.id]), f"disconnect {target.describe()} from {net.name}")
+            log.info("endpoint_disconnected", network=net.name, target=ep.target)
+
+    def _find_endpoint(self, net: Network, target: Target) -> Endpoint:
+        for ep in self.state.endpoints_of(net.id):
+            if ep.target == target.key():
+                return ep
+        raise NotFoundError(f"{target.describe()} is not connected to network {net.name!r}")
+
+    async def prune_endpoints(self, ids: set[str], why: str) -> None:
+        """Drop endpoints whose foreign namespace has gone (the container exited or the host rebooted)."""
+        async with self.lock:
+            gone = ids & set(self.state.endpoints)
+            if not gone:
+                return
+            new = self.state.model_copy(deep=True)
+            for ep_id in gone:
+                ep = new.endpoints.pop(ep_id)
+                log.info("endpoint_pruned", endpoint=ep_id[:12], netns_path=ep.netns_path, reason=why)
+            self.store.save(new)
+            self.state = new
+
+
+def _scope_ids(scope: Scope) -> set[str]:
+    out: set[str] = set()
+    for part in (scope.networks, scope.endpoints, scope.netns):
+        if part is not None:
+            out |= part
+    return out

@@ -1,0 +1,233 @@
+"""Test harness: throw-away "hosts" (network namespaces) with a netd daemon running inside each.
+
+Nothing here touches the machine's own namespace: a Host is a namespace made by the test, linked to an
+"outside" namespace by a veth (the host's uplink), and netd runs in it through ``nsenter --net=`` (not
+``ip netns exec``, whose private mount namespace would hide the netns files netd bind-mounts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+NETD = str(VENV_BIN / "netd")
+NETD_CTL = str(VENV_BIN / "netd-ctl")
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout)
+
+
+def in_ns(path: str, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return sh("nsenter", f"--net={path}", *cmd, check=check, timeout=timeout)
+
+
+def ping(path: str, addr: str, count: int = 1, wait: float = 1) -> bool:
+    r = in_ns(path, "ping", "-n", "-q", "-c", str(count), "-W", str(wait), addr, check=False)
+    return r.returncode == 0
+
+
+def umount_tree(d: Path) -> None:
+    """Unmount and remove netns files under ``d`` (what a reboot does to /run/netns)."""
+    if not d.exists():
+        return
+    for f in d.iterdir():
+        subprocess.run(["umount", "-l", str(f)], capture_output=True)
+        with contextlib.suppress(OSError):
+            f.unlink()
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+class UDSClient:
+    """A minimal HTTP/1.0 client over the daemon's Unix socket (for assertions; the CLI is tested separately)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def request(self, method: str, url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(self.path))
+            head = f"{method} {url} HTTP/1.0\r\nHost: netd\r\nContent-Type: application/json\r\n"
+            head += f"Content-Length: {len(data)}\r\n\r\n"
+            s.sendall(head.encode() + data)
+            chunks = []
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                chunks.append(b)
+        resp = b"".join(chunks)
+        header, _, payload = resp.partition(b"\r\n\r\n")
+        status = int(header.split(b" ", 2)[1])
+        return status, (json.loads(payload) if payload.strip() else None)
+
+    def ok(self, method: str, url: str, body: Any = None) -> Any:
+        status, data = self.request(method, url, body)
+        assert status < 300, f"{method} {url} -> {status} {data}"
+        return data
+
+
+class Host:
+    """A test host: a namespace with an uplink to an 'outside' namespace, and a netd that runs inside it."""
+
+    def __init__(self, tmp: Path, tag: str | None = None, config: str = "") -> None:
+        self.tag = tag or secrets.token_hex(3)
+        self.name = f"ndt-h-{self.tag}"
+        self.outside = f"ndt-o-{self.tag}"
+        self.path = f"/run/netns/{self.name}"
+        self.outside_path = f"/run/netns/{self.outside}"
+        self.root = tmp
+        self.state_dir = tmp / "state"
+        self.run_dir = Path(f"/run/ndt-{self.tag}")
+        self.netns_dir = self.run_dir / "netns"
+        self.config_path = tmp / "netd.toml"
+        self.extra_config = config
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp / "netd.log"
+        self.api = UDSClient(self.run_dir / "netd.sock")
+        self.uplink_ip = "10.255.0.1"
+        self.outside_ip = "10.255.0.2"
+
+    # -- the host's "hardware" ----------------------------------------------------------------------------------
+
+    def boot(self) -> None:
+        """Create the host namespace and its uplink (what exists before netd starts after a reboot)."""
+        sh("ip", "netns", "add", self.name)
+        if not Path(self.outside_path).exists():
+            sh("ip", "netns", "add", self.outside)
+            in_ns(self.outside_path, "ip", "link", "set", "lo", "up")
+        sh("ip", "-n", self.name, "link", "set", "lo", "up")
+        sh(
+            "ip",
+            "-n",
+            self.name,
+            "link",
+            "add",
+            "uplink",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"o-{self.tag}",
+            "netns",
+            self.outside,
+        )
+        sh("ip", "-n", self.name, "addr", "add", f"{self.uplink_ip}/24", "dev", "uplink")
+        sh("ip", "-n", self.name, "link", "set", "uplink", "up")
+        sh("ip", "-n", self.outside, "addr", "replace", f"{self.outside_ip}/24", "dev", f"o-{self.tag}")
+        sh("ip", "-n", self.outside, "link", "set", f"o-{self.tag}", "up")
+        sh("ip", "-n", self.name, "route", "add", "default", "via", self.outside_ip)
+
+    def write_config(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            f'state_dir = "{self.state_dir}"\nrun_dir = "{self.run_dir}"\nnetns_dir = "{self.netns_dir}"\n'
+            f'reconcile_interval = 5.0\nlog_level = "debug"\nlog_format = "json"\n{self.extra_config}\n'
+        )
+
+    def start(self, wait: bool = True, env: dict[str, str] | None = None) -> None:
+        self.write_config()
+        logf = open(self.log, "ab")  # noqa: SIM115 - the daemon owns it until stop()
+        self.proc = subprocess.Popen(
+            ["nsenter", f"--net={self.path}", NETD, "--config", str(self.config_path)],
+            stdout=logf,
+            stderr=logf,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+        logf.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"netd exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                status, _ = self.api.request("GET", "/v1/status")
+                if status == 200:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"netd not ready in {timeout}s:\n{self.log_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def reboot(self) -> None:
+        """kill -9 netd, then lose everything a reboot loses: the namespace and all in it, /run. Keep state_dir."""
+        self.stop(signal.SIGKILL)
+        umount_tree(self.netns_dir)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        sh("ip", "netns", "del", self.name, check=False)
+        sh("ip", "-n", self.outside, "link", "del", f"o-{self.tag}", check=False)
+        self.boot()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def cleanup(self) -> None:
+        self.stop(signal.SIGKILL)
+        umount_tree(self.netns_dir)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        for ns in (self.name, self.outside):
+            sh("ip", "netns", "del", ns, check=False)
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        r = sh(NETD_CTL, "--socket", str(self.run_dir / "netd.sock"), *args, check=False)
+        if check and r.returncode != 0:
+            raise AssertionError(f"netd-ctl {' '.join(args)} -> {r.returncode}: {r.stderr}\n{r.stdout}")
+        return r
+
+    def ns(self, name: str) -> str:
+        return str(self.netns_dir / name)
+
+    def kernel_snapshot(self) -> str:
+        """Links, addresses and the nft ruleset of the host namespace, for 'nothing changed' checks."""
+        links = in_ns(self.path, "ip", "-o", "link").stdout
+        addrs = in_ns(self.path, "ip", "-o", "addr").stdout
+        rules = in_ns(self.path, "nft", "list", "ruleset").stdout
+        return links + addrs + rules
+
+
+@contextlib.contextmanager
+def running_host(tmp: Path, config: str = "", start: bool = True) -> Iterator[Host]:
+    host = Host(tmp, config=config)
+    try:
+        host.boot()
+        if start:
+            host.start()
+        yield host
+    except BaseException:
+        print(host.log_text()[-5000:])
+        raise
+    finally:
+        host.cleanup()
