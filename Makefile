@@ -60,8 +60,15 @@ test: venv lint
 demo: venv
 	$(PY) demo/demo.py
 
+# Benchmarks (bench/README.md): inside throw-away namespaces only; installs the peer tools it compares against.
+BENCH_PACKAGES := containernetworking-plugins netavark
 bench: venv
-	$(PY) bench/connect.py
+	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(PY) bench/netd_basic.py
 
 install: venv
 	$(PY) bench/../netd/tools/install.py --destdir "$(DESTDIR)" --prefix "$(PREFIX)" 2>/dev/null || true
