@@ -40,6 +40,8 @@ from .plan import (
 
 log = structlog.get_logger()
 
+DRIFT_EVENTS = ("link_deleted", "link_down", "addr_deleted", "link_renamed", "resync")
+
 
 @dataclass
 class Stats:
@@ -271,8 +273,11 @@ class Reconciler:
         """Netlink notifications about netd's links wake the reconciler (debounced by the wake event)."""
         try:
             async for why in self.kernel.events():
-                log.debug("kernel_event", what=why)
-                self.poke()
+                # netd's own creations also change masters: only losses are worth a full reconcile now;
+                # anything subtler is found by the timer.
+                if why.startswith(DRIFT_EVENTS):
+                    log.debug("kernel_event", what=why)
+                    self.poke()
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -56,8 +56,9 @@ class Service:
     async def _commit(self, new: DesiredState, scope: Scope, what: str) -> None:
         """Persist and apply ``new``; on failure for the touched objects, go back to the old state."""
         old = self.state
-        # what the old state had in scope must be looked at too: that is what a removal deletes
-        scope = replace(scope, links=scope.links | scope_links(old, scope))
+        # look at the links of both versions: the old one's are what a removal deletes, the new one's are
+        # what a rollback deletes
+        scope = replace(scope, links=scope.links | scope_links(old, scope) | scope_links(new, scope))
         self.store.save(new)
         self.state = new
         errors = await self.applier.apply(scope, reason=what)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -212,8 +213,9 @@ class Host:
 
     def kernel_snapshot(self) -> str:
         """Links, addresses and the nft ruleset of the host namespace, for 'nothing changed' checks."""
-        links = in_ns(self.path, "ip", "-o", "link").stdout
-        addrs = in_ns(self.path, "ip", "-o", "addr").stdout
+        # operstate (UNKNOWN -> UP as carriers settle) is the kernel's, not a change anyone made
+        links = re.sub(r" state [A-Z]+ ", " ", in_ns(self.path, "ip", "-o", "link").stdout)
+        addrs = in_ns(self.path, "ip", "-o", "addr", "show", "scope", "global").stdout
         rules = in_ns(self.path, "nft", "list", "ruleset").stdout
         return links + addrs + rules
 

@@ -1,0 +1,66 @@
+"""The service's commit: a failed apply restores the previous desired state and reconciles it again."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from netd.config import Settings
+from netd.errors import KernelError
+from netd.linkspec import ObservedLink
+from netd.model import IPNetwork
+from netd.plan import Scope
+from netd.service import Service
+from netd.state import StateStore
+
+
+class FakeApplier:
+    def __init__(self, fail_first: bool) -> None:
+        self.fail_first = fail_first
+        self.calls: list[tuple[Scope, str]] = []
+
+    async def apply(self, scope: Scope, reason: str) -> dict[str, str]:
+        self.calls.append((scope, reason))
+        if self.fail_first and len(self.calls) == 1:
+            return {next(iter(scope.networks or {"x"})): "bridge br-x: create failed: Operation not permitted (1)"}
+        return {}
+
+    async def host_prefixes(self) -> list[IPNetwork]:
+        return []
+
+    async def find_link(self, ifname: str) -> ObservedLink | None:
+        return None
+
+    def ns_inode(self, path: str) -> int | None:
+        return None
+
+    def netns_path(self, name: str) -> str:
+        return f"/run/netns/{name}"
+
+
+def _service(tmp_path: Path, applier: FakeApplier) -> Service:
+    store = StateStore(tmp_path / "state.json")
+    return Service(Settings(state_dir=tmp_path), store, store.load(), applier)
+
+
+def test_failed_apply_is_rolled_back(tmp_path: Path) -> None:
+    applier = FakeApplier(fail_first=True)
+    svc = _service(tmp_path, applier)
+    before = svc.state
+    with pytest.raises(KernelError, match="rolled back: bridge br-x"):
+        asyncio.run(svc.create_network({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.1.0.0/24"}]}}))
+    assert svc.state == before
+    assert svc.store.load() == before  # the file too
+    assert [reason for _, reason in applier.calls] == ["network create x", "rollback network create x"]
+    # the rollback reconciles the same scope, with the new bridge's name in it so the half-built one is deleted
+    assert applier.calls[1][0].networks == applier.calls[0][0].networks
+    assert any(name.startswith("br-") for name in applier.calls[1][0].links)
+
+
+def test_successful_apply_persists(tmp_path: Path) -> None:
+    svc = _service(tmp_path, FakeApplier(fail_first=False))
+    net = asyncio.run(svc.create_network({"Name": "x"}))
+    assert svc.store.load().networks["x"].id == net.id
+    assert str(net.ipam[0].subnet) == "172.16.0.0/16"
