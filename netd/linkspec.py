@@ -8,7 +8,8 @@ namespace carries the interface alias ``netd:<owner-id>``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+from typing import Literal
 
 OWNER_PREFIX = "netd:"
 
@@ -57,6 +58,48 @@ class VethSpec:
 
 
 @dataclass(frozen=True)
+class ParentSpec:
+    """The parent of macvlan/ipvlan children in the daemon's namespace (see ``netd.drivers.parent``)."""
+
+    ifname: str
+    owner: str  # network id: alias netd:<owner> when netd creates the link
+    kind: Literal["existing", "vlan", "dummy"]
+    managed: bool  # netd creates it when missing; False: someone else's, only checked
+    base: str | None = None  # vlan: the link under the sub-interface
+    vlan_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """A macvlan/ipvlan endpoint, created directly in its namespace on the parent."""
+
+    kind: Literal["macvlan", "ipvlan"]
+    owner: str  # endpoint id; the child gets alias netd:<owner>
+    parent: str  # in the daemon's namespace
+    mode: str  # macvlan: bridge|private|vepa|passthru; ipvlan: l2|l3|l3s
+    flag: str | None  # ipvlan: bridge|private|vepa
+    netns: NsRef
+    peer_ifname: str  # the name inside the namespace (eth0, ...)
+    mac: str | None  # None: the kernel's choice (ipvlan shares the parent's; passthru takes it)
+    mtu: int | None
+    addresses: tuple[Iface, ...]
+    gateway4: IPv4Address | None = None
+    gateway6: IPv6Address | None = None
+    default_dev: bool = False  # ipvlan l3/l3s: default route through the interface itself
+
+
+@dataclass(frozen=True)
+class ShimSpec:
+    """host_access: a macvlan (bridge mode) on the parent in the daemon's namespace, routes to the endpoints."""
+
+    ifname: str
+    owner: str  # network id
+    parent: str
+    address: Iface  # a /32 (/128) the host uses as source
+    routes: tuple[IPv4Network | IPv6Network, ...]
+
+
+@dataclass(frozen=True)
 class ObservedLink:
     index: int
     ifname: str
@@ -67,6 +110,8 @@ class ObservedLink:
     master: int | None
     mac: str
     addresses: tuple[Iface, ...] = ()
+    link_index: int | None = None  # IFLA_LINK: the lower device (vlan, macvlan, ipvlan)
+    vlan_id: int | None = None
 
 
 @dataclass
@@ -77,3 +122,11 @@ class ObservedHost:
     veths: dict[str, ObservedLink] = field(default_factory=dict)
     by_name: dict[str, ObservedLink] = field(default_factory=dict)
     by_index: dict[int, ObservedLink] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObservedChild:
+    """An owned macvlan/ipvlan child found in an endpoint namespace."""
+
+    link: ObservedLink
+    ns_path: str

@@ -18,7 +18,7 @@ IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 IPInterface = IPv4Interface | IPv6Interface
 
-Driver = Literal["bridge"]
+Driver = Literal["bridge", "macvlan", "ipvlan"]
 
 
 class _Model(BaseModel):
@@ -43,6 +43,16 @@ class PortMapping(_Model):
     proto: Literal["tcp", "udp", "sctp"] = "tcp"
 
 
+class ParentLink(_Model):
+    """The link macvlan/ipvlan endpoints hang off (resolved at creation, see ``netd.drivers.parent``)."""
+
+    ifname: str  # eth0, eth0.50, or netd's dummy dm-<id>
+    kind: Literal["existing", "vlan", "dummy"] = "existing"
+    base: str | None = None  # vlan: the link the 802.1q sub-interface sits on
+    vlan_id: int | None = None
+    managed: bool = False  # netd creates it (and removes it with the last network using it)
+
+
 class Network(_Model):
     id: str
     name: str
@@ -61,6 +71,11 @@ class Network(_Model):
     default_gateway4: IPv4Address | None = (
         None  # daemon.json default-gateway: endpoints route via it, not the bridge
     )
+    # macvlan / ipvlan (bridge is "" for them)
+    parent: ParentLink | None = None
+    mode: str | None = None  # macvlan_mode or ipvlan_mode
+    ipvlan_flag: str | None = None
+    host_access: bool = False  # a host-side macvlan shim with a route to the network's range
     created: str = ""
 
     def pool(self, version: int) -> IpamConfig | None:

@@ -12,7 +12,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_interface
 
-from .linkspec import BridgeSpec, Iface, NsRef, ObservedHost, ObservedLink, VethSpec
+from .drivers import is_link_network, network_link_names
+from .drivers.actions import DeleteChildren, EnsureChild, EnsureParent, EnsureShim
+from .drivers.planning import plan_child, plan_link_deletions, plan_parents
+from .linkspec import BridgeSpec, Iface, NsRef, ObservedChild, ObservedHost, ObservedLink, VethSpec
 from .model import DesiredState, Endpoint, Network
 
 
@@ -55,7 +58,18 @@ class SetSysctl:
     owner: str = "host"
 
 
-Action = EnsureNetns | RemoveNetns | EnsureBridge | EnsureVeth | DeleteLinks | SetSysctl
+Action = (
+    EnsureNetns
+    | RemoveNetns
+    | EnsureBridge
+    | EnsureVeth
+    | DeleteLinks
+    | SetSysctl
+    | EnsureParent
+    | EnsureShim
+    | EnsureChild
+    | DeleteChildren
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,7 @@ class Scope:
     endpoints: frozenset[str] | None = None  # endpoint ids
     netns: frozenset[str] | None = None  # netns names
     links: frozenset[str] = frozenset()  # extra link names to observe (those of objects being removed)
+    targets: frozenset[str] = frozenset()  # extra Endpoint.target keys to look into for macvlan/ipvlan children
 
     @classmethod
     def everything(cls) -> Scope:
@@ -96,14 +111,26 @@ def scope_links(state: DesiredState, scope: Scope) -> frozenset[str]:
     names: set[str] = set()
     for net in state.networks.values():
         if scope.has_network(net.id):
-            names.add(net.bridge)
+            names |= network_link_names(net)
     for ep in state.endpoints.values():
         if scope.has_endpoint(ep.id):
-            names.add(ep.host_ifname)
+            if ep.host_ifname:
+                names.add(ep.host_ifname)
             ep_net = state.network_by_id(ep.network)
             if ep_net is not None:
-                names.add(ep_net.bridge)
+                names |= network_link_names(ep_net)
     return frozenset(names)
+
+
+def scope_targets(state: DesiredState, scope: Scope) -> frozenset[str]:
+    """The namespaces (Endpoint.target) holding macvlan/ipvlan children of the endpoints in scope."""
+    out = set()
+    for ep in state.endpoints.values():
+        if scope.has_endpoint(ep.id):
+            net = state.network_by_id(ep.network)
+            if net is not None and is_link_network(net):
+                out.add(ep.target)
+    return frozenset(out)
 
 
 @dataclass
@@ -112,6 +139,7 @@ class Observed:
     netns_alive: set[str]  # names of netd's netns (desired or marked owned) whose file is a live netns
     netns_owned: set[str]  # netns names netd created earlier (its markers)
     sysctls: dict[str, str] = field(default_factory=dict)
+    children: dict[str, ObservedChild] = field(default_factory=dict)  # owned macvlan/ipvlan by endpoint id
 
 
 def build_bridge_spec(net: Network) -> BridgeSpec:
@@ -193,13 +221,14 @@ def plan(
             actions.append(EnsureNetns(name, owner=name))
 
     for net in desired.networks.values():
-        if not scope.has_network(net.id):
+        if not scope.has_network(net.id) or is_link_network(net):
             continue
         spec = build_bridge_spec(net)
         seen = host.by_name.get(net.bridge) if net.bridge_adopted else host.bridges.get(net.id)
         reason = _bridge_drift(spec, seen)
         if reason is not None:
             actions.append(EnsureBridge(spec, owner=net.id, reason=reason))
+    actions.extend(plan_parents([n for n in desired.networks.values() if scope.has_network(n.id)], host))
 
     for ep in desired.endpoints.values():
         if not scope.has_endpoint(ep.id):
@@ -209,6 +238,11 @@ def plan(
             continue
         if ep.netns is not None and ep.netns not in observed.netns_alive and ep.netns not in desired.netns:
             continue  # its netns is going away
+        if is_link_network(ep_net):
+            child = plan_child(ep, ep_net, ns_path(ep), observed.children.get(ep.id))
+            if child is not None:
+                actions.append(child)
+            continue
         vspec = build_veth_spec(ep, ep_net, ns_path(ep))
         bridge = host.by_name.get(ep_net.bridge)
         reason = _veth_drift(vspec, host.veths.get(ep.id), bridge)
@@ -223,6 +257,8 @@ def plan(
     ]
     if gone_veths:
         actions.append(DeleteLinks(tuple(gone_veths), owner="endpoints"))
+    for item in plan_link_deletions(desired, host, observed.children, scope.endpoints):
+        actions.append(item if isinstance(item, DeleteChildren) else DeleteLinks(item, owner="networks"))
     wanted_nets = {n.id for n in desired.networks.values()}
     gone_bridges = [
         link.ifname
@@ -251,6 +287,14 @@ def describe(action: Action) -> str:
             return "delete " + ", ".join(names)
         case SetSysctl(key=key, value=value):
             return f"sysctl {key}={value}"
+        case EnsureParent(spec=spec, reason=reason):
+            return f"ensure parent {spec.ifname} ({spec.kind}, {reason})"
+        case EnsureShim(spec=spec, reason=reason):
+            return f"ensure host_access shim {spec.ifname} on {spec.parent} ({reason})"
+        case EnsureChild(spec=spec, reason=reason):
+            return f"ensure {spec.kind} {spec.netns.path}:{spec.peer_ifname} on {spec.parent} ({reason})"
+        case DeleteChildren(children=children):
+            return "delete " + ", ".join(f"{path}:{name}" for path, name in children)
     return repr(action)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from .config import Settings
+from .drivers.actions import DeleteChildren, EnsureChild, EnsureParent, EnsureShim
 from .errors import NetdError
 from .firewall.base import FirewallBackend
 from .firewall.rules import Ruleset, build_ruleset
@@ -36,6 +37,7 @@ from .plan import (
     describe,
     plan,
     scope_links,
+    scope_targets,
 )
 
 log = structlog.get_logger()
@@ -100,6 +102,14 @@ class Reconciler:
     async def find_link(self, ifname: str) -> ObservedLink | None:
         return (await self.kernel.observe([ifname])).by_name.get(ifname)
 
+    async def observe_host(self) -> ObservedHost:
+        """Every link of the daemon's namespace (validating a macvlan/ipvlan parent needs them all)."""
+        return await self.kernel.observe(None)
+
+    def _target_path(self, target: str) -> str:
+        kind, _, value = target.partition(":")
+        return self.netns_path(value) if kind == "netns" else value
+
     # -- observe -----------------------------------------------------------------------------------------------
 
     def _owned_netns(self) -> set[str]:
@@ -126,7 +136,9 @@ class Reconciler:
         sysctls: dict[str, str] = {}
         if scope.is_full and self.settings.ip_forward:
             sysctls["net.ipv4.ip_forward"] = (await self.kernel.get_sysctl("net.ipv4.ip_forward")).strip()
-        return Observed(host=host, netns_alive=alive, netns_owned=owned, sysctls=sysctls)
+        targets = scope_targets(state, scope) | scope.targets
+        children = await self.kernel.observe_children({self._target_path(t) for t in targets}) if targets else {}
+        return Observed(host=host, netns_alive=alive, netns_owned=owned, sysctls=sysctls, children=children)
 
     def _gone_foreign(self, state: DesiredState) -> set[str]:
         """Endpoints in someone else's namespace that no longer exists (or is now another namespace)."""
@@ -163,7 +175,9 @@ class Reconciler:
         rules = build_ruleset(state, ip_forward=self.settings.ip_forward)
         rules_pending = rules != self._applied_rules or (scope.is_full and not await self._fw_in_sync(rules))
         # Links first (bridges, namespaces), then the firewall, then endpoints, then deletions.
-        first: list[Action] = [a for a in actions if isinstance(a, EnsureNetns | EnsureBridge | SetSysctl)]
+        first: list[Action] = [
+            a for a in actions if isinstance(a, EnsureNetns | EnsureBridge | SetSysctl | EnsureParent | EnsureShim)
+        ]
         rest = [a for a in actions if a not in first]
         for action in first:
             applied += await self._run(action, errors)
@@ -210,6 +224,14 @@ class Reconciler:
                 await self.kernel.delete_links(names)
             case SetSysctl(key=key, value=value):
                 await self.kernel.set_sysctl(key, value)
+            case EnsureParent(spec=spec):
+                await self.kernel.ensure_parent(spec)
+            case EnsureShim(spec=spec):
+                await self.kernel.ensure_shim(spec)
+            case EnsureChild(spec=spec):
+                await self.kernel.ensure_child(spec)
+            case DeleteChildren(children=children):
+                await self.kernel.delete_children(children)
 
     async def _fw_in_sync(self, rules: Ruleset) -> bool:
         try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .drivers import LINK_DRIVERS, parse_link_options
+from .drivers.base import LinkOptions
 from .errors import InvalidError, UnsupportedError
 from .ipam import parse_address
 from .model import IPAddress, PortMapping
@@ -19,7 +21,7 @@ OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_MTU = "com.docker.network.driver.mtu"
 BRIDGE_OPTIONS = (OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU)
-DRIVERS = ("bridge",)
+DRIVERS = ("bridge", *LINK_DRIVERS)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class NetworkCreate:
     icc: bool
     masquerade: bool
     mtu: int | None
+    link: LinkOptions | None = None  # macvlan / ipvlan options, validated by the driver
 
 
 @dataclass(frozen=True)
@@ -150,8 +153,9 @@ def parse_network_create(body: Any) -> NetworkCreate:
             raise InvalidError("gateway, ip-range and aux-address need --subnet", field="subnet")
         pools.append(pool)
     options = _str_map(b.get("Options"), "Options")
+    link = parse_link_options(driver, options, (OPT_MTU,)) if driver in LINK_DRIVERS else None
     for key in options:
-        if key not in BRIDGE_OPTIONS:
+        if link is None and key not in BRIDGE_OPTIONS:
             raise InvalidError(
                 f"unknown option {key!r} for driver {driver}; known: {', '.join(BRIDGE_OPTIONS)}", field=key
             )
@@ -167,6 +171,7 @@ def parse_network_create(body: Any) -> NetworkCreate:
         if not 68 <= mtu <= 65535:
             raise InvalidError(f"option {OPT_MTU}={options[OPT_MTU]!r}: MTU must be 68-65535", field=OPT_MTU)
     return NetworkCreate(
+        link=link,
         name=name,
         driver=driver,
         internal=_bool(b, "Internal"),

@@ -18,11 +18,12 @@ import structlog
 
 from . import ipam
 from .config import Settings
+from .drivers import build_link_network, check_connect, is_link_network, link_driver
 from .errors import ConflictError, InvalidError, KernelError, NotFoundError
-from .linkspec import ObservedLink
+from .linkspec import ObservedHost, ObservedLink
 from .model import DesiredState, Endpoint, IPAddress, IpamConfig, IPNetwork, Netns, Network
 from .naming import bridge_name, host_veth_name, mac_for, new_id, validate_name
-from .plan import Scope, scope_links
+from .plan import Scope, scope_links, scope_targets
 from .request import Connect, NetworkCreate, Target, parse_connect, parse_network_create, parse_target
 from .state import StateStore
 
@@ -39,6 +40,7 @@ class Applier(Protocol):
     async def apply(self, scope: Scope, reason: str) -> dict[str, str]: ...
     async def host_prefixes(self) -> list[IPNetwork]: ...
     async def find_link(self, ifname: str) -> ObservedLink | None: ...
+    async def observe_host(self) -> ObservedHost: ...
     def ns_inode(self, path: str) -> int | None: ...
     def netns_path(self, name: str) -> str: ...
 
@@ -58,7 +60,11 @@ class Service:
         old = self.state
         # look at the links of both versions: the old one's are what a removal deletes, the new one's are
         # what a rollback deletes
-        scope = replace(scope, links=scope.links | scope_links(old, scope) | scope_links(new, scope))
+        scope = replace(
+            scope,
+            links=scope.links | scope_links(old, scope) | scope_links(new, scope),
+            targets=scope.targets | scope_targets(old, scope) | scope_targets(new, scope),
+        )
         self.store.save(new)
         self.state = new
         errors = await self.applier.apply(scope, reason=what)
@@ -127,6 +133,20 @@ class Service:
             used = [s for nets in others.values() for s in nets] + await self.applier.host_prefixes()
             subnet = ipam.choose_subnet(((p.base, p.size) for p in self.settings.default_address_pools), used)
             pools.insert(0, ipam.validate_pool(str(subnet)))
+        if req.link is not None:  # macvlan / ipvlan: the parent is checked against the kernel, nothing changes
+            base = Network(
+                id=net_id,
+                name=req.name,
+                driver="macvlan" if req.driver == "macvlan" else "ipvlan",
+                internal=req.internal,
+                enable_ipv6=req.enable_ipv6,
+                ipam=pools,
+                options=req.options,
+                bridge="",
+                mtu=req.mtu,
+                created=now(),
+            )
+            return build_link_network(base, req.link, await self.applier.observe_host(), self.state)
         bridge = req.bridge or bridge_name(net_id)
         adopted = await self._check_bridge_name(bridge, req.name)
         return Network(
@@ -301,6 +321,8 @@ class Service:
         existing = self.state.endpoints_in(target.key())
         if any(ep.network == net.id for ep in existing):
             raise ConflictError(f"{target.describe()} is already connected to network {net.name!r}")
+        if is_link_network(net):
+            check_connect(net, self.state)
         ep_id = new_id()
         addrs: dict[int, IPv4Interface | IPv6Interface] = {}
         for version, requested in ((4, req.ipv4), (6, req.ipv6)):
@@ -325,8 +347,8 @@ class Service:
             netns_path=target.netns_path,
             netns_inode=inode,
             ifname=ifname,
-            host_ifname=host_veth_name(ep_id),
-            mac=mac_for(ep_id),
+            host_ifname="" if is_link_network(net) else host_veth_name(ep_id),
+            mac=link_driver(net).endpoint_mac(net, ep_id) if is_link_network(net) else mac_for(ep_id),
             ipv4=v4 if isinstance(v4, IPv4Interface) else None,
             ipv6=v6 if isinstance(v6, IPv6Interface) else None,
             aliases=req.aliases,

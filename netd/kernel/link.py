@@ -17,7 +17,7 @@ from netd.errors import KernelError
 from netd.kernel.nlerror import is_errno, kernel_error
 from netd.kernel.observe import IFF_UP, Msg, addresses_by_index, decode_link
 from netd.kernel.sysctl import write_sysctl
-from netd.linkspec import BridgeSpec, Iface, VethSpec, owner_alias
+from netd.linkspec import BridgeSpec, ChildSpec, Iface, VethSpec, owner_alias
 
 log = structlog.get_logger()
 
@@ -235,7 +235,7 @@ async def _clear_stale_peer(ns_socket: NsSocket, spec: VethSpec) -> bool:
     return True
 
 
-async def configure_peer(nsipr: IPR, spec: VethSpec, peer_index: int | None = None) -> None:
+async def configure_peer(nsipr: IPR, spec: VethSpec | ChildSpec, peer_index: int | None = None) -> None:
     """Addresses (IPv6 nodad), up, default routes: all idempotent.  ``peer_index`` given = freshly created."""
     where = f'peer "{spec.peer_ifname}" in {spec.netns.path}'
     try:

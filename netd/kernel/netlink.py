@@ -18,13 +18,15 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 
 from netd.errors import KernelError
+from netd.kernel import child as childops
 from netd.kernel import link as linkops
 from netd.kernel import netns as nsops
+from netd.kernel import parent as parentops
 from netd.kernel import sysctl as sysctlops
 from netd.kernel.events import link_events
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.observe import build_observed, prefixes_of
-from netd.linkspec import BridgeSpec, NsRef, ObservedHost, VethSpec
+from netd.linkspec import BridgeSpec, ChildSpec, NsRef, ObservedChild, ObservedHost, ParentSpec, ShimSpec, VethSpec
 from netd.model import IPNetwork
 
 log = structlog.get_logger()
@@ -234,6 +236,34 @@ class Kernel:
             ) from exc
         for name in names:
             self._bridges.pop(name, None)
+
+    # ------------------------------------------------------------------------------------------ macvlan/ipvlan
+
+    async def ensure_parent(self, spec: ParentSpec) -> None:
+        await parentops.ensure_parent(await self._host_socket(), spec)
+
+    async def ensure_shim(self, spec: ShimSpec) -> None:
+        await parentops.ensure_shim(await self._host_socket(), spec)
+
+    async def ensure_child(self, spec: ChildSpec) -> None:
+        await childops.ensure_child(await self._host_socket(), self.ns_socket, spec)
+
+    async def observe_children(self, paths: Collection[str]) -> dict[str, ObservedChild]:
+        """Owned children by endpoint id in the live namespaces among ``paths``."""
+        out: dict[str, ObservedChild] = {}
+        for path in sorted(paths):
+            if not nsops.ns_alive(path):
+                continue
+            try:
+                found = await childops.observe_children(self.ns_socket, path)
+            except NetlinkError as exc:
+                self._drop(path)
+                raise kernel_error(f"netns {path}", "dump links", exc) from exc
+            out.update({c.link.owner: c for c in found if c.link.owner is not None})
+        return out
+
+    async def delete_children(self, children: Sequence[tuple[str, str]]) -> None:
+        await childops.delete_children(self.ns_socket, children)
 
     # ------------------------------------------------------------------------------------------ sysctl
 

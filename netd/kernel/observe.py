@@ -26,6 +26,8 @@ def link_kind(msg: Msg) -> str:
 
 def decode_link(msg: Msg, addresses: tuple[Iface, ...] = ()) -> ObservedLink:
     master = msg.get_attr("IFLA_MASTER")
+    lower = msg.get_attr("IFLA_LINK")
+    vlan_id = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_ID")
     return ObservedLink(
         index=int(msg["index"]),
         ifname=str(msg.get_attr("IFLA_IFNAME")),
@@ -36,6 +38,8 @@ def decode_link(msg: Msg, addresses: tuple[Iface, ...] = ()) -> ObservedLink:
         master=int(master) if master else None,
         mac=str(msg.get_attr("IFLA_ADDRESS") or ""),
         addresses=addresses,
+        link_index=int(lower) if lower else None,
+        vlan_id=int(vlan_id) if vlan_id is not None else None,
     )
 
 

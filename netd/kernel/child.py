@@ -1,0 +1,137 @@
+"""macvlan/ipvlan endpoints: children of a parent in the daemon's namespace, created directly in the
+endpoint's namespace (IFLA_LINK = parent, IFLA_NET_NS_FD = target), then configured there."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import structlog
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ifinfmsg.plugins.ipvlan import ipvlan as _ipvlan_nla
+
+from netd.errors import KernelError
+from netd.kernel.link import configure_peer, get_link
+from netd.kernel.nlerror import kernel_error
+from netd.kernel.observe import addresses_by_index, decode_link
+from netd.kernel.parent import MACVLAN_MODES
+from netd.linkspec import ChildSpec, ObservedChild, owner_alias, owner_of
+
+log = structlog.get_logger()
+
+IPR = Any
+NsSocket = Callable[[str], Awaitable[IPR]]
+IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
+IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}
+CHILD_KINDS = ("macvlan", "ipvlan")
+
+# pyroute2 0.9 knows IFLA_IPVLAN_MODE only; the kernel's IFLA_IPVLAN_FLAGS (2, u16) is added here.
+if not any(name == "IFLA_IPVLAN_FLAGS" for name, _ in _ipvlan_nla.nla_map):
+    _ipvlan_nla.nla_map = (*_ipvlan_nla.nla_map, ("IFLA_IPVLAN_FLAGS", "uint16"))
+
+
+async def ensure_child(ipr: IPR, ns_socket: NsSocket, spec: ChildSpec) -> None:
+    obj = f'{spec.kind} "{spec.peer_ifname}" in {spec.netns.path}'
+    nsipr = await ns_socket(spec.netns.path)
+    try:
+        msg = await get_link(nsipr, spec.peer_ifname)
+        if msg is not None:
+            link = decode_link(msg)
+            if link.owner != spec.owner or link.kind != spec.kind:
+                raise KernelError(
+                    f'{obj}: an interface of kind "{link.kind}" owned by {link.owner or "nobody"} already has '
+                    "this name; remove it or connect with another namespace"
+                )
+            await _configure(nsipr, spec, link.index, obj)
+            return
+        parent = await get_link(ipr, spec.parent)
+        if parent is None:
+            raise KernelError(
+                f'{obj}: parent "{spec.parent}" does not exist; a reconcile recreates netd\'s parents'
+            )
+        await _create(ipr, spec, int(parent["index"]), obj)
+        msg = await get_link(nsipr, spec.peer_ifname)
+        if msg is None:
+            raise KernelError(f"{obj}: vanished right after it was created")
+        index = int(msg["index"])
+        try:
+            await nsipr.link("set", index=index, ifalias=owner_alias(spec.owner))
+            await _configure(nsipr, spec, index, obj)
+        except BaseException:
+            with contextlib.suppress(NetlinkError):
+                await nsipr.link("del", index=index)
+            raise
+        log.info(
+            "link_created", kind=spec.kind, ifname=spec.peer_ifname, netns=spec.netns.path, parent=spec.parent
+        )
+    except NetlinkError as exc:
+        raise kernel_error(obj, "configure", exc) from exc
+
+
+async def _create(ipr: IPR, spec: ChildSpec, parent_index: int, obj: str) -> None:
+    try:
+        nsfd = os.open(spec.netns.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise kernel_error(obj, "open the namespace", exc, "the namespace does not exist (any more)") from exc
+    kw: dict[str, Any] = {"ifname": spec.peer_ifname, "kind": spec.kind, "link": parent_index, "net_ns_fd": nsfd}
+    if spec.kind == "macvlan":
+        kw["macvlan_mode"] = MACVLAN_MODES[spec.mode]
+    else:
+        kw["ipvlan_mode"] = IPVLAN_MODES[spec.mode]
+        kw["ipvlan_flags"] = IPVLAN_FLAGS[spec.flag or "bridge"]
+    if spec.mac:
+        kw["address"] = spec.mac
+    if spec.mtu:
+        kw["mtu"] = spec.mtu
+    try:
+        await ipr.link("add", **kw)
+    except NetlinkError as exc:
+        raise kernel_error(obj, f"create on {spec.parent}", exc) from exc
+    finally:
+        os.close(nsfd)
+
+
+async def _configure(nsipr: IPR, spec: ChildSpec, index: int, obj: str) -> None:
+    await configure_peer(nsipr, spec)
+    if spec.default_dev:
+        try:
+            await nsipr.route("replace", dst="0.0.0.0/0", oif=index)
+            if any(a.version == 6 for a in spec.addresses):
+                await nsipr.route("replace", dst="::/0", oif=index, family=socket.AF_INET6)
+        except NetlinkError as exc:
+            raise kernel_error(obj, "add the default route", exc) from exc
+
+
+async def observe_children(ns_socket: NsSocket, path: str) -> list[ObservedChild]:
+    """netd's macvlan/ipvlan children in one namespace (by their alias)."""
+    nsipr = await ns_socket(path)
+    links = [m async for m in await nsipr.link("dump")]
+    owned = [m for m in links if owner_of(m.get_attr("IFLA_IFALIAS")) is not None]
+    if not owned:
+        return []
+    addrs = addresses_by_index([m async for m in await nsipr.addr("dump")])
+    out = []
+    for msg in owned:
+        link = decode_link(msg, tuple(addrs.get(int(msg["index"]), ())))
+        if link.kind in CHILD_KINDS:
+            out.append(ObservedChild(link, path))
+    return out
+
+
+async def delete_children(ns_socket: NsSocket, children: Iterable[tuple[str, str]]) -> None:
+    for path, ifname in children:
+        try:
+            nsipr = await ns_socket(path)
+        except KernelError:
+            continue  # the namespace is gone, and the child with it
+        msg = await get_link(nsipr, ifname)
+        if msg is None or decode_link(msg).kind not in CHILD_KINDS or decode_link(msg).owner is None:
+            continue
+        try:
+            await nsipr.link("del", index=int(msg["index"]))
+        except NetlinkError as exc:
+            raise kernel_error(f"{ifname} in {path}", "delete", exc) from exc
+        log.info("link_deleted", ifname=ifname, netns=path)
