@@ -5,16 +5,14 @@ A "host" namespace with an uplink to an "outside" namespace stands in for a mach
 
 from __future__ import annotations
 
-import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from netdtest import Host, in_ns, running_host
+from netdtest import Host, in_ns, running_host, source_seen_outside
 
 
 def step(title: str) -> None:
@@ -35,49 +33,9 @@ def run_in(path: str, label: str, *cmd: str) -> bool:
     return r.returncode == 0
 
 
-def outside_sees(host: Host, src_ns: str) -> str:
-    """Connect from ``src_ns`` to a TCP server in the outside namespace; return the source address it saw."""
-    import ctypes
-    import os
-
-    seen: list[str] = []
-    ready = threading.Event()
-
-    def serve() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(host.outside_path, os.O_RDONLY)
-        libc.setns(fd, 0x40000000)
-        os.close(fd)
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host.outside_ip, 8080))
-            s.listen(1)
-            s.settimeout(5)
-            ready.set()
-            try:
-                conn, peer = s.accept()
-                seen.append(peer[0])
-                conn.close()
-            except TimeoutError:
-                pass
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    ready.wait(5)
-    in_ns(
-        src_ns,
-        sys.executable,
-        "-c",
-        f"import socket; socket.create_connection(('{host.outside_ip}', 8080), timeout=3).close()",
-        check=False,
-    )
-    t.join(6)
-    return seen[0] if seen else "(nothing arrived)"
-
-
 def check_traffic(host: Host, db_ip: str) -> bool:
     ok = run_in(host.ns("web"), "web", "ping", "-c", "2", "-W", "1", db_ip)
-    src = outside_sees(host, host.ns("web"))
+    src = source_seen_outside(host, host.ns("web")) or "(nothing arrived)"
     print(
         f"outside {host.outside_ip} saw a TCP connection from {src} "
         f"(the host's uplink address {host.uplink_ip}: NAT works)",

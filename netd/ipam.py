@@ -7,6 +7,7 @@ so an allocation is released exactly when the endpoint holding it goes away.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
@@ -143,6 +144,22 @@ def choose_subnet(pools: Iterable[tuple[IPv4Network, int]], used: Iterable[IPNet
         "no free subnet left in the address pools; pass --subnet or add default-address-pools to the config",
         field="subnet",
     )
+
+
+def ula_prefix(machine_id: str) -> IPv6Network:
+    """A per-host /48 in fd00::/8 derived stably from the machine id (RFC 4193 style: 40 pseudo-random bits)."""
+    digest = hashlib.sha256(b"netd-ula:" + machine_id.strip().encode()).digest()
+    global_id = int.from_bytes(digest[:5], "big")
+    return IPv6Network(((0xFD << 120) | (global_id << 80), 48))
+
+
+def choose_subnet_v6(prefix: IPv6Network, used: Iterable[IPNetwork]) -> IPv6Network:
+    """The first /64 of the host's ULA /48 that overlaps nothing in ``used``."""
+    used6 = [u for u in used if isinstance(u, IPv6Network)]
+    for candidate in prefix.subnets(new_prefix=64):
+        if not any(candidate.overlaps(u) for u in used6):
+            return candidate
+    raise ConflictError(f"no free /64 left in {prefix}; pass an IPv6 --subnet", field="subnet")
 
 
 def overlapping(subnet: IPNetwork, others: Mapping[str, Iterable[IPNetwork]]) -> tuple[str, IPNetwork] | None:

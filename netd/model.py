@@ -68,6 +68,8 @@ class Network(_Model):
     masquerade: bool = True
     mtu: int | None = None
     is_default: bool = False
+    gateway_mode_ipv6: Literal["nat", "routed"] = "nat"  # routed: no NAT66, the subnet is reachable from outside
+    default_gateway6: IPv6Address | None = None  # daemon.json default-gateway-v6
     default_gateway4: IPv4Address | None = (
         None  # daemon.json default-gateway: endpoints route via it, not the bridge
     )

@@ -140,6 +140,14 @@ class Observed:
     netns_owned: set[str]  # netns names netd created earlier (its markers)
     sysctls: dict[str, str] = field(default_factory=dict)
     children: dict[str, ObservedChild] = field(default_factory=dict)  # owned macvlan/ipvlan by endpoint id
+    accept_ra: dict[str, str] = field(default_factory=dict)  # foreign links' accept_ra (read when IPv6 forwards)
+
+
+IP6_FORWARD = "net.ipv6.conf.all.forwarding"
+
+
+def wants_ip6_forward(state: DesiredState, ip6_forward: bool) -> bool:
+    return ip6_forward and any(n.pool(6) is not None for n in state.networks.values())
 
 
 def build_bridge_spec(net: Network) -> BridgeSpec:
@@ -161,6 +169,7 @@ def build_veth_spec(ep: Endpoint, net: Network, ns_path: str) -> VethSpec:
         gw4 = p4.gateway if p4 is not None and isinstance(p4.gateway, IPv4Address) else None
         gw4 = net.default_gateway4 or gw4
         gw6 = p6.gateway if p6 is not None and isinstance(p6.gateway, IPv6Address) else None
+        gw6 = net.default_gateway6 or gw6
     return VethSpec(
         host_ifname=ep.host_ifname,
         owner=ep.id,
@@ -206,6 +215,7 @@ def plan(
     *,
     ns_path: Callable[[Endpoint], str],
     ip_forward: bool,
+    ip6_forward: bool = False,
     scope: Scope | None = None,
 ) -> list[Action]:
     """Actions in dependency order: netns, bridges, veths, then deletions (ports before bridges)."""
@@ -213,8 +223,15 @@ def plan(
     host = observed.host
     actions: list[Action] = []
 
-    if scope.is_full and ip_forward and observed.sysctls.get("net.ipv4.ip_forward") != "1":
+    if ip_forward and observed.sysctls.get("net.ipv4.ip_forward") != "1":
         actions.append(SetSysctl("net.ipv4.ip_forward", "1"))
+    if ip6_forward and observed.sysctls.get(IP6_FORWARD) != "1":
+        # forwarding=1 makes the kernel ignore router advertisements on links with accept_ra=1: keep the
+        # host's own IPv6 autoconfiguration working on its uplinks (Docker users lose it otherwise)
+        for ifname, value in sorted(observed.accept_ra.items()):
+            if value == "1":
+                actions.append(SetSysctl(f"net/ipv6/conf/{ifname}/accept_ra", "2"))
+        actions.append(SetSysctl(IP6_FORWARD, "1"))
 
     for name in sorted(desired.netns):
         if scope.has_netns(name) and name not in observed.netns_alive:

@@ -8,6 +8,7 @@ Each action's failure is recorded against the object it belongs to and the rest 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from .kernel.netlink import Kernel
 from .linkspec import ObservedHost, ObservedLink
 from .model import DesiredState, Endpoint, IPNetwork
 from .plan import (
+    IP6_FORWARD,
     Action,
     DeleteLinks,
     EnsureBridge,
@@ -38,11 +40,24 @@ from .plan import (
     plan,
     scope_links,
     scope_targets,
+    wants_ip6_forward,
 )
 
 log = structlog.get_logger()
 
 DRIFT_EVENTS = ("link_deleted", "link_down", "addr_deleted", "link_renamed", "resync")
+
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+REPAIR_KIND = {
+    "EnsureNetns": "netns",
+    "EnsureBridge": "bridge",
+    "EnsureVeth": "veth",
+    "DeleteLinks": "stale_link",
+    "RemoveNetns": "stale_netns",
+    "SetSysctl": "sysctl",
+}
+DRIFT_REASONS = ("timer", "event", "firewall")  # reconcile reasons that repair drift (no API call asked)
 
 
 @dataclass
@@ -57,6 +72,23 @@ class Stats:
     repairs: int = 0  # changes made by reconciles that no API call asked for: drift repaired
     firewall_repairs: int = 0
     last_errors: dict[str, str] = field(default_factory=dict)
+    # for /metrics (netd.metrics reads these at scrape time)
+    ok: int = 0  # runs without errors
+    last_success: float = 0.0  # unix time of the last full reconcile without errors
+    duration_sum: float = 0.0  # seconds
+    duration_buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))  # cumulative
+    repairs_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def observe(self, seconds: float, ok: bool, full: bool) -> None:
+        self.duration_sum += seconds
+        for i, bound in enumerate(DURATION_BUCKETS):
+            if seconds <= bound:
+                self.duration_buckets[i] += 1
+        if ok:
+            self.ok += 1
+            if full:
+                self.last_success = time.time()
+
 
 
 class Reconciler:
@@ -80,6 +112,11 @@ class Reconciler:
         self._wake = asyncio.Event()
 
     # -- small read-only helpers the service uses -------------------------------------------------------------
+
+    @property
+    def applied_rules(self) -> Ruleset | None:
+        return self._applied_rules
+
 
     def netns_path(self, name: str) -> str:
         return str(self.settings.netns_dir / name)
@@ -134,11 +171,34 @@ class Reconciler:
         names = set(state.netns) | owned
         alive = {n for n in names if scope.has_netns(n) and self.kernel.ns_alive(self.netns_path(n))}
         sysctls: dict[str, str] = {}
-        if scope.is_full and self.settings.ip_forward:
+        accept_ra: dict[str, str] = {}
+        # forwarding is read on every reconcile (a file read): the first IPv6 network turns it on at once
+        if self.settings.ip_forward:
             sysctls["net.ipv4.ip_forward"] = (await self.kernel.get_sysctl("net.ipv4.ip_forward")).strip()
+        if wants_ip6_forward(state, self.settings.ip6_forward):
+            sysctls[IP6_FORWARD] = (await self.kernel.get_sysctl(IP6_FORWARD)).strip()
+            if sysctls[IP6_FORWARD] != "1":  # rare: look at every link, not only the scope's
+                accept_ra = await self._uplink_accept_ra(await self.kernel.observe())
         targets = scope_targets(state, scope) | scope.targets
         children = await self.kernel.observe_children({self._target_path(t) for t in targets}) if targets else {}
-        return Observed(host=host, netns_alive=alive, netns_owned=owned, sysctls=sysctls, children=children)
+        return Observed(
+            host=host,
+            netns_alive=alive,
+            netns_owned=owned,
+            sysctls=sysctls,
+            accept_ra=accept_ra,
+            children=children,
+        )
+
+    async def _uplink_accept_ra(self, host: ObservedHost) -> dict[str, str]:
+        """accept_ra of the links netd does not own (the host's uplinks): those with 1 need 2 under forwarding."""
+        out: dict[str, str] = {}
+        for link in host.by_name.values():
+            if link.owner is not None or link.kind == "loopback":
+                continue
+            with contextlib.suppress(NetdError, OSError):
+                out[link.ifname] = (await self.kernel.get_sysctl(f"net/ipv6/conf/{link.ifname}/accept_ra")).strip()
+        return out
 
     def _gone_foreign(self, state: DesiredState) -> set[str]:
         """Endpoints in someone else's namespace that no longer exists (or is now another namespace)."""
@@ -161,15 +221,46 @@ class Reconciler:
     async def reconcile(self, reason: str = "timer") -> dict[str, str]:
         return await self.apply(Scope.everything(), reason)
 
-    async def _reconcile(self, scope: Scope, reason: str) -> dict[str, str]:
+    async def dry_run(self) -> list[dict[str, str]]:
+        """What a full reconcile would do now, without doing it (``netd-ctl plan`` / ``check``)."""
+        actions: list[Action] = []
+        async with self.lock:
+            await self._reconcile(Scope.everything(), "dry_run", dry=actions)
+            state = self.get_state()
+            fw_ok = await self._fw_in_sync(build_ruleset(state, ip_forward=self.settings.ip_forward))
+            gone = self._gone_foreign(state)
+        out = [
+            {"action": type(a).__name__, "owner": a.owner, "description": describe(a)}
+            for a in actions
+            if a.owner not in gone
+        ]
+        for ep in sorted(gone):
+            desc = f"forget endpoint {ep} (its namespace is gone)"
+            out.append({"action": "ForgetEndpoint", "owner": ep, "description": desc})
+        if not fw_ok:
+            desc = f"load netd's {self.firewall.name} rules (missing or changed in the kernel)"
+            out.append({"action": "ApplyFirewall", "owner": "firewall", "description": desc})
+        return out
+
+    async def _reconcile(self, scope: Scope, reason: str, dry: list[Action] | None = None) -> dict[str, str]:
         t0 = time.perf_counter()
-        if scope.is_full:
+        if scope.is_full and dry is None:
             gone = self._gone_foreign(self.get_state())
             if gone:
                 await self.prune(gone, "namespace gone")
         state = self.get_state()
         observed = await self._observe(state, scope)
-        actions = plan(state, observed, ns_path=self.ns_path_of, ip_forward=self.settings.ip_forward, scope=scope)
+        actions = plan(
+            state,
+            observed,
+            ns_path=self.ns_path_of,
+            ip_forward=self.settings.ip_forward,
+            ip6_forward=wants_ip6_forward(state, self.settings.ip6_forward),
+            scope=scope,
+        )
+        if dry is not None:  # a dry run: report the plan, change nothing
+            dry.extend(actions)
+            return {}
         errors: dict[str, str] = {}
         applied = 0
         rules = build_ruleset(state, ip_forward=self.settings.ip_forward)
@@ -194,7 +285,14 @@ class Reconciler:
                         errors[net.id] = e.message
         for action in rest:
             applied += await self._run(action, errors)
+        if reason in DRIFT_REASONS:
+            kinds = [REPAIR_KIND.get(type(a).__name__, "other") for a in actions if a.owner not in errors]
+            if rules_pending and "firewall" not in errors:
+                kinds.append("firewall")
+            for kind in kinds:
+                self.stats.repairs_by_kind[kind] = self.stats.repairs_by_kind.get(kind, 0) + 1
         self._record(reason, applied, errors, (time.perf_counter() - t0) * 1000)
+        self.stats.observe(time.perf_counter() - t0, not errors, scope.is_full)
         return errors
 
     async def _run(self, action: Action, errors: dict[str, str]) -> int:
@@ -287,6 +385,7 @@ class Reconciler:
                     await self.firewall.apply(rules)
                     self.stats.firewall_repairs += 1
                     self.stats.repairs += 1
+                    self.stats.repairs_by_kind["firewall"] = self.stats.repairs_by_kind.get("firewall", 0) + 1
                     log.warning("firewall_repaired", backend=self.firewall.name)
                 except NetdError as e:
                     log.error("firewall_repair_failed", error=e.message)

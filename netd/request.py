@@ -20,7 +20,10 @@ OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_MTU = "com.docker.network.driver.mtu"
-BRIDGE_OPTIONS = (OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU)
+OPT_GW_MODE_V6 = "com.docker.network.bridge.gateway_mode_ipv6"
+OPT_ENABLE_V4 = "com.docker.network.enable_ipv4"
+BRIDGE_OPTIONS = (OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_GW_MODE_V6, OPT_ENABLE_V4)
+GATEWAY_MODES = ("nat", "routed")
 DRIVERS = ("bridge", *LINK_DRIVERS)
 
 
@@ -44,6 +47,8 @@ class NetworkCreate:
     icc: bool
     masquerade: bool
     mtu: int | None
+    enable_ipv4: bool = True
+    gateway_mode_ipv6: str = "nat"
     link: LinkOptions | None = None  # macvlan / ipvlan options, validated by the driver
 
 
@@ -170,12 +175,26 @@ def parse_network_create(body: Any) -> NetworkCreate:
             mtu = -1
         if not 68 <= mtu <= 65535:
             raise InvalidError(f"option {OPT_MTU}={options[OPT_MTU]!r}: MTU must be 68-65535", field=OPT_MTU)
+    gw_mode = options.get(OPT_GW_MODE_V6, "nat")
+    if gw_mode not in GATEWAY_MODES:
+        raise InvalidError(
+            f"option {OPT_GW_MODE_V6}={gw_mode!r}: expected one of {', '.join(GATEWAY_MODES)}",
+            field=OPT_GW_MODE_V6,
+        )
+    enable_ipv4 = parse_bool_option(OPT_ENABLE_V4, options[OPT_ENABLE_V4]) if OPT_ENABLE_V4 in options else True
+    enable_ipv6 = _bool(b, "EnableIPv6")
+    if not enable_ipv4 and not enable_ipv6:
+        raise InvalidError(
+            f"{OPT_ENABLE_V4}=false needs --ipv6: a network needs an address family", field=OPT_ENABLE_V4
+        )
     return NetworkCreate(
         link=link,
+        enable_ipv4=enable_ipv4,
+        gateway_mode_ipv6=gw_mode,
         name=name,
         driver=driver,
         internal=_bool(b, "Internal"),
-        enable_ipv6=_bool(b, "EnableIPv6"),
+        enable_ipv6=enable_ipv6,
         pools=pools,
         options=options,
         bridge=bridge,

@@ -247,6 +247,8 @@ def _to_rules(net: Network, ip_forward: bool) -> tuple[Rule, ...]:
     ]
     if not net.internal and ip_forward:
         rules.append(Rule(Match(ct_state=frozenset({"established", "related"})), Accept(), c))
+        # routed IPv6 (gateway_mode_ipv6=routed): the subnet is reachable from outside, as its addresses are
+        rules.extend(Rule(Match(daddr=s), Accept(), c) for s in _routed_subnets(net))
     rules.append(Rule(Match(), Drop(), c))
     return tuple(rules)
 
@@ -258,10 +260,19 @@ def _from_rules(net: Network, ip_forward: bool) -> tuple[Rule, ...]:
     return (Rule(Match(), Accept(), c),) if ip_forward else ()
 
 
+def _routed_subnets(net: Network) -> list[IPNet]:
+    return [s for s in _subnets(net) if s.version == 6 and net.gateway_mode_ipv6 == "routed"]
+
+
 def _nat_rules(net: Network) -> list[Rule]:
     if net.internal or not net.masquerade:
         return []
-    return [Rule(Match(saddr=s, oif_not=net.bridge), Masquerade(), f"netd:{net.id}") for s in _subnets(net)]
+    routed = _routed_subnets(net)
+    return [
+        Rule(Match(saddr=s, oif_not=net.bridge), Masquerade(), f"netd:{net.id}")
+        for s in _subnets(net)
+        if s not in routed
+    ]
 
 
 def _bridge_rules(net: Network) -> list[Rule]:

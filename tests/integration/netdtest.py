@@ -8,6 +8,7 @@ Nothing here touches the machine's own namespace: a Host is a namespace made by 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -16,6 +17,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 NETD = str(VENV_BIN / "netd")
 NETD_CTL = str(VENV_BIN / "netd-ctl")
+CLONE_NEWNET = 0x40000000
 
 
 def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -38,6 +42,44 @@ def in_ns(path: str, *cmd: str, check: bool = True, timeout: float = 30) -> subp
 def ping(path: str, addr: str, count: int = 1, wait: float = 1) -> bool:
     r = in_ns(path, "ping", "-n", "-q", "-c", str(count), "-W", str(wait), addr, check=False)
     return r.returncode == 0
+
+
+def source_seen_outside(host: Host, src_ns: str, v6: bool = False, port: int = 7777) -> str | None:
+    """Open a TCP connection from ``src_ns`` to a server in the host's outside namespace; return the source
+    address the server saw (the host's uplink address when NAT is on), or None when nothing arrived."""
+    server_ip = host.outside_ip6 if v6 else host.outside_ip
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    seen: list[str] = []
+    ready = threading.Event()
+
+    def serve() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(host.outside_path, os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+        finally:
+            os.close(fd)
+        with socket.socket(family) as srv:
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            srv.bind((server_ip, port))
+            srv.listen(1)
+            srv.settimeout(5)
+            ready.set()
+            try:
+                conn, peer = srv.accept()
+                seen.append(peer[0])
+                conn.close()
+            except TimeoutError:
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    ready.wait(5)
+    code = f"import socket; socket.create_connection(('{server_ip}', {port}), timeout=3).close()"
+    in_ns(src_ns, sys.executable, "-c", code, check=False)
+    t.join(6)
+    return seen[0] if seen else None
 
 
 def umount_tree(d: Path) -> None:
@@ -102,6 +144,8 @@ class Host:
         self.api = UDSClient(self.run_dir / "netd.sock")
         self.uplink_ip = "10.255.0.1"
         self.outside_ip = "10.255.0.2"
+        self.uplink_ip6 = "fd99:255::1"
+        self.outside_ip6 = "fd99:255::2"
 
     # -- the host's "hardware" ----------------------------------------------------------------------------------
 
@@ -132,6 +176,9 @@ class Host:
         sh("ip", "-n", self.outside, "addr", "replace", f"{self.outside_ip}/24", "dev", f"o-{self.tag}")
         sh("ip", "-n", self.outside, "link", "set", f"o-{self.tag}", "up")
         sh("ip", "-n", self.name, "route", "add", "default", "via", self.outside_ip)
+        sh("ip", "-n", self.name, "addr", "add", f"{self.uplink_ip6}/64", "dev", "uplink", "nodad")
+        sh("ip", "-n", self.outside, "addr", "replace", f"{self.outside_ip6}/64", "dev", f"o-{self.tag}", "nodad")
+        sh("ip", "-n", self.name, "-6", "route", "add", "default", "via", self.outside_ip6)
 
     def write_config(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +263,8 @@ class Host:
         # operstate (UNKNOWN -> UP as carriers settle) is the kernel's, not a change anyone made
         links = re.sub(r" state [A-Z]+ ", " ", in_ns(self.path, "ip", "-o", "link").stdout)
         addrs = in_ns(self.path, "ip", "-o", "addr", "show", "scope", "global").stdout
-        rules = in_ns(self.path, "nft", "list", "ruleset").stdout
+        # -s: no counters (iptables-nft rules carry counters that move with any forwarded packet)
+        rules = in_ns(self.path, "nft", "-s", "list", "ruleset").stdout
         return links + addrs + rules
 
 

@@ -104,7 +104,7 @@ def test_drift_is_repaired_and_strays_removed_but_foreign_untouched() -> None:
 
 def test_scope_limits_the_plan() -> None:
     st = _state()
-    obs = Observed(host=_host(), netns_alive=set(), netns_owned=set())
+    obs = Observed(host=_host(), netns_alive=set(), netns_owned=set(), sysctls={"net.ipv4.ip_forward": "1"})
     only_netns = Scope(networks=frozenset(), endpoints=frozenset(), netns=frozenset({"web"}))
     assert [type(a) for a in _plan(st, obs, only_netns)] == [EnsureNetns]
 
