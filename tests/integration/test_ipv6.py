@@ -17,7 +17,9 @@ from netd.ipam import ula_prefix
 
 def _net6(host: Host, name: str, v6: str | None, v4: str | None = None, **opts: str) -> dict[str, Any]:
     cfgs = [{"Subnet": s} for s in (v4, v6) if s]
-    host.api.ok("POST", "/v1/networks", {"Name": name, "EnableIPv6": True, "IPAM": {"Config": cfgs}, "Options": opts})
+    host.api.ok(
+        "POST", "/v1/networks", {"Name": name, "EnableIPv6": True, "IPAM": {"Config": cfgs}, "Options": opts}
+    )
     return host.api.ok("GET", f"/v1/networks/{name}")  # type: ignore[no-any-return]
 
 
@@ -45,8 +47,13 @@ def test_dual_stack_ping6_tcp_and_kernel_state(host: Host) -> None:
     srv = subprocess.Popen(["nsenter", f"--net={host.ns('b')}", "python3", "-c", code])
     try:
         time.sleep(0.3)
-        r = in_ns(host.ns("a"), "python3", "-c",
-                  "import socket; socket.create_connection(('fd00:10::99', 8080), timeout=3).close()", check=False)
+        r = in_ns(
+            host.ns("a"),
+            "python3",
+            "-c",
+            "import socket; socket.create_connection(('fd00:10::99', 8080), timeout=3).close()",
+            check=False,
+        )
         assert r.returncode == 0, r.stderr
     finally:
         srv.kill()
@@ -112,8 +119,9 @@ BAD_V6 = [
 def test_bad_v6_input_changes_nothing(host: Host, cfg: dict[str, str], status: int, needle: str) -> None:
     kernel = host.kernel_snapshot()
     state = (host.state_dir / "state.json").read_bytes()
-    got, err = host.api.request("POST", "/v1/networks", {"Name": "bad", "EnableIPv6": True,
-                                                          "IPAM": {"Config": [cfg]}})
+    got, err = host.api.request(
+        "POST", "/v1/networks", {"Name": "bad", "EnableIPv6": True, "IPAM": {"Config": [cfg]}}
+    )
     assert got == status and needle in err["error"]["message"], err
     assert host.kernel_snapshot() == kernel
     assert (host.state_dir / "state.json").read_bytes() == state
