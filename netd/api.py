@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from .errors import NetdError
+from .ops_api import Ops, add_ops_routes, timed
 from .service import Service
 from .views import endpoint_view, netns_view, network_view
 
@@ -68,7 +69,12 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, indent=1))
 
 
-def build_app(service: Service, status: StatusFn, metrics: Callable[[], bytes] | None = None) -> web.Application:
+def build_app(
+    service: Service,
+    status: StatusFn,
+    metrics: Callable[[], bytes] | None = None,
+    ops: Ops | None = None,
+) -> web.Application:
     routes = web.RouteTableDef()
 
     @routes.get("/v1/status")
@@ -132,6 +138,9 @@ def build_app(service: Service, status: StatusFn, metrics: Callable[[], bytes] |
         rec = status()["reconcile"]
         return _json({"changes": rec["last_changes"], "errors": errors, "reconcile": rec})
 
+    if ops is not None:
+        add_ops_routes(routes, ops, _json)
+
     if metrics is not None:
         render = metrics
 
@@ -139,6 +148,9 @@ def build_app(service: Service, status: StatusFn, metrics: Callable[[], bytes] |
         async def get_metrics(request: web.Request) -> web.Response:
             return web.Response(body=render(), content_type="text/plain", charset="utf-8")
 
-    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 20)
+    middlewares = [error_middleware]
+    if ops is not None and ops.observe is not None:
+        middlewares.insert(0, timed(ops.observe))  # outermost: sees the status error_middleware chose
+    app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     app.add_routes(routes)
     return app

@@ -41,8 +41,9 @@ class _NsSocket:
 class Kernel:
     """Effects on the kernel, all idempotent.  Works on the netns of the thread running the event loop."""
 
-    def __init__(self, netns_dir: Path) -> None:
+    def __init__(self, netns_dir: Path, host_mount_namespace: str = "") -> None:
         self.netns_dir = Path(netns_dir)
+        self.host_mnt = host_mount_namespace  # bind-mount named netns from there (see kernel.mountns)
         self._host: Any = None
         self._ns: dict[str, _NsSocket] = {}
         self._bridges: dict[str, int] = {}  # bridge name -> ifindex, refreshed by ensure_bridge
@@ -124,7 +125,7 @@ class Kernel:
         netns_dir, prepare = str(self.netns_dir), not self._dir_ready
         try:
             created, fd = await nsops.in_fresh_thread(
-                lambda: nsops.create_named_netns(netns_dir, name, prepare), name="netd-nsadd"
+                lambda: nsops.create_named_netns(netns_dir, name, prepare, self.host_mnt), name="netd-nsadd"
             )
         except OSError as exc:
             raise kernel_error(f'netns "{name}"', "create", exc) from exc
@@ -145,7 +146,9 @@ class Kernel:
         path = self.netns_path(name)
         self._drop(path)
         try:
-            removed = nsops.remove_named_netns(path)
+            removed = await nsops.in_fresh_thread(
+                lambda: nsops.remove_named_netns(path, self.host_mnt), name="netd-nsrm"
+            )
         except OSError as exc:
             raise kernel_error(f'netns "{name}"', "remove", exc) from exc
         if removed:

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from netd.kernel.mountns import HostMount
+
 T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
@@ -128,7 +130,7 @@ def ns_inode(path: str) -> tuple[int, int]:
 
 def is_mountpoint(path: str) -> bool:
     real = os.path.realpath(path)
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+    with open("/proc/thread-self/mountinfo", encoding="utf-8") as f:  # this thread may be in another mount ns
         for line in f:
             mnt = line.split(" ", 5)[4].replace("\\040", " ")
             if mnt == real:
@@ -147,15 +149,27 @@ def prepare_netns_dir(netns_dir: str) -> None:
     mount(None, netns_dir, None, MS_SHARED | MS_REC)
 
 
-def create_named_netns(netns_dir: str, name: str, prepare: bool = True) -> tuple[bool, int | None]:
+def create_named_netns(
+    netns_dir: str, name: str, prepare: bool = True, host_mnt: str = ""
+) -> tuple[bool, int | None]:
     """Blocking, runs in a fresh thread: create netns_dir/name bound to a new netns.
 
     Returns (created, fd of a netlink socket inside the netns, when created).  The calling thread ends up inside
-    the new namespace, which is why this must only run in a throw-away thread.
+    the new namespace, which is why this must only run in a throw-away thread.  With ``host_mnt`` (a mount
+    namespace file other than ours) the bind mount is made there, so it is visible host-wide (see mountns).
     """
     path = os.path.join(netns_dir, name)
     if ns_alive(path):
         return False, None
+    with HostMount(host_mnt) as hm:
+        created, fd = _create_named_netns(netns_dir, path, prepare)
+        hm.back()
+        if hm.host is not None and not ns_alive(path):  # no propagation back to us: mount here too
+            mount(thread_ns_path(), path, None, MS_BIND)
+    return created, fd
+
+
+def _create_named_netns(netns_dir: str, path: str, prepare: bool) -> tuple[bool, int | None]:
     if prepare:
         prepare_netns_dir(netns_dir)
     if os.path.lexists(path):  # a stale plain file (or a dead mount): replace it
@@ -176,10 +190,21 @@ def create_named_netns(netns_dir: str, name: str, prepare: bool = True) -> tuple
     return True, netlink_fd()
 
 
-def remove_named_netns(path: str) -> bool:
-    """Unmount + unlink; returns False if there was nothing to remove."""
+def remove_named_netns(path: str, host_mnt: str = "") -> bool:
+    """Unmount + unlink; returns False if there was nothing to remove.  Blocking; with ``host_mnt`` only in a
+    fresh thread."""
     if not os.path.lexists(path):
         return False
+    with HostMount(host_mnt) as hm:
+        if hm.host is not None:
+            _remove_named_netns(path)  # in the host's mount namespace; then ours (a mount of our own, if any)
+        hm.back()
+    return _remove_named_netns(path)
+
+
+def _remove_named_netns(path: str) -> bool:
+    if not os.path.lexists(path):
+        return True
     try:
         umount_detach(path)
     except OSError as exc:

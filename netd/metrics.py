@@ -1,0 +1,260 @@
+"""Prometheus metrics, collected at scrape time (nothing is polled between scrapes).
+
+Served on ``[metrics] listen`` (default 127.0.0.1:9465) and on the API socket at ``/metrics``.  Everything is
+read when Prometheus asks: the desired state (networks, endpoints, IPAM), the reconciler's counters, and the
+interface counters of netd's bridges and veths from one RTM_GETSTATS netlink dump.  Only the API and DNS
+counters are updated as events happen.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .firewall.rules import Ruleset
+from .kernel.stats import LinkCounters, ifindex, link_counters
+from .model import DesiredState, Network
+from .reconciler import DURATION_BUCKETS, Stats
+
+log = structlog.get_logger()
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class Source:
+    """What the collector reads from the daemon, at scrape time."""
+
+    state: Callable[[], DesiredState]
+    stats: Stats
+    firewall_name: str
+    applied_rules: Callable[[], Ruleset | None]
+    ready: Callable[[], bool]
+    started: float = field(default_factory=time.time)  # unix time
+
+
+def rule_count(rules: Ruleset | None) -> int:
+    if rules is None:
+        return 0
+    return sum(len(ch.rules) for table in (rules.ip, rules.bridge) for ch in table.chains)
+
+
+def address_usage(net: Network, state: DesiredState) -> list[tuple[str, int, int]]:
+    """(subnet, addresses in use, usable size) per IPAM pool: gateway, aux-addresses and endpoints count."""
+    out = []
+    eps = state.endpoints_of(net.id)
+    for cfg in net.ipam:
+        taken = {a for a in cfg.aux_addresses.values() if a in cfg.subnet}
+        if cfg.gateway is not None:
+            taken.add(cfg.gateway)
+        for ep in eps:
+            for iface in (ep.ipv4, ep.ipv6):
+                if iface is not None and iface.ip in cfg.subnet:
+                    taken.add(ip_address(iface.ip))
+        pool = cfg.ip_range or cfg.subnet
+        size = pool.num_addresses
+        if cfg.subnet.version == 4 and cfg.subnet.prefixlen < 31:
+            size -= int(cfg.subnet.network_address in pool) + int(cfg.subnet.broadcast_address in pool)
+        out.append((str(cfg.subnet), len(taken), size))
+    return out
+
+
+class NetdCollector(Collector):
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        src = self.source
+        state, stats = src.state(), src.stats
+        info = GaugeMetricFamily(
+            "netd_build_info", "netd version (value is always 1)", labels=["version", "python"]
+        )
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
+        yield GaugeMetricFamily("netd_start_time_seconds", "When netd started (unix time)", value=src.started)
+        yield GaugeMetricFamily(
+            "netd_ready", "1 once the first reconcile after start has finished", value=src.ready()
+        )
+        yield from self._networks(state)
+        yield from self._reconcile(stats)
+        fw = GaugeMetricFamily(
+            "netd_firewall_info", "Firewall backend in use (value is always 1)", labels=["backend"]
+        )
+        fw.add_metric([src.firewall_name], 1)
+        yield fw
+        yield GaugeMetricFamily(
+            "netd_firewall_rules",
+            "Rules netd last applied to the packet filter",
+            value=rule_count(src.applied_rules()),
+        )
+        yield from self._interfaces(state)
+
+    def _networks(self, state: DesiredState) -> Iterator[Metric]:
+        labels = ["network", "driver"]
+        nets = GaugeMetricFamily(
+            "netd_network_info",
+            "Networks in the desired state (value is always 1)",
+            labels=[*labels, "bridge", "internal"],
+        )
+        eps = GaugeMetricFamily("netd_network_endpoints", "Endpoints attached to a network", labels=labels)
+        used = GaugeMetricFamily(
+            "netd_network_addresses_in_use",
+            "IPAM addresses taken (gateway, aux, endpoints)",
+            labels=["network", "subnet"],
+        )
+        size = GaugeMetricFamily(
+            "netd_network_addresses_size", "IPAM addresses a pool can hand out", labels=["network", "subnet"]
+        )
+        counts: dict[str, int] = {}
+        for ep in state.endpoints.values():
+            counts[ep.network] = counts.get(ep.network, 0) + 1
+        for net in state.networks.values():
+            nets.add_metric([net.name, net.driver, net.bridge, str(net.internal).lower()], 1)
+            eps.add_metric([net.name, net.driver], counts.get(net.id, 0))
+            for subnet, in_use, total in address_usage(net, state):
+                used.add_metric([net.name, subnet], in_use)
+                size.add_metric([net.name, subnet], total)
+        yield nets
+        yield eps
+        yield used
+        yield size
+        yield GaugeMetricFamily("netd_netns", "Named network namespaces netd owns", value=len(state.netns))
+
+    def _reconcile(self, s: Stats) -> Iterator[Metric]:
+        runs = CounterMetricFamily("netd_reconciles", "Reconciles by outcome", labels=["outcome"])
+        runs.add_metric(["ok"], s.ok)
+        runs.add_metric(["error"], s.runs - s.ok)
+        yield runs
+        yield CounterMetricFamily(
+            "netd_reconcile_changes", "Kernel changes applied by reconciles", value=s.changes
+        )
+        yield CounterMetricFamily("netd_reconcile_errors", "Objects a reconcile failed to apply", value=s.errors)
+        hist = HistogramMetricFamily("netd_reconcile_duration_seconds", "Time a reconcile took", unit="")
+        buckets = [(f"{b:g}", float(c)) for b, c in zip(DURATION_BUCKETS, s.duration_buckets, strict=True)]
+        hist.add_metric([], [*buckets, ("+Inf", float(s.runs))], s.duration_sum)
+        yield hist
+        repairs = CounterMetricFamily(
+            "netd_drift_repairs", "Changes no API call asked for (drift repaired), by kind", labels=["kind"]
+        )
+        for kind in ("netns", "bridge", "veth", "stale_link", "stale_netns", "sysctl", "firewall"):
+            repairs.add_metric([kind], s.repairs_by_kind.get(kind, 0))
+        yield repairs
+        yield GaugeMetricFamily(
+            "netd_last_reconcile_success_timestamp_seconds",
+            "When a full reconcile last finished without errors (unix time; 0: never)",
+            value=s.last_success,
+        )
+        yield GaugeMetricFamily(
+            "netd_in_sync", "1 when the last reconcile applied everything", value=not s.last_errors
+        )
+
+    def _interfaces(self, state: DesiredState) -> Iterator[Metric]:
+        labels = ["interface", "kind", "network", "netns"]
+        owned: list[tuple[int, list[str]]] = []
+        for net in state.networks.values():
+            index = ifindex(net.bridge)
+            if index is not None:
+                owned.append((index, [net.bridge, "bridge", net.name, ""]))
+        names = {net.id: net.name for net in state.networks.values()}
+        for ep in state.endpoints.values():
+            index = ifindex(ep.host_ifname)
+            if index is not None:
+                owned.append(
+                    (index, [ep.host_ifname, "veth", names.get(ep.network, ""), ep.netns or ep.netns_path or ""])
+                )
+        try:
+            counters = link_counters() if owned else {}
+        except OSError as exc:
+            log.warning("metrics_link_stats_failed", error=str(exc))
+            counters = {}
+        fields: list[tuple[str, str, Callable[[LinkCounters], int]]] = [
+            ("receive_bytes", "Bytes received", lambda c: c.rx_bytes),
+            ("transmit_bytes", "Bytes transmitted", lambda c: c.tx_bytes),
+            ("receive_packets", "Packets received", lambda c: c.rx_packets),
+            ("transmit_packets", "Packets transmitted", lambda c: c.tx_packets),
+            ("receive_dropped", "Received packets dropped", lambda c: c.rx_dropped),
+            ("transmit_dropped", "Transmitted packets dropped", lambda c: c.tx_dropped),
+            ("receive_errors", "Receive errors", lambda c: c.rx_errors),
+            ("transmit_errors", "Transmit errors", lambda c: c.tx_errors),
+        ]
+        for suffix, doc, get in fields:
+            fam = CounterMetricFamily(
+                f"netd_interface_{suffix}", f"{doc} by an interface netd owns (host side)", labels=labels
+            )
+            for index, values in owned:
+                c = counters.get(index)
+                if c is not None:
+                    fam.add_metric(values, get(c))
+            yield fam
+
+
+class Metrics:
+    """The registry: the scrape-time collector plus the event counters (API requests, DNS queries)."""
+
+    def __init__(self, source: Source) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: counters start with the process (netd_start_time_seconds)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(NetdCollector(source))
+        self.api_requests = Counter(
+            "netd_api_requests",
+            "API requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.api_latency = Histogram(
+            "netd_api_request_duration_seconds",
+            "API request latency by route and method",
+            ["route", "method"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.dns_queries = Counter(
+            "netd_dns_queries",
+            "DNS queries answered by netd's resolver, by result",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("answered", "nxdomain", "forwarded", "error"):
+            self.dns_queries.labels(result)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def observe_api(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.api_requests.labels(route, method, str(status)).inc()
+        self.api_latency.labels(route, method).observe(seconds)
+
+    def dns_query(self, result: str) -> None:
+        """For the resolver: count one query (``answered``, ``nxdomain``, ``forwarded``, ``error``)."""
+        self.dns_queries.labels(result).inc()
+
+
+def metrics_app(render: Callable[[], bytes]) -> web.Application:
+    async def get_metrics(request: web.Request) -> web.Response:
+        return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text='netd metrics: <a href="/metrics">/metrics</a>\n', content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/", index)
+    return app
+
+
+async def serve(render: Callable[[], bytes], host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(metrics_app(render), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    log.info("metrics_listening", address=f"{host}:{port}")
+    return runner
