@@ -24,13 +24,16 @@ from aiohttp import web
 from . import __version__
 from .api import build_app
 from .config import Settings, load_settings
+from .dns import DnsServer
+from .dns_upstream import Forwarder, choose_upstreams
 from .errors import NetdError
 from .firewall.select import choose_backend
 from .kernel.netlink import Kernel
 from .logs import setup_logging
-from .notify import sd_notify
-from .operations import Operations
+from .model import DesiredState
+from .notify import sd_notify, watchdog_interval
 from .reconciler import Reconciler
+from .resolvconf import ResolvConfWriter, read_host
 from .service import Service
 from .state import StateStore
 
@@ -42,17 +45,25 @@ class Daemon:
         self.settings = settings
         self.config_path = config_path
         self.store = StateStore(settings.state_file)
-        self.kernel = Kernel(settings.netns_dir, settings.host_mount_namespace)
+        self.kernel = Kernel(settings.netns_dir)
         self.firewall, self.firewall_reason = choose_backend(settings.firewall.backend)
         self.service = Service(settings, self.store, self.store.load(), applier=None)  # type: ignore[arg-type]
         self.reconciler = Reconciler(
             settings, self.kernel, self.firewall, lambda: self.service.state, self.service.prune_endpoints
         )
         self.service.applier = self.reconciler
-        self.ops = Operations(settings, config_path, self.service, self.reconciler, self.firewall.name)
+        host_resolv = read_host()
+        self.dns = DnsServer(lambda: self.service.state, Forwarder(choose_upstreams(settings.dns, host_resolv)))
+        self.resolv_conf = ResolvConfWriter(settings.etc_netns_dir, host_resolv)
+        self.service.on_change = self._state_changed
         self.stopping = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.tasks: list[asyncio.Task[None]] = []
+
+    async def _state_changed(self, state: DesiredState) -> None:
+        """After each commit: DNS listeners for new networks (existing sockets kept), netns resolv.conf files."""
+        await self.dns.sync(state)
+        self.resolv_conf.sync(state)
 
     def status(self) -> dict[str, Any]:
         st = self.service.state
@@ -78,7 +89,6 @@ class Daemon:
                 "in_sync": not s.last_errors,
             },
             "drift": s.last_errors,
-            **self.ops.status_extra(),
         }
 
     async def start(self) -> None:
@@ -87,12 +97,12 @@ class Daemon:
         errors = await self.reconciler.reconcile("start")
         if errors:
             log.warning("start_incomplete", errors=errors)
+        await self.service.notify_change()  # DNS listeners and resolv.conf files for the replayed state
         s.run_dir.mkdir(parents=True, exist_ok=True)
         sock = s.socket_path
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
-        app = build_app(self.service, self.status, metrics=self.ops.metrics.render, ops=self.ops.api_ops())
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(build_app(self.service, self.status), access_log=None)
         await self.runner.setup()
         site = web.UnixSite(self.runner, str(sock))
         await site.start()
@@ -105,6 +115,9 @@ class Daemon:
             asyncio.create_task(self.reconciler.run_firewall_check()),
             asyncio.create_task(self.reconciler.run_events()),
         ]
+        interval = watchdog_interval()
+        if interval:
+            self.tasks.append(asyncio.create_task(self._watchdog(interval)))
         st = self.service.state
         log.info(
             "netd_ready",
@@ -113,7 +126,12 @@ class Daemon:
             endpoints=len(st.endpoints),
             firewall=self.firewall.name,
         )
-        self.tasks += await self.ops.start()  # metrics listener, READY=1, WATCHDOG=1/STATUS= under systemd
+        sd_notify(f"READY=1\nSTATUS=networks={len(st.networks)} endpoints={len(st.endpoints)}")
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            sd_notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
 
     async def reload(self) -> None:
         sd_notify("RELOADING=1")
@@ -134,6 +152,12 @@ class Daemon:
         except NetdError as e:
             log.error("reload_default_bridge_failed", error=e.message)
         await self.reconciler.reconcile("reload")
+        # upstream resolvers (config dns, else the host's resolv.conf read again); the listeners stay open
+        self.settings.dns = new.dns
+        host_resolv = read_host()
+        self.dns.forwarder.upstreams = choose_upstreams(new.dns, host_resolv)
+        self.resolv_conf.host = host_resolv
+        await self.service.notify_change()
         log.info("config_reloaded")
         sd_notify("READY=1")
 
@@ -146,7 +170,7 @@ class Daemon:
                 await t
         if self.runner is not None:
             await self.runner.cleanup()
-        await self.ops.stop()
+        await self.dns.close()
         await self.kernel.close()
         log.info("netd_stopped", note="network left in place")
 

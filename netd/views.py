@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .dns_answer import resolver_address
 from .model import DesiredState, Endpoint, Netns, Network
 
 
@@ -14,6 +15,7 @@ def endpoint_name(ep: Endpoint) -> str:
 def endpoint_view(ep: Endpoint, net: Network) -> dict[str, Any]:
     p4 = net.pool(4)
     p6 = net.pool(6)
+    resolver = resolver_address(net)
     gw4 = "" if net.internal or p4 is None or not ep.default_route else str(net.default_gateway4 or p4.gateway)
     return {
         "Name": endpoint_name(ep),
@@ -29,6 +31,8 @@ def endpoint_view(ep: Endpoint, net: Network) -> dict[str, Any]:
         "Gateway": gw4,
         "IPv6Gateway": str(p6.gateway) if p6 is not None and p6.gateway and ep.default_route else "",
         "Aliases": list(ep.aliases),
+        # the network's DNS resolver (its gateway); a runtime puts it in the --netns-path namespace's resolv.conf
+        "Resolver": str(resolver) if resolver is not None else "",
         "Ports": [
             {
                 "HostIp": str(p.host_ip) if p.host_ip else "",
