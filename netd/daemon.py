@@ -31,7 +31,8 @@ from .firewall.select import choose_backend
 from .kernel.netlink import Kernel
 from .logs import setup_logging
 from .model import DesiredState
-from .notify import sd_notify, watchdog_interval
+from .notify import sd_notify
+from .operations import Operations
 from .reconciler import Reconciler
 from .resolvconf import ResolvConfWriter, read_host
 from .service import Service
@@ -45,13 +46,14 @@ class Daemon:
         self.settings = settings
         self.config_path = config_path
         self.store = StateStore(settings.state_file)
-        self.kernel = Kernel(settings.netns_dir)
+        self.kernel = Kernel(settings.netns_dir, settings.host_mount_namespace)
         self.firewall, self.firewall_reason = choose_backend(settings.firewall.backend)
         self.service = Service(settings, self.store, self.store.load(), applier=None)  # type: ignore[arg-type]
         self.reconciler = Reconciler(
             settings, self.kernel, self.firewall, lambda: self.service.state, self.service.prune_endpoints
         )
         self.service.applier = self.reconciler
+        self.ops = Operations(settings, config_path, self.service, self.reconciler, self.firewall.name)
         host_resolv = read_host()
         self.dns = DnsServer(lambda: self.service.state, Forwarder(choose_upstreams(settings.dns, host_resolv)))
         self.resolv_conf = ResolvConfWriter(settings.etc_netns_dir, host_resolv)
@@ -89,6 +91,7 @@ class Daemon:
                 "in_sync": not s.last_errors,
             },
             "drift": s.last_errors,
+            **self.ops.status_extra(),
         }
 
     async def start(self) -> None:
@@ -102,7 +105,8 @@ class Daemon:
         sock = s.socket_path
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
-        self.runner = web.AppRunner(build_app(self.service, self.status), access_log=None)
+        app = build_app(self.service, self.status, metrics=self.ops.metrics.render, ops=self.ops.api_ops())
+        self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.UnixSite(self.runner, str(sock))
         await site.start()
@@ -115,9 +119,6 @@ class Daemon:
             asyncio.create_task(self.reconciler.run_firewall_check()),
             asyncio.create_task(self.reconciler.run_events()),
         ]
-        interval = watchdog_interval()
-        if interval:
-            self.tasks.append(asyncio.create_task(self._watchdog(interval)))
         st = self.service.state
         log.info(
             "netd_ready",
@@ -126,12 +127,7 @@ class Daemon:
             endpoints=len(st.endpoints),
             firewall=self.firewall.name,
         )
-        sd_notify(f"READY=1\nSTATUS=networks={len(st.networks)} endpoints={len(st.endpoints)}")
-
-    async def _watchdog(self, interval: float) -> None:
-        while True:
-            sd_notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
+        self.tasks += await self.ops.start()  # metrics listener, READY=1, WATCHDOG=1/STATUS= under systemd
 
     async def reload(self) -> None:
         sd_notify("RELOADING=1")
@@ -170,6 +166,7 @@ class Daemon:
                 await t
         if self.runner is not None:
             await self.runner.cleanup()
+        await self.ops.stop()
         await self.dns.close()
         await self.kernel.close()
         log.info("netd_stopped", note="network left in place")
