@@ -7,7 +7,7 @@ Keys of ``[default_bridge]`` and the address pools use Docker's ``daemon.json`` 
 from __future__ import annotations
 
 import tomllib
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +54,9 @@ class DefaultBridge(_Section):
     dns: list[str] = Field(default_factory=list)
     icc: bool = True
     ip_masq: bool = Field(default=True)
+    ipv6: bool = False
+    fixed_cidr_v6: IPv6Network | None = None  # the default bridge's IPv6 subnet; unset: a /64 of the host's ULA
+    default_gateway_v6: IPv6Address | None = None
 
     @model_validator(mode="after")
     def _fixed_cidr_inside(self) -> DefaultBridge:
@@ -68,6 +71,27 @@ class DefaultBridge(_Section):
 
 class Firewall(_Section):
     backend: Literal["auto", "nftables", "iptables", "none"] = "auto"
+
+
+class Metrics(_Section):
+    """Prometheus ``/metrics``: ``listen = "HOST:PORT"`` (``[::1]:9465`` for IPv6); ``""`` turns it off."""
+
+    listen: str = "127.0.0.1:9465"
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, colon, port = v.rpartition(":")
+        if v and (not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535):
+            raise ValueError(f'"{v}" is not HOST:PORT (e.g. "127.0.0.1:9465", "[::1]:9465"; "" turns it off)')
+        return v
 
 
 class Settings(BaseSettings):
@@ -87,11 +111,17 @@ class Settings(BaseSettings):
     socket_mode: int = 0o660
     socket_group: str | None = "netd"
     ip_forward: bool = True
+    ip6_forward: bool = True  # net.ipv6.conf.all.forwarding=1 once a network has IPv6
+    machine_id_file: Path = Path("/etc/machine-id")  # seeds the host's ULA /48 for automatic IPv6 subnets
     default_address_pools: list[AddressPool] = Field(default_factory=lambda: list(DEFAULT_POOLS))
     default_bridge: DefaultBridge = Field(default_factory=DefaultBridge)
     firewall: Firewall = Field(default_factory=Firewall)
     # upstream resolvers for names the per-network resolvers do not know; empty: the host's resolv.conf
     dns: list[IPv4Address | IPv6Address] = Field(default_factory=list)
+    metrics: Metrics = Field(default_factory=Metrics)
+    # Bind-mount named netns from this mount namespace (systemd's ProtectSystem= gives netd a private one whose
+    # mounts never reach the host); "" or an unreadable path: netd's own mount namespace.
+    host_mount_namespace: str = "/proc/1/ns/mnt"
 
     @field_validator("default_address_pools")
     @classmethod

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from ipaddress import IPv4Interface, IPv6Interface, ip_interface
+from ipaddress import IPv4Interface, IPv6Interface, IPv6Network, ip_interface
 from typing import Any, Protocol
 
 import structlog
@@ -129,9 +129,9 @@ class Service:
             raise InvalidError("give at most one IPv4 and one IPv6 subnet", field="subnet")
         if any(c.subnet.version == 6 for c in pools) and not req.enable_ipv6:
             raise InvalidError("an IPv6 subnet needs --ipv6", field="subnet")
-        if req.enable_ipv6 and not any(c.subnet.version == 6 for c in pools):
+        if not req.enable_ipv4 and any(c.subnet.version == 4 for c in pools):
             raise InvalidError(
-                "--ipv6 needs an IPv6 --subnet (automatic IPv6 subnets are not available yet)", field="subnet"
+                "an IPv4 --subnet conflicts with com.docker.network.enable_ipv4=false", field="subnet"
             )
         others = {n.name: [c.subnet for c in n.ipam] for n in self.state.networks.values()}
         for cfg in pools:
@@ -142,10 +142,7 @@ class Service:
                     "pick another --subnet",
                     field="subnet",
                 )
-        if not any(c.subnet.version == 4 for c in pools):
-            used = [s for nets in others.values() for s in nets] + await self.applier.host_prefixes()
-            subnet = ipam.choose_subnet(((p.base, p.size) for p in self.settings.default_address_pools), used)
-            pools.insert(0, ipam.validate_pool(str(subnet)))
+        await self._add_automatic_pools(pools, req.enable_ipv4, req.enable_ipv6)
         if req.link is not None:  # macvlan / ipvlan: the parent is checked against the kernel, nothing changes
             base = Network(
                 id=net_id,
@@ -174,9 +171,40 @@ class Service:
             bridge_adopted=adopted,
             icc=req.icc,
             masquerade=req.masquerade,
+            gateway_mode_ipv6="routed" if req.gateway_mode_ipv6 == "routed" else "nat",
             mtu=req.mtu,
             created=now(),
         )
+
+    async def _add_automatic_pools(self, pools: list[IpamConfig], v4: bool, v6: bool) -> None:
+        """Pick the subnets the request did not give, clear of other networks and of the host's routes."""
+        need4 = v4 and not any(c.subnet.version == 4 for c in pools)
+        need6 = v6 and not any(c.subnet.version == 6 for c in pools)
+        if not need4 and not need6:
+            return
+        used = await self._used_subnets()
+        if need4:
+            subnet = ipam.choose_subnet(((p.base, p.size) for p in self.settings.default_address_pools), used)
+            pools.insert(0, ipam.validate_pool(str(subnet)))
+        if need6:
+            pools.append(ipam.validate_pool(str(ipam.choose_subnet_v6(self.ula_prefix(), used))))
+
+    async def _used_subnets(self) -> list[IPNetwork]:
+        """Subnets a new network must not overlap: every network's and every prefix the host routes."""
+        return [
+            c.subnet for n in self.state.networks.values() for c in n.ipam
+        ] + await self.applier.host_prefixes()
+
+    def ula_prefix(self) -> IPv6Network:
+        try:
+            machine_id = self.settings.machine_id_file.read_text()
+        except OSError as e:
+            raise InvalidError(
+                f"cannot read {self.settings.machine_id_file} for the host's IPv6 ULA prefix ({e.strerror}); "
+                "pass an IPv6 --subnet or set machine_id_file",
+                field="subnet",
+            ) from e
+        return ipam.ula_prefix(machine_id)
 
     async def _check_bridge_name(self, bridge: str, network: str) -> bool:
         """True when an existing (foreign) bridge of that name is adopted, like Docker does."""
@@ -235,17 +263,21 @@ class Service:
                 assert pool is not None and pool.gateway is not None
                 bip = IPv4Interface(f"{pool.gateway}/{pool.subnet.prefixlen}")
             else:
-                used = [c.subnet for n in self.state.networks.values() for c in n.ipam]
-                used += await self.applier.host_prefixes()
+                used = await self._used_subnets()
                 subnet = ipam.choose_subnet(((p.base, p.size) for p in self.settings.default_address_pools), used)
                 bip = IPv4Interface(f"{ipam.first_host(subnet)}/{subnet.prefixlen}")
             pool = ipam.validate_pool(
                 str(bip.network), str(bip.ip), str(cfg.fixed_cidr) if cfg.fixed_cidr else None, None
             )
+            pools = [pool]
+            if cfg.ipv6:
+                pools.append(await self._default_pool_v6(current))
             net = Network(
                 id=current.id if current is not None else new_id(),
                 name=cfg.network_name,
-                ipam=[pool],
+                ipam=pools,
+                enable_ipv6=cfg.ipv6,
+                default_gateway6=cfg.default_gateway_v6,
                 bridge=cfg.name,
                 icc=cfg.icc,
                 masquerade=cfg.ip_masq,
@@ -260,16 +292,26 @@ class Service:
                 log.error("default_bridge_not_changed", reason="it has endpoints; disconnect them to change bip")
                 return
             taken = {n.name: [c.subnet for c in n.ipam] for n in self.state.networks.values() if not n.is_default}
-            hit = ipam.overlapping(pool.subnet, taken)
-            if hit is not None:
-                raise ConflictError(
-                    f"default_bridge.bip {bip} overlaps network {hit[0]!r} ({hit[1]})", field="bip"
-                )
+            for p in pools:
+                hit = ipam.overlapping(p.subnet, taken)
+                if hit is not None:
+                    raise ConflictError(
+                        f"default_bridge: subnet {p.subnet} overlaps network {hit[0]!r} ({hit[1]})", field="bip"
+                    )
             new = self.state.model_copy(deep=True)
             if current is not None:
                 del new.networks[current.name]
             new.networks[net.name] = net
             await self._commit(new, Scope.of(networks=[net.id]), "default bridge")
+
+    async def _default_pool_v6(self, current: Network | None) -> IpamConfig:
+        cfg = self.settings.default_bridge
+        if cfg.fixed_cidr_v6 is not None:
+            return ipam.validate_pool(str(cfg.fixed_cidr_v6))
+        if current is not None and (have := current.pool(6)) is not None:
+            return have
+        used = await self._used_subnets()
+        return ipam.validate_pool(str(ipam.choose_subnet_v6(self.ula_prefix(), used)))
 
     # -- netns -------------------------------------------------------------------------------------------------
 
