@@ -28,7 +28,9 @@ class ConnectError(ClientError):
 
     def __init__(self, socket_path: str, reason: str) -> None:
         super().__init__(
-            f"cannot connect to netd: {reason}; is netd running? (systemctl status netd) socket: {socket_path}"
+            f"cannot connect to netd: {reason}; is netd running? (systemctl status netd) socket: {socket_path}; "
+            "start it with `systemctl start netd` (or `netd --config /etc/netd/netd.toml`), or point --socket / "
+            "NETD_SOCKET at its run_dir/netd.sock"
         )
         self.socket_path = socket_path
         self.reason = reason

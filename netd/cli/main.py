@@ -18,7 +18,8 @@ import argparse
 import os
 import sys
 
-from netd.cli import client, render
+from netd.cli import client, completion, render
+from netd.cli import ops as cli_ops
 from netd.cli.publish import PublishSpecError, parse_publish
 
 TYPE_CHECKING = False
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=_Formatter,
         )
         sub.set_defaults(build=build, render=render_fn, cmd_parser=sub, keep_going=keep_going)
+        sub.epilog = cli_ops.EXAMPLES.get(sub.prog)
         return sub
 
     def add_format(sub: argparse.ArgumentParser) -> None:
@@ -343,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         "Show the daemon's health, counts, firewall backend and last reconcile",
         build_status,
-        render_status,
+        cli_ops.render_status,
     )
     add_format(p)
 
@@ -489,7 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(commands, "port", "List port mappings of a network namespace", build_port, render_port)
     p.add_argument("netns", metavar="NETNS")
     p.add_argument("port", metavar="PRIVATE_PORT[/PROTO]", nargs="?", type=_private_port)
+    cli_ops.add_commands(commands, command, add_format)
+    p = command(commands, "completion", "Print a shell completion script", _no_requests, render_nothing)
+    p.add_argument("shell", choices=["bash", "zsh"])
+    p.set_defaults(local=lambda args: completion.script(parser, args.shell))
     return parser
+
+
+def _no_requests(args: argparse.Namespace) -> list[Request]:
+    return []
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -524,6 +534,9 @@ def socket_path(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if getattr(args, "local", None) is not None:  # answered without the daemon (completion)
+        sys.stdout.write(args.local(args))
+        return EXIT_OK
     requests = _build(args)
     path = socket_path(args)
     results: list[tuple[int, Any]] = []
@@ -542,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if output:
             sys.stdout.write(output + "\n")
             sys.stdout.flush()
+        status = status or getattr(args, "exit_status", EXIT_OK)  # check/doctor: 1 when something is wrong
     except client.ClientError as exc:  # ConnectError, ProtocolError
         _error(str(exc))
         return EXIT_UNREACHABLE
