@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEB_PACKAGES := iproute2 iptables nftables libnftables1 iputils-ping conntrack procps kmod python3-venv python3-pip \
-                dnsutils util-linux
+                dnsutils util-linux systemd prometheus
 VM_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static
 PREFIX ?= /opt/netd
 DESTDIR ?=
@@ -70,8 +70,13 @@ bench: venv
 	fi
 	$(PY) bench/netd_basic.py
 
-install: venv
-	$(PY) bench/../netd/tools/install.py --destdir "$(DESTDIR)" --prefix "$(PREFIX)" 2>/dev/null || true
+# netd in its own venv under PREFIX, netd/netd-ctl in /usr/local/bin, the systemd unit, /etc/netd/netd.toml (an
+# existing one is kept), the netd group, shell completion.  DESTDIR=/some/root stages it for packaging.
+install: deps
+	$(PYTHON) tools/install.py install --destdir "$(DESTDIR)" --prefix "$(PREFIX)"
+
+uninstall:
+	$(PYTHON) tools/install.py uninstall --destdir "$(DESTDIR)" --prefix "$(PREFIX)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
