@@ -27,7 +27,7 @@ from .config import Settings, load_settings
 from .dns import DnsServer
 from .dns_upstream import Forwarder, choose_upstreams
 from .errors import NetdError
-from .firewall.select import choose_backend
+from .firewall.select import choose_backend, cleanup_other
 from .kernel.netlink import Kernel
 from .logs import setup_logging
 from .model import DesiredState
@@ -96,6 +96,7 @@ class Daemon:
 
     async def start(self) -> None:
         s = self.settings
+        await cleanup_other(self.firewall)  # a switch of backend: remove what netd owned in the old one
         await self.service.ensure_default_network()
         errors = await self.reconciler.reconcile("start")
         if errors:

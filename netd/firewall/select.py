@@ -1,12 +1,30 @@
-"""Choose a firewall backend by name."""
+"""Choose a firewall backend: by name, or ``auto`` from a probe of the host's packet filter.
+
+``auto`` picks iptables when another tool's iptables rules are present (Docker's ``DOCKER``/``DOCKER-USER``
+chains, ufw's ``ufw-*`` chains, firewalld's iptables-backend chains, a FORWARD policy of DROP) or when
+libnftables is missing: a DROP in those tools' chains wins over any ACCEPT in netd's own nftables table, so
+netd's accepts must go into their iptables hooks.  Otherwise nftables.  The decision (``decide``) is pure;
+``probe`` gathers the facts in the daemon's network namespace.
+"""
 
 from __future__ import annotations
 
-from netd.errors import InvalidError
+import ctypes
+import importlib.util
+import subprocess
+from dataclasses import dataclass, field
+
+import structlog
+
+from netd.errors import FirewallError, InvalidError
 from netd.firewall.base import FirewallBackend
+from netd.firewall.iptables_render import parse_save
 from netd.firewall.rules import Ruleset
 
-KINDS = ("auto", "nftables", "none")
+log = structlog.get_logger()
+
+KINDS = ("auto", "nftables", "iptables", "none")
+FIREWALLD_CHAINS = ("INPUT_ZONES", "FORWARD_IN_ZONES", "FORWARD_direct")
 
 
 class NoneBackend:
@@ -28,7 +46,7 @@ class NoneBackend:
 
 
 def make_backend(kind: str) -> FirewallBackend:
-    """The backend for ``kind`` ("auto", "nftables" or "none")."""
+    """The backend for ``kind`` ("auto", "nftables", "iptables" or "none")."""
     return choose_backend(kind)[0]
 
 
@@ -40,19 +58,133 @@ def choose_backend(kind: str) -> tuple[FirewallBackend, str]:
         from netd.firewall.nftables import NftablesBackend
 
         return NftablesBackend(), "configured: nftables"
+    if kind == "iptables":
+        from netd.firewall.iptables import IptablesBackend
+
+        ipt = IptablesBackend()
+        return ipt, f"configured: iptables ({ipt.describe()['iptables']})"
     if kind == "auto":
         chosen, why = _auto_kind()
-        return choose_backend(chosen)[0], f"auto: {why}"
+        backend, _ = choose_backend(chosen)
+        if backend.name == "iptables":
+            why += f"; iptables is {backend.describe()['iptables']}"
+        return backend, f"auto: {why}"
     raise InvalidError(
         f"firewall backend {kind!r} is unknown; use one of: {', '.join(KINDS)}", field="firewall_backend"
     )
 
 
-def _auto_kind() -> tuple[str, str]:
-    """The backend "auto" picks.
+# ---------------------------------------------------------------------------------------------------- auto
 
-    Hook for the iptables backend (later issue): probe here, e.g. prefer ``iptables`` when the host's firewall
-    (docker's FORWARD policy DROP, ufw, firewalld) lives in iptables chains, since a DROP there wins over any
-    accept in netd's own nftables table.  Until that backend exists, "auto" is nftables.
+
+@dataclass(frozen=True)
+class HostFacts:
+    iptables: bool  # an iptables binary is installed
+    libnftables: bool  # the nftables backend can load
+    chains: frozenset[str] = field(default_factory=frozenset)  # chain names of the filter and nat tables
+    forward_policy: str = "ACCEPT"
+
+
+def decide(facts: HostFacts) -> tuple[str, str]:
+    """Pure: the backend ``auto`` picks for ``facts``, and why."""
+    if not facts.iptables:
+        return "nftables", "no iptables installed"
+    docker = sorted(c for c in facts.chains if c in ("DOCKER", "DOCKER-USER"))
+    if docker:
+        return "iptables", f"Docker's iptables chains are present ({', '.join(docker)})"
+    if any(c.startswith("ufw-") for c in facts.chains):
+        return "iptables", "ufw's iptables chains are present"
+    if any(c in facts.chains for c in FIREWALLD_CHAINS):
+        return "iptables", "firewalld uses its iptables backend"
+    if facts.forward_policy == "DROP":
+        return "iptables", "the FORWARD policy is DROP"
+    if not facts.libnftables:
+        return "iptables", "libnftables is missing"
+    return "nftables", "no other firewall tool's iptables rules found"
+
+
+def probe() -> HostFacts:
+    """Look at this network namespace's iptables (the flavour the host uses) and at libnftables."""
+    from netd.firewall.iptables import binary, detect_flavour, legacy_loaded
+
+    flavour = detect_flavour()
+    if flavour is None:
+        return HostFacts(iptables=False, libnftables=libnftables_available())
+    text = ""
+    if flavour == "nft" or legacy_loaded("ipv4"):
+        try:
+            text = subprocess.run(
+                [binary(flavour, "ipv4", "save")], capture_output=True, text=True, timeout=10, check=False
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("firewall_probe_failed", error=str(exc))
+    saved = parse_save(text)
+    chains = frozenset(c for t in ("filter", "nat") if t in saved for c in saved[t].chains)
+    policy = saved["filter"].chains.get("FORWARD", "ACCEPT") if "filter" in saved else "ACCEPT"
+    return HostFacts(iptables=True, libnftables=libnftables_available(), chains=chains, forward_policy=policy)
+
+
+def libnftables_available() -> bool:
+    if importlib.util.find_spec("nftables") is None:
+        return False
+    try:
+        ctypes.CDLL("libnftables.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def _auto_kind() -> tuple[str, str]:
+    return decide(probe())
+
+
+# ---------------------------------------------------------------------------------------------------- switching
+
+
+async def cleanup_other(backend: FirewallBackend) -> list[str]:
+    """Remove what netd owned in the backends it does not use now (a switch of backend, or ``none``).
+
+    Called once at start, before the first reconcile.  Returns what was removed (for the log); failures are
+    logged, never raised: the backend in use must still start.
     """
-    return "nftables", "nftables (the only firewall backend so far)"
+    removed: list[str] = []
+    if backend.name != "nftables":
+        removed += await _remove_nft()
+    # for the iptables backend: the other flavour only (the host's iptables alternative changed)
+    removed += await _remove_iptables(exclude=getattr(backend, "flavour", None))
+    if removed:
+        log.info("firewall_switched_cleanup", backend=backend.name, removed=removed)
+    return removed
+
+
+async def purge_all() -> list[str]:
+    """Remove everything netd owns in every firewall backend of this netns (``uninstall --purge``); no API."""
+    return await _remove_nft() + await _remove_iptables()
+
+
+async def _remove_nft() -> list[str]:
+    if not libnftables_available():
+        return []
+    from netd.firewall.nftables import NftablesBackend
+
+    nft = NftablesBackend()
+    try:
+        had = not await nft.in_sync(Ruleset())  # an empty ruleset is "in sync" when no netd table exists
+        if had:
+            await nft.remove_all()
+        return ["nftables"] if had else []
+    except FirewallError as e:
+        log.warning("firewall_cleanup_failed", backend="nftables", error=e.message)
+        return []
+    finally:
+        nft.close()
+
+
+async def _remove_iptables(exclude: str | None = None) -> list[str]:
+    from netd.firewall.iptables import remove_everywhere
+
+    try:
+        return [f"iptables-{f}" for f in await remove_everywhere(exclude)]
+    except FirewallError as e:
+        log.warning("firewall_cleanup_failed", backend="iptables", error=e.message)
+        return []

@@ -243,9 +243,10 @@ def test_drift_is_repaired(host: Host) -> None:
     import time
 
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and "netd" not in in_ns(host.path, "nft", "list", "tables").stdout:
+    # netd's rules are back: "table inet netd" (nftables) or "chain NETD-FORWARD" (iptables-nft)
+    while time.monotonic() < deadline and "netd" not in in_ns(host.path, "nft", "list", "ruleset").stdout.lower():
         time.sleep(0.1)
-    assert "netd" in in_ns(host.path, "nft", "list", "tables").stdout
+    assert "netd" in in_ns(host.path, "nft", "list", "ruleset").stdout.lower()
     assert host.api.ok("GET", "/v1/status")["reconcile"]["repairs"] >= 1
 
 

@@ -1,0 +1,222 @@
+"""iptables backend: ``iptables-restore --noflush`` into netd's own ``NETD-*`` chains (see iptables_render.py).
+
+It speaks the iptables the host uses (``iptables --version`` says ``nf_tables`` or ``legacy``), so the rules
+show in ``iptables -S`` next to Docker's, ufw's and firewalld's, and its accepts go where a foreign DROP
+policy cannot override them (the first rule of FORWARD, and Docker's ``DOCKER-USER``).
+
+Every call runs the ``*-save``/``*-restore`` binaries with ``asyncio.create_subprocess_exec`` (no shell; the
+input holds only validated names), from the calling thread, so the child inherits the daemon's network
+namespace.  Calls are serialised by a lock; the restore input is one transaction per family.
+
+icc=False needs bridged traffic to cross FORWARD (br_netfilter): when some network has icc off, ``apply``
+turns on ``net.bridge.bridge-nf-call-iptables`` / ``-ip6tables`` in the daemon's namespace (what Docker does),
+loading ``br_netfilter`` with ``modprobe`` first when its sysctls are missing; it never turns them off again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Literal
+
+import structlog
+
+from netd.errors import FirewallError
+from netd.firewall.iptables_render import (
+    IP_FAMILIES,
+    IpFamily,
+    Rendered,
+    Saved,
+    in_sync,
+    parse_save,
+    render_chains,
+    render_removal,
+    render_restore,
+)
+from netd.firewall.rules import Ruleset
+
+log = structlog.get_logger()
+
+Flavour = Literal["nft", "legacy"]
+FLAVOURS: tuple[Flavour, ...] = ("nft", "legacy")
+TIMEOUT = 30.0
+BRIDGE_NF = {
+    "ipv4": "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "ipv6": "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+}
+_HINT = "check `iptables-save` as root, or choose another firewall backend in [firewall] backend"
+
+
+def detect_flavour() -> Flavour | None:
+    """Which iptables the host uses: ``iptables --version`` says ``(nf_tables)`` or ``(legacy)``; None: none."""
+    exe = shutil.which("iptables")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if "nf_tables" in out:
+        return "nft"
+    return "legacy" if "iptables" in out else None
+
+
+def binary(flavour: Flavour, family: IpFamily, verb: Literal["save", "restore"]) -> str:
+    prog = "iptables" if family == "ipv4" else "ip6tables"
+    return f"{prog}-{flavour}-{verb}"
+
+
+def legacy_loaded(family: IpFamily) -> bool:
+    """Whether this thread's netns has legacy x_tables in use (reading them must not load the modules for
+    nothing).  /proc/thread-self: /proc/net would show the netns of the process's main thread."""
+    names = f"/proc/thread-self/net/{'ip' if family == 'ipv4' else 'ip6'}_tables_names"
+    try:
+        return bool(Path(names).read_text().strip())
+    except OSError:
+        return False
+
+
+class IptablesBackend:
+    name = "iptables"
+
+    def __init__(self, flavour: Flavour | None = None) -> None:
+        found = flavour or detect_flavour()
+        if found is None:
+            raise FirewallError(
+                "iptables backend: no iptables found; install the Debian package iptables or set "
+                '[firewall] backend = "nftables"'
+            )
+        self.flavour: Flavour = found
+        self._lock: asyncio.Lock | None = None
+        self._last_hash = ""
+        self._netns = "unknown"
+        self._cache: tuple[Ruleset, dict[IpFamily, Rendered]] | None = None
+
+    # -------------------------------------------------------------------- protocol
+
+    async def apply(self, ruleset: Ruleset) -> None:
+        async with self._guard():
+            rendered = self._render(ruleset)
+            saved = await self._save_all()
+            await asyncio.gather(*(self._restore(f, render_restore(rendered[f], saved[f])) for f in IP_FAMILIES))
+            self._last_hash = rendered["ipv4"].digest
+            self._netns = _netns()
+            if not ruleset.bridge.empty:
+                await self._ensure_bridge_nf()
+
+    async def in_sync(self, ruleset: Ruleset) -> bool:
+        async with self._guard():
+            rendered = self._render(ruleset)
+            saved = await self._save_all()
+            return all(in_sync(rendered[f], saved[f]) for f in IP_FAMILIES)
+
+    async def remove_all(self) -> None:
+        async with self._guard():
+            saved = await self._save_all()
+            await asyncio.gather(*(self._restore(f, render_removal(saved[f])) for f in IP_FAMILIES))
+            self._last_hash = ""
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "backend": self.name,
+            "iptables": "nf_tables" if self.flavour == "nft" else "legacy",
+            "chains": "NETD-FORWARD, NETD-POSTROUTING, NETD-PREROUTING, NETD-ISOLATION, NETD-TO-*, NETD-FROM-*",
+            "netns": self._netns,
+            "last_applied": self._last_hash or "-",
+        }
+
+    # -------------------------------------------------------------------- helpers
+
+    def _guard(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def _render(self, ruleset: Ruleset) -> dict[IpFamily, Rendered]:
+        if self._cache is None or not (self._cache[0] is ruleset or self._cache[0] == ruleset):
+            self._cache = (ruleset, {f: render_chains(ruleset, f) for f in IP_FAMILIES})
+        return self._cache[1]
+
+    async def _save_all(self) -> dict[IpFamily, Saved]:
+        texts = await asyncio.gather(*(self._save(f) for f in IP_FAMILIES))
+        return {f: parse_save(t) for f, t in zip(IP_FAMILIES, texts, strict=True)}
+
+    async def _save(self, family: IpFamily) -> str:
+        if self.flavour == "legacy" and not legacy_loaded(family):
+            return ""
+        return await _exec([binary(self.flavour, family, "save")], None, f"reading {family} rules")
+
+    async def _restore(self, family: IpFamily, text: str) -> None:
+        if not text:
+            return
+        argv = [binary(self.flavour, family, "restore"), "--noflush", "--wait=10"]
+        await _exec(argv, text, f"applying netd's {family} rules")
+
+    async def _ensure_bridge_nf(self) -> None:
+        if not all(os.path.exists(p) for p in BRIDGE_NF.values()):
+            try:
+                await _exec(["modprobe", "br_netfilter"], None, "loading br_netfilter")
+            except FirewallError as e:
+                log.warning("br_netfilter_load_failed", error=e.message)
+        for path in BRIDGE_NF.values():
+            try:
+                with open(path, "r+", encoding="ascii") as f:
+                    if f.read().strip() != "1":
+                        f.seek(0)
+                        f.write("1")
+                        log.info("bridge_nf_enabled", sysctl=path)
+            except OSError as exc:
+                raise FirewallError(
+                    f"iptables backend: a network has icc off, which needs br_netfilter ({path}: {exc}); "
+                    'run `modprobe br_netfilter`, or set [firewall] backend = "nftables"'
+                ) from exc
+
+
+async def _exec(argv: list[str], stdin: str | None, what: str) -> str:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise FirewallError(f"iptables: {what} failed: cannot run {argv[0]} ({exc}); {_HINT}") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise FirewallError(f"iptables: {what} timed out after {TIMEOUT:.0f} s ({argv[0]}); {_HINT}") from None
+    if proc.returncode != 0:
+        msg = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+        raise FirewallError(f"iptables: {what} failed: {msg}; {_HINT}")
+    return out.decode(errors="replace")
+
+
+def _netns() -> str:
+    try:
+        return os.readlink("/proc/thread-self/ns/net")
+    except OSError:
+        return "unknown"
+
+
+async def remove_everywhere(exclude: str | None = None) -> list[str]:
+    """Remove netd's chains and jumps from every iptables flavour (but ``exclude``) present in this netns, for
+    uninstall and for a switch to another backend; returns the flavours that had something of netd's.  Needs no
+    daemon or API."""
+    done: list[str] = []
+    for flavour in FLAVOURS:
+        if flavour == exclude or shutil.which(binary(flavour, "ipv4", "restore")) is None:
+            continue
+        if flavour == "legacy" and not any(legacy_loaded(f) for f in IP_FAMILIES):
+            continue
+        backend = IptablesBackend(flavour)
+        saved = await backend._save_all()
+        if any(render_removal(s) for s in saved.values()):
+            await backend.remove_all()
+            done.append(flavour)
+    return done
