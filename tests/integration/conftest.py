@@ -17,7 +17,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         raise pytest.UsageError("integration tests need root (they create network namespaces): run sudo make test")
 
 
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[Host]:
-    with running_host(tmp_path) as h:
+@pytest.fixture(params=["nftables", "iptables"])
+def host(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Host]:
+    """A running daemon in a fresh host namespace, once per firewall backend (the suite must pass on each)."""
+    with running_host(tmp_path, config=f'[firewall]\nbackend = "{request.param}"') as h:
         yield h

@@ -52,15 +52,26 @@ class Driver:
         self.loop.run(self.backend.remove_all())
 
 
-@pytest.fixture(params=["nftables"])
-def fw(request: pytest.FixtureRequest, host_loop: NetnsLoop) -> Iterator[Driver]:
-    backend = make_backend(request.param)
+def _driver(kind: str, loop: NetnsLoop) -> Iterator[Driver]:
+    backend = make_backend(kind)
     try:
-        yield Driver(host_loop, backend)
+        yield Driver(loop, backend)
     finally:
         close = getattr(backend, "close", None)
         if close is not None:
             close()
+
+
+@pytest.fixture(params=["nftables", "iptables"])
+def fw(request: pytest.FixtureRequest, host_loop: NetnsLoop) -> Iterator[Driver]:
+    """Every backend: the traffic tests must pass the same way on each."""
+    yield from _driver(request.param, host_loop)
+
+
+@pytest.fixture
+def nft_fw(host_loop: NetnsLoop) -> Iterator[Driver]:
+    """The nftables backend, for tests that read its tables back (iptables: test_iptables_backend.py)."""
+    yield from _driver("nftables", host_loop)
 
 
 def machine_tables() -> str:
@@ -70,15 +81,15 @@ def machine_tables() -> str:
 # ------------------------------------------------------------------------------------------------ namespaces
 
 
-def test_backend_writes_into_the_namespace_of_its_thread(topo: Topology, fw: Driver) -> None:
+def test_backend_writes_into_the_namespace_of_its_thread(topo: Topology, nft_fw: Driver) -> None:
     had_netd = "table inet netd" in machine_tables()
-    fw.apply(desired())
+    nft_fw.apply(desired())
     assert "table inet netd" in topo.nft("list", "tables")
     if not had_netd:
         assert "table inet netd" not in machine_tables()
     host_ino = os.stat(f"/run/netns/{topo.host}").st_ino
-    assert fw.loop.netns_ino() == host_ino
-    assert fw.backend.describe().get("netns", f"net:[{host_ino}]") == f"net:[{host_ino}]"
+    assert nft_fw.loop.netns_ino() == host_ino
+    assert nft_fw.backend.describe().get("netns", f"net:[{host_ino}]") == f"net:[{host_ino}]"
 
 
 # ------------------------------------------------------------------------------------------------ traffic
@@ -137,52 +148,52 @@ def test_unsolicited_inbound_dropped(topo: Topology, fw: Driver) -> None:
 # ------------------------------------------------------------------------------------------------ lifecycle
 
 
-def test_apply_is_idempotent(topo: Topology, fw: Driver) -> None:
+def test_apply_is_idempotent(topo: Topology, nft_fw: Driver) -> None:
     st = desired(a={"icc": False})
-    fw.apply(st)
+    nft_fw.apply(st)
     first = topo.nft("list", "ruleset")
-    fw.apply(st)
+    nft_fw.apply(st)
     assert topo.nft("list", "ruleset") == first
     assert first.count("table inet netd") == 1 and first.count("table bridge netd") == 1
-    assert fw.in_sync(st)
+    assert nft_fw.in_sync(st)
 
 
-def test_in_sync_detects_drift(topo: Topology, fw: Driver) -> None:
+def test_in_sync_detects_drift(topo: Topology, nft_fw: Driver) -> None:
     st = desired(a={"icc": False})
-    assert not fw.in_sync(st)  # nothing applied yet
-    fw.apply(st)
-    assert fw.in_sync(st)
-    assert not fw.in_sync(desired())  # another desired state
+    assert not nft_fw.in_sync(st)  # nothing applied yet
+    nft_fw.apply(st)
+    assert nft_fw.in_sync(st)
+    assert not nft_fw.in_sync(desired())  # another desired state
 
     topo.nft("flush", "ruleset")
-    assert not fw.in_sync(st)
-    fw.apply(st)
-    assert fw.in_sync(st)
+    assert not nft_fw.in_sync(st)
+    nft_fw.apply(st)
+    assert nft_fw.in_sync(st)
 
     topo.nft("flush", "chain", "inet", "netd", "to-aaaa00000000")
-    assert not fw.in_sync(st)
-    fw.apply(st)
+    assert not nft_fw.in_sync(st)
+    nft_fw.apply(st)
 
     topo.nft("delete", "table", "bridge", "netd")
-    assert not fw.in_sync(st)
-    fw.apply(st)
+    assert not nft_fw.in_sync(st)
+    nft_fw.apply(st)
 
     topo.nft("flush", "set", "inet", "netd", "bridges")
-    assert not fw.in_sync(st)
-    fw.apply(st)
-    assert fw.in_sync(st)
+    assert not nft_fw.in_sync(st)
+    nft_fw.apply(st)
+    assert nft_fw.in_sync(st)
     assert not topo.ping(topo.c1, "10.90.2.2")  # re-applied rules work
 
 
-def test_networks_removed_and_empty_state(topo: Topology, fw: Driver) -> None:
-    fw.apply(desired(a={"icc": False}))
-    fw.apply(desired())  # icc back on: the bridge table goes away
+def test_networks_removed_and_empty_state(topo: Topology, nft_fw: Driver) -> None:
+    nft_fw.apply(desired(a={"icc": False}))
+    nft_fw.apply(desired())  # icc back on: the bridge table goes away
     assert "table bridge netd" not in topo.nft("list", "tables")
-    assert fw.in_sync(desired())
+    assert nft_fw.in_sync(desired())
     empty = DesiredState()
-    fw.apply(empty)
+    nft_fw.apply(empty)
     assert "netd" not in topo.nft("list", "tables")
-    assert fw.in_sync(empty)
+    assert nft_fw.in_sync(empty)
     assert topo.ping(topo.c1, "10.90.2.2")  # no rules: plain routing again
 
 
@@ -195,29 +206,29 @@ FOREIGN = """table inet foreign {
 """
 
 
-def test_foreign_tables_untouched(topo: Topology, fw: Driver, tmp_path: Any) -> None:
+def test_foreign_tables_untouched(topo: Topology, nft_fw: Driver, tmp_path: Any) -> None:
     path = tmp_path / "foreign.nft"
     path.write_text(FOREIGN)
     sh("ip", "netns", "exec", topo.host, "nft", "-f", str(path))
     before = topo.nft("list", "table", "inet", "foreign")
-    fw.apply(desired(a={"icc": False}))
+    nft_fw.apply(desired(a={"icc": False}))
     assert topo.nft("list", "table", "inet", "foreign") == before
-    fw.remove_all()
+    nft_fw.remove_all()
     assert topo.nft("list", "table", "inet", "foreign") == before
     assert "netd" not in topo.nft("list", "tables")
-    fw.remove_all()  # nothing left to remove: not an error
+    nft_fw.remove_all()  # nothing left to remove: not an error
 
 
-def test_rules_survive_backend_close(topo: Topology, fw: Driver) -> None:
-    fw.apply(desired())
-    close = getattr(fw.backend, "close", None)
+def test_rules_survive_backend_close(topo: Topology, nft_fw: Driver) -> None:
+    nft_fw.apply(desired())
+    close = getattr(nft_fw.backend, "close", None)
     if close is not None:
         close()
     assert "table inet netd" in topo.nft("list", "tables")  # no owner flag
     assert not topo.ping(topo.c1, "10.90.2.2")
 
 
-def test_dual_stack_and_many_kinds_load(topo: Topology, fw: Driver) -> None:
+def test_dual_stack_and_many_kinds_load(topo: Topology, nft_fw: Driver) -> None:
     """The golden-file kind of state (IPv6 subnet, internal, icc off) is accepted by the kernel as rendered."""
     nets = [
         Network(
@@ -234,8 +245,8 @@ def test_dual_stack_and_many_kinds_load(topo: Topology, fw: Driver) -> None:
         for i, kw in enumerate([{}, {"internal": True}, {"icc": False}, {"masquerade": False}])
     ]
     st = DesiredState(networks={n.name: n for n in nets})
-    fw.apply(st)
-    assert fw.in_sync(st)
+    nft_fw.apply(st)
+    assert nft_fw.in_sync(st)
     listing = topo.nft("list", "ruleset")
     assert "ip6 saddr fd00:91:2::/64 ip6 daddr fd00:91:2::/64 drop" in listing
     assert 'oifname != "br-0" ip6 saddr fd00:91::/64 masquerade' in listing
