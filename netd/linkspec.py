@@ -41,6 +41,9 @@ class BridgeSpec:
     mtu: int | None
     addresses: tuple[Iface, ...]  # gateway addresses with the subnet's prefix length
     adopt: bool = False  # use an existing bridge of that name, never delete it
+    # A fixed MAC: without one a bridge takes the lowest MAC of its ports, so the gateway's MAC would change
+    # as endpoints come and go and peers would keep a stale neighbour entry for seconds.
+    mac: str | None = None
 
 
 @dataclass(frozen=True)

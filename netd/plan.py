@@ -17,6 +17,7 @@ from .drivers.actions import DeleteChildren, EnsureChild, EnsureParent, EnsureSh
 from .drivers.planning import plan_child, plan_link_deletions, plan_parents
 from .linkspec import BridgeSpec, Iface, NsRef, ObservedChild, ObservedHost, ObservedLink, VethSpec
 from .model import DesiredState, Endpoint, Network
+from .naming import mac_for
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,12 @@ def build_bridge_spec(net: Network) -> BridgeSpec:
         if cfg.gateway is not None:
             addrs.append(ip_interface(f"{cfg.gateway}/{cfg.subnet.prefixlen}"))
     return BridgeSpec(
-        ifname=net.bridge, owner=net.id, mtu=net.mtu, addresses=tuple(addrs), adopt=net.bridge_adopted
+        ifname=net.bridge,
+        owner=net.id,
+        mtu=net.mtu,
+        addresses=tuple(addrs),
+        adopt=net.bridge_adopted,
+        mac=None if net.bridge_adopted else mac_for(net.id),
     )
 
 
@@ -193,6 +199,8 @@ def _bridge_drift(spec: BridgeSpec, seen: ObservedLink | None) -> str | None:
         return f"mtu {seen.mtu} != {spec.mtu}"
     if not seen.up:
         return "down"
+    if spec.mac is not None and seen.mac.lower() != spec.mac:
+        return f"mac {seen.mac} != {spec.mac}"
     missing = [a for a in spec.addresses if a not in seen.addresses]
     if missing:
         return "address missing: " + ", ".join(str(a) for a in missing)

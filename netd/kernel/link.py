@@ -75,6 +75,8 @@ async def ensure_bridge(ipr: IPR, spec: BridgeSpec) -> int:
             kw["br_forward_delay"] = 0
             if spec.mtu:
                 kw["mtu"] = spec.mtu
+            if spec.mac:
+                kw["address"] = spec.mac
             try:
                 await ipr.link("add", **kw)
             except NetlinkError as exc:
@@ -101,6 +103,8 @@ async def ensure_bridge(ipr: IPR, spec: BridgeSpec) -> int:
             change["ifalias"] = owner_alias(spec.owner)
         if spec.mtu and link.mtu != spec.mtu:
             change["mtu"] = spec.mtu
+        if spec.mac and link.mac.lower() != spec.mac:
+            change["address"] = spec.mac
         if not link.up:
             change["state"] = "up"
         if change:

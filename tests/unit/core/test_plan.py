@@ -3,6 +3,7 @@ from ipaddress import ip_interface
 from netd import ipam
 from netd.linkspec import ObservedHost, ObservedLink
 from netd.model import DesiredState, Endpoint, Netns, Network
+from netd.naming import mac_for
 from netd.plan import (
     DeleteLinks,
     EnsureBridge,
@@ -17,7 +18,7 @@ from netd.plan import (
 
 
 def _state() -> DesiredState:
-    net = Network(id="n" * 64, name="app", bridge="br-app", ipam=[ipam.validate_pool("172.30.0.0/24")], mtu=1400)
+    net = Network(id="a" * 64, name="app", bridge="br-app", ipam=[ipam.validate_pool("172.30.0.0/24")], mtu=1400)
     ep = Endpoint(
         id="e" * 64,
         network=net.id,
@@ -41,7 +42,7 @@ def _link(
         mtu=kw.get("mtu", 1500),  # type: ignore[arg-type]
         up=True,
         master=master,
-        mac="",
+        mac=mac_for(owner) if owner and kind == "bridge" else "",
         addresses=kw.get("addresses", ()),
     )  # type: ignore[arg-type]
 
@@ -73,7 +74,7 @@ def test_empty_kernel_builds_everything_in_order() -> None:
 
 def test_in_sync_kernel_plans_nothing() -> None:
     st = _state()
-    br = _link(5, "br-app", "bridge", "n" * 64, mtu=1400, addresses=(ip_interface("172.30.0.1/24"),))
+    br = _link(5, "br-app", "bridge", "a" * 64, mtu=1400, addresses=(ip_interface("172.30.0.1/24"),))
     ve = _link(6, "vethe", "veth", "e" * 64, master=5)
     obs = Observed(
         host=_host(br, ve), netns_alive={"web"}, netns_owned={"web"}, sysctls={"net.ipv4.ip_forward": "1"}
@@ -83,10 +84,10 @@ def test_in_sync_kernel_plans_nothing() -> None:
 
 def test_drift_is_repaired_and_strays_removed_but_foreign_untouched() -> None:
     st = _state()
-    br = _link(5, "br-app", "bridge", "n" * 64, mtu=9000, addresses=())
-    stray = _link(7, "vethold", "veth", "x" * 64, master=5)
+    br = _link(5, "br-app", "bridge", "a" * 64, mtu=9000, addresses=())
+    stray = _link(7, "vethold", "veth", "c" * 64, master=5)
     foreign = _link(8, "docker0", "bridge", None)
-    old_br = _link(9, "br-old", "bridge", "o" * 64)
+    old_br = _link(9, "br-old", "bridge", "d" * 64)
     obs = Observed(
         host=_host(br, stray, foreign, old_br),
         netns_alive={"web"},
@@ -100,6 +101,19 @@ def test_drift_is_repaired_and_strays_removed_but_foreign_untouched() -> None:
     assert DeleteLinks(("br-old",), owner="networks") in actions
     assert RemoveNetns("gone", owner="gone") in actions
     assert not any("docker0" in str(a) for a in actions)
+
+
+def test_bridge_gets_a_fixed_mac_and_a_changed_one_is_drift() -> None:
+    st = _state()
+    br = _link(5, "br-app", "bridge", "a" * 64, mtu=1400, addresses=(ip_interface("172.30.0.1/24"),))
+    assert br.mac == mac_for("a" * 64)
+    moved = ObservedLink(**{**br.__dict__, "mac": "02:00:00:00:00:99"})
+    ve = _link(6, "vethe", "veth", "e" * 64, master=5)
+    obs = Observed(
+        host=_host(moved, ve), netns_alive={"web"}, netns_owned={"web"}, sysctls={"net.ipv4.ip_forward": "1"}
+    )
+    (action,) = _plan(st, obs)
+    assert isinstance(action, EnsureBridge) and action.spec.mac == mac_for("a" * 64) and "mac" in action.reason
 
 
 def test_scope_limits_the_plan() -> None:
