@@ -69,6 +69,7 @@ bench: venv
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	$(PY) bench/netd_basic.py
+	$(PY) bench/compare.py --budget 15 --replay-budget 60
 
 # netd in its own venv under PREFIX, netd/netd-ctl in /usr/local/bin, the systemd unit, /etc/netd/netd.toml (an
 # existing one is kept), the netd group, shell completion.  DESTDIR=/some/root stages it for packaging.

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,30 @@ __all__ = ["Host"]
 # A production-like daemon: info logs, the default 30 s drift timer (the harness's test config says debug/5 s).
 NETD_ENV = {"NETD_LOG_LEVEL": "info", "NETD_RECONCILE_INTERVAL": "30"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def use_revision(rev: str | None, tmp: Path) -> dict[str, str]:
+    """Benchmark netd as committed at ``rev`` (``git archive``), not the working tree others may be editing.
+
+    The daemon and netd-ctl (children of this process) import netd from the extracted copy: PYTHONPATH comes
+    before the venv's editable-install finder.  Returns what was benchmarked, for the result file."""
+    git = ["git", "-C", str(REPO)]
+    if rev is None:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+        dirty = subprocess.run([*git, "status", "--porcelain", "netd"], capture_output=True, text=True).stdout
+        return {"source": "working tree", "head": head.strip(), "netd_dirty": str(bool(dirty.strip()))}
+    sha = subprocess.run([*git, "rev-parse", "--short", rev], check=True, capture_output=True, text=True).stdout
+    src = tmp / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run([*git, "archive", rev, "netd"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    os.environ["PYTHONPATH"] = str(src)
+    return {"source": f"git archive {rev}", "head": sha.strip()}
+
+
+def bench_tag() -> str:
+    """A Host tag that marks the namespaces as the benchmark's (ndt-h-bnXXXX), for the leftover check."""
+    return "bn" + secrets.token_hex(2)
 
 
 def pct(values: Sequence[float], p: float) -> float:

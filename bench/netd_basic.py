@@ -19,6 +19,7 @@ from typing import Any
 from common import (
     NETD_ENV,
     Host,
+    bench_tag,
     cpu_s,
     machine,
     netd_pid,
@@ -26,6 +27,7 @@ from common import (
     summary,
     table,
     timer,
+    use_revision,
     write_result,
 )
 from netdtest import NETD_CTL, in_ns
@@ -34,7 +36,7 @@ TARGETS = {"connect_p50_ms": 20.0, "status_ms": 150.0, "rss_mib": 64.0}
 
 
 def connect_and_rss(tmp: Path, n: int) -> dict[str, Any]:
-    host = Host(tmp / "connect")
+    host = Host(tmp / "connect", tag=bench_tag())
     try:
         host.boot()
         host.start(env=NETD_ENV)
@@ -86,7 +88,7 @@ def connect_and_rss(tmp: Path, n: int) -> dict[str, Any]:
 
 
 def cold_replay(tmp: Path, networks: int, per_net: int, runs: int) -> dict[str, Any]:
-    host = Host(tmp / "replay")
+    host = Host(tmp / "replay", tag=bench_tag())
     try:
         host.boot()
         host.start(env=NETD_ENV)
@@ -130,9 +132,11 @@ def main() -> None:
     ap.add_argument("--networks", type=int, default=20)
     ap.add_argument("--per-network", type=int, default=10)
     ap.add_argument("--replays", type=int, default=3)
+    ap.add_argument("--rev", help="benchmark netd as committed at this git revision (default: working tree)")
     args = ap.parse_args()
     info = machine()
     with tempfile.TemporaryDirectory(prefix="netd-bench-") as d:
+        info["netd"] = use_revision(args.rev, Path(d))
         tmp = Path(d)
         conn = connect_and_rss(tmp, args.connects)
         replay = cold_replay(tmp, args.networks, args.per_network, args.replays)
