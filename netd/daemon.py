@@ -27,7 +27,7 @@ from .config import Settings, load_settings
 from .dns import DnsServer
 from .dns_upstream import Forwarder, choose_upstreams
 from .errors import NetdError
-from .firewall.select import choose_backend, cleanup_other
+from .firewall.select import choose_backend, cleanup_other, purge_all
 from .kernel.netlink import Kernel
 from .logs import setup_logging
 from .model import DesiredState
@@ -204,7 +204,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="netd", description="netd: Docker-style host networking, reconciled")
     parser.add_argument("--config", type=Path, default=None, help="TOML config file (default /etc/netd/netd.toml)")
     parser.add_argument("--version", action="version", version=f"netd {__version__}")
+    parser.add_argument(
+        "--purge-firewall",
+        action="store_true",
+        help="remove netd's firewall rules, chains and jumps from every backend (nftables, iptables nft and "
+        "legacy) in this network namespace, then exit; run it after stopping netd to uninstall",
+    )
     args = parser.parse_args(argv)
+    if args.purge_firewall:
+        setup_logging("info", "auto")
+        removed = asyncio.run(purge_all())
+        print("netd: removed netd's firewall objects from: " + (", ".join(removed) or "nothing (none found)"))
+        return
     try:
         settings = load_settings(args.config)
     except NetdError as e:

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from netdtest import Host, in_ns, ping, running_host
+from netdtest import NETD, Host, in_ns, ping, running_host
 
 DEFAULT_BRIDGE = '[default_bridge]\nbip = "10.123.0.1/24"\nmtu = 1400\n'
 
@@ -158,3 +158,20 @@ def test_killed_mid_operation_leaks_nothing(tmp_path: Path) -> None:
                 host.api.ok("POST", "/v1/networks/burst/connect", {"Netns": f"b{i}"})
         final = host.api.ok("GET", "/v1/networks/burst")["Containers"]
         assert len({c["IPv4Address"] for c in final.values()}) == 12
+
+
+def test_purge_firewall_removes_netds_rules_and_jumps_only(tmp_path: Path) -> None:
+    """`netd --purge-firewall` (uninstall): netd's nft tables, NETD-* chains and jumps go; the rest stays."""
+    for backend in ("nftables", "iptables"):
+        with running_host(tmp_path / backend, config=f'[firewall]\nbackend = "{backend}"\n') as host:
+            in_ns(host.path, "iptables", "-N", "DOCKER-USER")
+            in_ns(host.path, "iptables", "-A", "DOCKER-USER", "-j", "RETURN")
+            _setup(host)
+            assert ping(host.ns("web"), "172.30.20.11")
+            host.stop()
+            r = in_ns(host.path, NETD, "--purge-firewall")
+            assert "removed" in r.stdout
+            assert "netd" not in in_ns(host.path, "nft", "list", "tables").stdout
+            saved = in_ns(host.path, "iptables-save").stdout
+            assert "NETD" not in saved and "netd:" not in saved
+            assert "-A DOCKER-USER -j RETURN" in saved  # a foreign chain keeps its rule
