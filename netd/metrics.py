@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .firewall.rules import Ruleset
-from .kernel.stats import LinkCounters, ifindex, link_counters
+from .kernel.stats import ifindex, link_counters
 from .model import DesiredState, Network
 from .reconciler import DURATION_BUCKETS, Stats
 
@@ -97,7 +97,6 @@ class NetdCollector(Collector):
             "Rules netd last applied to the packet filter",
             value=rule_count(src.applied_rules()),
         )
-        yield from self._interfaces(state)
 
     def _networks(self, state: DesiredState) -> Iterator[Metric]:
         labels = ["network", "driver"]
@@ -158,44 +157,61 @@ class NetdCollector(Collector):
             "netd_in_sync", "1 when the last reconcile applied everything", value=not s.last_errors
         )
 
-    def _interfaces(self, state: DesiredState) -> Iterator[Metric]:
-        labels = ["interface", "kind", "network", "netns"]
-        owned: list[tuple[int, list[str]]] = []
-        for net in state.networks.values():
-            index = ifindex(net.bridge)
-            if index is not None:
-                owned.append((index, [net.bridge, "bridge", net.name, ""]))
-        names = {net.id: net.name for net in state.networks.values()}
-        for ep in state.endpoints.values():
-            index = ifindex(ep.host_ifname)
-            if index is not None:
-                owned.append(
-                    (index, [ep.host_ifname, "veth", names.get(ep.network, ""), ep.netns or ep.netns_path or ""])
+
+INTERFACE_FIELDS = (
+    ("receive_bytes", "Bytes received", "rx_bytes"),
+    ("transmit_bytes", "Bytes transmitted", "tx_bytes"),
+    ("receive_packets", "Packets received", "rx_packets"),
+    ("transmit_packets", "Packets transmitted", "tx_packets"),
+    ("receive_dropped", "Received packets dropped", "rx_dropped"),
+    ("transmit_dropped", "Transmitted packets dropped", "tx_dropped"),
+    ("receive_errors", "Receive errors", "rx_errors"),
+    ("transmit_errors", "Transmit errors", "tx_errors"),
+)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def interface_text(state: DesiredState) -> str:
+    """The per-interface counter families in the text exposition format.
+
+    8 series per interface (8000 with 1000 endpoints): written directly, one f-string per sample, because
+    prometheus-client's generic writer (label validation and escaping per sample) took ~80 ms for them.
+    """
+    owned: list[tuple[int, str]] = []
+    for net in state.networks.values():
+        index = ifindex(net.bridge)
+        if index is not None:
+            owned.append(
+                (
+                    index,
+                    f'{{interface="{_label(net.bridge)}",kind="bridge",network="{_label(net.name)}",netns=""}}',
                 )
-        try:
-            counters = link_counters() if owned else {}
-        except OSError as exc:
-            log.warning("metrics_link_stats_failed", error=str(exc))
-            counters = {}
-        fields: list[tuple[str, str, Callable[[LinkCounters], int]]] = [
-            ("receive_bytes", "Bytes received", lambda c: c.rx_bytes),
-            ("transmit_bytes", "Bytes transmitted", lambda c: c.tx_bytes),
-            ("receive_packets", "Packets received", lambda c: c.rx_packets),
-            ("transmit_packets", "Packets transmitted", lambda c: c.tx_packets),
-            ("receive_dropped", "Received packets dropped", lambda c: c.rx_dropped),
-            ("transmit_dropped", "Transmitted packets dropped", lambda c: c.tx_dropped),
-            ("receive_errors", "Receive errors", lambda c: c.rx_errors),
-            ("transmit_errors", "Transmit errors", lambda c: c.tx_errors),
-        ]
-        for suffix, doc, get in fields:
-            fam = CounterMetricFamily(
-                f"netd_interface_{suffix}", f"{doc} by an interface netd owns (host side)", labels=labels
             )
-            for index, values in owned:
-                c = counters.get(index)
-                if c is not None:
-                    fam.add_metric(values, get(c))
-            yield fam
+    names = {net.id: _label(net.name) for net in state.networks.values()}
+    for ep in state.endpoints.values():
+        index = ifindex(ep.host_ifname)
+        if index is not None:
+            ns = _label(ep.netns or ep.netns_path or "")
+            net_name = names.get(ep.network, "")
+            owned.append(
+                (index, f'{{interface="{_label(ep.host_ifname)}",kind="veth",network="{net_name}",netns="{ns}"}}')
+            )
+    try:
+        counters = link_counters() if owned else {}
+    except OSError as exc:
+        log.warning("metrics_link_stats_failed", error=str(exc))
+        counters = {}
+    rows = [(labels, counters[index]) for index, labels in owned if index in counters]
+    lines: list[str] = []
+    for suffix, doc, attr in INTERFACE_FIELDS:
+        name = f"netd_interface_{suffix}_total"
+        lines.append(f"# HELP {name} {doc} by an interface netd owns (host side)")
+        lines.append(f"# TYPE {name} counter")
+        lines.extend(f"{name}{labels} {getattr(c, attr)}" for labels, c in rows)
+    return "\n".join(lines) + "\n"
 
 
 class Metrics:
@@ -205,6 +221,7 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: counters start with the process (netd_start_time_seconds)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NetdCollector(source))
+        self.state = source.state
         self.api_requests = Counter(
             "netd_api_requests",
             "API requests by route, method and status",
@@ -228,7 +245,7 @@ class Metrics:
             self.dns_queries.labels(result)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + interface_text(self.state()).encode()
 
     def observe_api(self, route: str, method: str, status: int, seconds: float) -> None:
         self.api_requests.labels(route, method, str(status)).inc()
