@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from .config import Settings
+from .drivers import network_link_names
 from .drivers.actions import DeleteChildren, EnsureChild, EnsureParent, EnsureShim
 from .errors import NetdError
 from .firewall.base import FirewallBackend
@@ -110,6 +111,8 @@ class Reconciler:
         self.owned_dir = settings.run_dir / "netns-owned"
         self._applied_rules: Ruleset | None = None
         self._wake = asyncio.Event()
+        self._wanted: frozenset[str] = frozenset()
+        self._wanted_for: DesiredState | None = None
 
     # -- small read-only helpers the service uses -------------------------------------------------------------
 
@@ -245,9 +248,12 @@ class Reconciler:
     async def _reconcile(self, scope: Scope, reason: str, dry: list[Action] | None = None) -> dict[str, str]:
         t0 = time.perf_counter()
         if scope.is_full and dry is None:
-            gone = self._gone_foreign(self.get_state())
+            before = self.get_state()
+            gone = self._gone_foreign(before)
             if gone:
                 await self.prune(gone, "namespace gone")
+                for ep_id in gone:  # a cached socket would keep the dead namespace (and its links) alive
+                    self.kernel.forget_netns(self.ns_path_of(before.endpoints[ep_id]))
         state = self.get_state()
         observed = await self._observe(state, scope)
         actions = plan(
@@ -396,13 +402,35 @@ class Reconciler:
             async for why in self.kernel.events():
                 # netd's own creations also change masters: only losses are worth a full reconcile now;
                 # anything subtler is found by the timer.
-                if why.startswith(DRIFT_EVENTS):
+                if self._event_matters(why):
                     log.debug("kernel_event", what=why)
                     self.poke()
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("events_stopped")
+
+
+    def _event_matters(self, why: str) -> bool:
+        """A loss of a link the desired state still wants is drift.  The links netd removes itself (disconnect,
+        network rm, netns rm) and foreign links are not: a full reconcile per disconnect cost more than the
+        disconnect itself."""
+        if why == "resync":
+            return True
+        if not why.startswith(DRIFT_EVENTS):
+            return False
+        ifname = why.split(":")[1] if why.count(":") else ""
+        return ifname in self._wanted_links()
+
+    def _wanted_links(self) -> frozenset[str]:
+        state = self.get_state()
+        if self._wanted_for is not state:  # recomputed once per state version, not per event
+            names = {ep.host_ifname for ep in state.endpoints.values() if ep.host_ifname}
+            for net in state.networks.values():
+                names |= network_link_names(net)
+            self._wanted = frozenset(names)
+            self._wanted_for = state
+        return self._wanted
 
 
 def owned_dir(run_dir: Path) -> Path:

@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from . import ipam
+from . import ipam, ports
 from .config import Settings
 from .drivers import build_link_network, check_connect, is_link_network, link_driver
 from .errors import ConflictError, InvalidError, KernelError, NotFoundError
 from .linkspec import ObservedHost, ObservedLink
-from .model import DesiredState, Endpoint, IPAddress, IpamConfig, IPNetwork, Netns, Network
+from .model import DesiredState, Endpoint, IPAddress, IpamConfig, IPNetwork, Netns, Network, PortMapping
 from .naming import bridge_name, host_veth_name, mac_for, new_id, validate_name
 from .plan import Scope, scope_links, scope_targets
 from .request import Connect, NetworkCreate, Target, parse_connect, parse_network_create, parse_target
@@ -109,7 +109,7 @@ class Service:
         req = parse_network_create(body)
         async with self.lock:
             net = await self._build_network(req)
-            new = self.state.model_copy(deep=True)
+            new = self.state.copy_for_change()
             new.networks[net.name] = net
             await self._commit(new, Scope.of(networks=[net.id]), f"network create {net.name}")
             log.info(
@@ -238,7 +238,7 @@ class Service:
                 raise ConflictError(
                     f"network {net.name!r} has active endpoints ({names}); disconnect them first", field="name"
                 )
-            new = self.state.model_copy(deep=True)
+            new = self.state.copy_for_change()
             del new.networks[net.name]
             await self._commit(new, Scope.of(networks=[net.id]), f"network rm {net.name}")
             log.info("network_removed", network=net.name)
@@ -252,7 +252,7 @@ class Service:
             current = next((n for n in self.state.networks.values() if n.is_default), None)
             if not cfg.enabled:
                 if current is not None and not self.state.endpoints_of(current.id):
-                    new = self.state.model_copy(deep=True)
+                    new = self.state.copy_for_change()
                     del new.networks[current.name]
                     await self._commit(new, Scope.of(networks=[current.id]), "default bridge disabled")
                 return
@@ -298,7 +298,7 @@ class Service:
                     raise ConflictError(
                         f"default_bridge: subnet {p.subnet} overlaps network {hit[0]!r} ({hit[1]})", field="bip"
                     )
-            new = self.state.model_copy(deep=True)
+            new = self.state.copy_for_change()
             if current is not None:
                 del new.networks[current.name]
             new.networks[net.name] = net
@@ -323,7 +323,7 @@ class Service:
             if name in self.state.netns:
                 raise ConflictError(f"netns {name!r} already exists", field="name")
             ns = Netns(name=name, created=now())
-            new = self.state.model_copy(deep=True)
+            new = self.state.copy_for_change()
             new.netns[name] = ns
             await self._commit(new, Scope.of(netns=[name]), f"netns create {name}")
             log.info("netns_created", netns=name)
@@ -339,7 +339,7 @@ class Service:
         """Remove a netns and its endpoints (like removing a container)."""
         async with self.lock:
             self.get_netns(name)
-            new = self.state.model_copy(deep=True)
+            new = self.state.copy_for_change()
             del new.netns[name]
             gone = {ep.id for ep in new.endpoints_in(f"netns:{name}")}
             for ep_id in gone:
@@ -354,7 +354,7 @@ class Service:
         async with self.lock:
             net = self.get_network(network)
             ep = self._build_endpoint(net, req)
-            new = self.state.model_copy(deep=True)
+            new = self.state.copy_for_change()
             new.endpoints[ep.id] = ep
             await self._commit(new, Scope.of(endpoints=[ep.id]), f"connect {req.target.describe()} to {net.name}")
             log.info("endpoint_connected", network=net.name, target=ep.target, ip=str(ep.ipv4), ifname=ep.ifname)
@@ -395,6 +395,7 @@ class Service:
         ifname = next(f"eth{i}" for i in range(len(existing) + 1) if f"eth{i}" not in used_ifnames)
         v4 = addrs.get(4)
         v6 = addrs.get(6)
+        port_list = self._plan_ports(net, req, frozenset(addrs)) if req.ports else []
         return Endpoint(
             id=ep_id,
             network=net.id,
@@ -408,9 +409,31 @@ class Service:
             ipv6=v6 if isinstance(v6, IPv6Interface) else None,
             aliases=req.aliases,
             default_route=not net.internal and not any(ep.default_route for ep in existing),
-            ports=req.ports,
+            ports=port_list,
             created=now(),
         )
+
+    def _plan_ports(self, net: Network, req: Connect, families: frozenset[int]) -> list[PortMapping]:
+        """Published ports of a new endpoint: checked against every other endpoint's, host port 0 picked."""
+        if is_link_network(net) or net.internal:
+            why = "is internal (no traffic reaches it from outside the host, as in Docker)"
+            if is_link_network(net):
+                why = f"is a {net.driver} network (its endpoints are reachable at their own addresses)"
+            raise InvalidError(
+                f"network {net.name!r} {why}: it cannot publish ports; connect without -p, or publish on a "
+                "non-internal bridge network",
+                field="publish",
+            )
+        ports.check_families(req.ports, families, net.name)
+        holders: list[ports.Holder] = []
+        for ep in self.state.endpoints.values():
+            other = self.state.network_by_id(ep.network)
+            if not ep.ports or other is None:
+                continue
+            fams = frozenset(a.version for a in (ep.ipv4, ep.ipv6) if a is not None)
+            who = f"{'netns ' + repr(ep.netns) if ep.netns else ep.netns_path} on network {other.name!r}"
+            holders.extend(ports.Holder(m, fams, who) for m in ep.ports)
+        return ports.plan_ports(req.ports, families, holders, self.settings.port_range)
 
     def _taken(self, net: Network) -> set[IPAddress]:
         taken: set[IPAddress] = set()
@@ -428,7 +451,7 @@ class Service:
         async with self.lock:
             net = self.get_network(network)
             ep = self._find_endpoint(net, target)
-            new = self.state.model_copy(deep=True)
+            new = self.state.copy_for_change()
             del new.endpoints[ep.id]
             await self._commit(new, Scope.of(endpoints=[ep.id]), f"disconnect {target.describe()} from {net.name}")
             log.info("endpoint_disconnected", network=net.name, target=ep.target)
@@ -445,7 +468,7 @@ class Service:
             gone = ids & set(self.state.endpoints)
             if not gone:
                 return
-            new = self.state.model_copy(deep=True)
+            new = self.state.copy_for_change()
             for ep_id in gone:
                 ep = new.endpoints.pop(ep_id)
                 log.info("endpoint_pruned", endpoint=ep_id[:12], netns_path=ep.netns_path, reason=why)

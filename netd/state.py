@@ -56,7 +56,7 @@ class StateStore:
     def save(self, state: DesiredState) -> None:
         """temp file + fsync + rename + fsync(dir); the replaced version is kept as ``<file>.prev``."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        data = state.model_dump_json(indent=1).encode()
+        data = state.model_dump_json().encode()  # compact: the file grows with every endpoint
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:

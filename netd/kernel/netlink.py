@@ -8,6 +8,7 @@ the path still names the same nsfs inode; a removed or replaced namespace evicts
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,11 @@ from netd.model import IPNetwork
 log = structlog.get_logger()
 
 
+# Sockets into other namespaces are cheap to open (~1 ms) but each holds buffers and keeps its namespace (and the
+# links in it) alive after the namespace's file is gone: keep only the most recently used ones.
+MAX_NS_SOCKETS = 64
+
+
 @dataclass
 class _NsSocket:
     ipr: Any  # AsyncIPRoute
@@ -45,7 +51,7 @@ class Kernel:
         self.netns_dir = Path(netns_dir)
         self.host_mnt = host_mount_namespace  # bind-mount named netns from there (see kernel.mountns)
         self._host: Any = None
-        self._ns: dict[str, _NsSocket] = {}
+        self._ns: OrderedDict[str, _NsSocket] = OrderedDict()
         self._bridges: dict[str, int] = {}  # bridge name -> ifindex, refreshed by ensure_bridge
         self._dir_ready = False  # netns_dir checked to be a shared mount (once per process)
 
@@ -68,6 +74,8 @@ class Kernel:
             raise
         self._drop(path)
         self._ns[path] = _NsSocket(ipr, inode)
+        while len(self._ns) > MAX_NS_SOCKETS:  # least recently used first: a socket pins its namespace
+            self._drop(next(iter(self._ns)))
         return ipr
 
     async def ns_socket(self, path: str) -> Any:
@@ -80,6 +88,7 @@ class Kernel:
             raise kernel_error(f"netns {path}", "open", exc, "the namespace does not exist (any more)") from exc
         if entry is not None:
             if entry.inode == inode:
+                self._ns.move_to_end(path)
                 return entry.ipr
             self._drop(path)  # the name now points at another namespace
         if not nsops.ns_alive(path):

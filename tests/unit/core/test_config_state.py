@@ -78,3 +78,11 @@ def test_corrupt_state_is_refused_and_kept(tmp_path: Path, content: bytes, needl
     with pytest.raises(StateError, match=needle):
         StateStore(path).load()
     assert path.read_bytes() == content
+
+
+def test_copy_for_change_leaves_the_original_alone() -> None:
+    s1 = DesiredState(netns={"a": Netns(name="a")})
+    s2 = s1.copy_for_change()
+    s2.netns["b"] = Netns(name="b")
+    del s2.netns["a"]
+    assert list(s1.netns) == ["a"] and list(s2.netns) == ["b"]
