@@ -182,10 +182,18 @@ class Host:
 
     def write_config(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(
-            f'state_dir = "{self.state_dir}"\nrun_dir = "{self.run_dir}"\nnetns_dir = "{self.netns_dir}"\n'
-            f'reconcile_interval = 5.0\nlog_level = "debug"\nlog_format = "json"\n{self.extra_config}\n'
-        )
+        defaults = {
+            "state_dir": f'"{self.state_dir}"',
+            "run_dir": f'"{self.run_dir}"',
+            "netns_dir": f'"{self.netns_dir}"',
+            "etc_netns_dir": f'"{self.root / "etc-netns"}"',  # never the machine's own /etc/netns
+            "reconcile_interval": "5.0",
+            "log_level": '"debug"',
+            "log_format": '"json"',
+        }
+        given = {line.split("=")[0].strip() for line in self.extra_config.splitlines() if "=" in line}
+        top = "".join(f"{k} = {v}\n" for k, v in defaults.items() if k not in given)
+        self.config_path.write_text(top + self.extra_config + "\n")
 
     def start(self, wait: bool = True, env: dict[str, str] | None = None) -> None:
         self.write_config()
