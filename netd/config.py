@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import InvalidError
+from .ports import parse_port_range
 
 DEFAULT_CONFIG = Path("/etc/netd/netd.toml")
 
@@ -106,7 +107,7 @@ class Settings(BaseSettings):
     etc_netns_dir: Path = Path("/etc/netns")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
-    reconcile_interval: float = Field(default=30.0, gt=0, description="seconds between drift checks")
+    reconcile_interval: float = Field(default=120.0, gt=0, description="seconds between full drift checks")
     firewall_check_interval: float = Field(default=1.0, gt=0, description="seconds between firewall checks")
     socket_mode: int = 0o660
     socket_group: str | None = "netd"
@@ -119,6 +120,8 @@ class Settings(BaseSettings):
     # upstream resolvers for names the per-network resolvers do not know; empty: the host's resolv.conf
     dns: list[IPv4Address | IPv6Address] = Field(default_factory=list)
     metrics: Metrics = Field(default_factory=Metrics)
+    # host ports `-p 80` (no host port) is given, lowest free first; Docker's default range
+    published_port_range: str = "49153-60999"
     # Bind-mount named netns from this mount namespace (systemd's ProtectSystem= gives netd a private one whose
     # mounts never reach the host); "" or an unreadable path: netd's own mount namespace.
     host_mount_namespace: str = "/proc/1/ns/mnt"
@@ -129,6 +132,16 @@ class Settings(BaseSettings):
         if not v:
             raise ValueError("at least one pool is needed")
         return v
+
+    @field_validator("published_port_range")
+    @classmethod
+    def _port_range(cls, v: str) -> str:
+        parse_port_range(v)
+        return v
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        return parse_port_range(self.published_port_range)
 
     @property
     def socket_path(self) -> Path:

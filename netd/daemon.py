@@ -56,6 +56,7 @@ class Daemon:
         self.ops = Operations(settings, config_path, self.service, self.reconciler, self.firewall.name)
         host_resolv = read_host()
         self.dns = DnsServer(lambda: self.service.state, Forwarder(choose_upstreams(settings.dns, host_resolv)))
+        self.dns.on_query = self.ops.metrics.dns_query
         self.resolv_conf = ResolvConfWriter(settings.etc_netns_dir, host_resolv)
         self.service.on_change = self._state_changed
         self.stopping = asyncio.Event()

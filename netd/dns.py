@@ -110,6 +110,8 @@ class DnsServer:
         self._answers: dict[tuple[IPAddress, bool, bytes], list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.queries = 0
+        # counts each query by result (answered, nxdomain, forwarded, refused, error) for the metrics
+        self.on_query: Callable[[str], None] = lambda result: None
 
     # -- listeners ---------------------------------------------------------------------------------------------
 
@@ -182,20 +184,25 @@ class DnsServer:
         key = (local, tcp, data[2:])
         if allowed and (hit := self._answers.get(key)) is not None:
             self._turn += 1
+            self.on_query(_result(hit[0]))
             return data[:2] + hit[self._turn % len(hit)][2:], None  # the cached answer with this query's ID
         try:
             query = dns.message.from_wire(data)
         except dns.exception.DNSException:
+            self.on_query("error")
             return _formerr(data), None
         if query.flags & dns.flags.QR:
             return None, None  # a response sent to a server: ignore it
         if idx is None or not allowed:
+            self.on_query("refused")
             return _wire(reply(query, dns.rcode.REFUSED), query, tcp), None
         first = answer(query, idx, 0)
         if first is None:
+            self.on_query("forwarded" if idx.forward else "refused")
             if not idx.forward:
                 return _wire(reply(query, dns.rcode.REFUSED), query, tcp), None
             return None, query
+        self.on_query("nxdomain" if first.rcode() == dns.rcode.NXDOMAIN else "answered")
         wires = [_wire(first, query, tcp)]
         for turn in range(1, rotations(query, idx)):
             r = answer(query, idx, turn)
@@ -249,6 +256,11 @@ class DnsServer:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+
+def _result(wire: bytes) -> str:
+    """The metrics label of a rendered local answer (its RCODE is the low 4 bits of byte 3)."""
+    return "nxdomain" if wire[3] & 0x0F == dns.rcode.NXDOMAIN else "answered"
 
 
 def _wire(r: dns.message.Message, query: dns.message.Message, tcp: bool) -> bytes:

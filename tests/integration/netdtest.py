@@ -118,6 +118,15 @@ class UDSClient:
         status = int(header.split(b" ", 2)[1])
         return status, (json.loads(payload) if payload.strip() else None)
 
+    def text(self, url: str) -> str:
+        """GET a non-JSON resource (the /metrics exposition) and return its body."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(self.path))
+            s.sendall(f"GET {url} HTTP/1.0\r\nHost: netd\r\n\r\n".encode())
+            resp = b"".join(iter(lambda: s.recv(65536), b""))
+        return resp.partition(b"\r\n\r\n")[2].decode()
+
     def ok(self, method: str, url: str, body: Any = None) -> Any:
         status, data = self.request(method, url, body)
         assert status < 300, f"{method} {url} -> {status} {data}"

@@ -188,6 +188,8 @@ def test_many_concurrent_queries_are_all_answered(dnshost: Host) -> None:
     assert (out["sent"], out["answered"], out["lost"]) == (500, 500, 0)
     assert out["rcodes"] == {"NOERROR": 500}
     assert out["answers"] == {"a2": [ip(a2)], "www": [ip(a2)], "a1": [ip(a1)], "x.example.test": ["192.0.2.1"]}
+    counts = dict(re.findall(r'^netd_dns_queries_total\{result="(\w+)"\} (\d+)', h.api.text("/metrics"), re.M))
+    assert int(float(counts["answered"])) >= 375 and int(float(counts["forwarded"])) >= 125, counts
 
 
 def _listen_inodes(host: Host) -> set[str]:
