@@ -7,11 +7,12 @@ Every error names the field and says what is expected.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from typing import Any
 
 from .drivers import LINK_DRIVERS, parse_link_options
 from .drivers.base import LinkOptions
-from .errors import InvalidError, UnsupportedError
+from .errors import InvalidError
 from .ipam import parse_address
 from .model import IPAddress, PortMapping
 from .naming import validate_ifname, validate_name
@@ -243,12 +244,57 @@ def parse_connect(body: Any) -> Connect:
     if not isinstance(aliases_raw, list) or not all(isinstance(a, str) for a in aliases_raw):
         raise InvalidError("Aliases must be a list of names", field="alias")
     aliases = [validate_dns_name(a) for a in aliases_raw]
-    ports_raw = b.get("Ports") or []
-    if ports_raw:
-        raise UnsupportedError(
-            "published ports (-p) are not available in this netd version yet; connect without -p", field="publish"
+    ports = parse_ports(b.get("Ports"))
+    return Connect(target=target, ipv4=ipv4, ipv6=ipv6, aliases=aliases, ports=ports)
+
+
+PORT_PROTOS = ("tcp", "udp", "sctp")
+
+
+def parse_ports(raw: Any) -> list[PortMapping]:
+    """``Ports`` of a connect body (what ``netd-ctl -p`` sends): HostPort 0 means "the daemon picks one"."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidError("Ports must be a list of {HostIp, HostPort, ContainerPort, Proto}", field="publish")
+    out: list[PortMapping] = []
+    for i, entry in enumerate(raw):
+        where = f"Ports[{i}]"
+        if not isinstance(entry, dict):
+            raise InvalidError(f"{where} must be an object", field="publish")
+        for key in entry:
+            if key not in ("HostIp", "HostPort", "ContainerPort", "Proto"):
+                known = "ContainerPort, HostIp, HostPort, Proto"
+                raise InvalidError(f"{where}: unknown field {key!r} (known: {known})", field="publish")
+        proto = entry.get("Proto") or "tcp"
+        if not isinstance(proto, str) or proto.lower() not in PORT_PROTOS:
+            raise InvalidError(f"{where}.Proto {proto!r}: use one of {', '.join(PORT_PROTOS)}", field="publish")
+        host_ip_text = entry.get("HostIp") or ""
+        if not isinstance(host_ip_text, str):
+            raise InvalidError(f"{where}.HostIp must be a string (an IP address)", field="publish")
+        try:
+            host_ip = ip_address(host_ip_text.strip("[]")) if host_ip_text else None
+        except ValueError:
+            raise InvalidError(f"{where}.HostIp {host_ip_text!r} is not an IP address", field="publish") from None
+        out.append(
+            PortMapping(
+                host_ip=host_ip,
+                host_port=_port(entry.get("HostPort", 0), f"{where}.HostPort", zero_ok=True),
+                container_port=_port(entry.get("ContainerPort"), f"{where}.ContainerPort", zero_ok=False),
+                proto="udp" if proto.lower() == "udp" else "sctp" if proto.lower() == "sctp" else "tcp",
+            )
         )
-    return Connect(target=target, ipv4=ipv4, ipv6=ipv6, aliases=aliases)
+    return out
+
+
+def _port(value: Any, where: str, *, zero_ok: bool) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    low = 0 if zero_ok else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
+        hint = " (0: netd picks a free host port)" if zero_ok else ""
+        raise InvalidError(f"{where} {value!r}: a port must be a number {low}-65535{hint}", field="publish")
+    return value
 
 
 def validate_dns_name(name: str) -> str:

@@ -51,6 +51,7 @@ def network_view(net: Network, state: DesiredState) -> dict[str, Any]:
         v = endpoint_view(ep, net)
         containers[ep.id] = {k: v[k] for k in ("Name", "EndpointID", "MacAddress", "IPv4Address", "IPv6Address")}
         containers[ep.id]["Aliases"] = v["Aliases"]
+        containers[ep.id]["Ports"] = v["Ports"]  # published ports, with the host ports netd picked
     return {
         "Name": net.name,
         "Id": net.id,

@@ -316,7 +316,7 @@ def _render_rule(
         nset = _set(sets, d.map)
         out = []
         for el in nset.elements:
-            if el.value is None or isinstance(el.value, str | Dispatch):
+            if el.value is None or isinstance(el.value, str | tuple | Dispatch):
                 raise FirewallError(f"iptables: map {d.map!r} has an element that is not a verdict")
             out.append(_line(m, f"{flag} {_ifname(el.key[0])}", _target(el.value, names), comment))
         return out

@@ -18,6 +18,7 @@ from netd.firewall.rules import (
     Accept,
     Chain,
     Dispatch,
+    DnatMap,
     Drop,
     Element,
     Jump,
@@ -42,6 +43,7 @@ _HOOKS: dict[tuple[Family, str], tuple[str, int]] = {
     ("inet", "forward"): ("filter", 0),
     ("inet", "postrouting"): ("nat", 100),
     ("inet", "prerouting"): ("nat", -100),
+    ("inet", "output"): ("nat", -100),
     ("bridge", "forward"): ("filter", -200),
 }
 
@@ -111,8 +113,9 @@ def _render_table(fam: Family, table: Table) -> list[Json]:
     for ch in table.chains:  # chains first: map elements may jump to them
         out.append({"add": {"chain": _render_chain(fam, ch)}})
     for s in table.sets:
-        kind = "set" if s.value is None else "map"
-        out.append({"add": {kind: {**base, **_render_set(s)}}})
+        for part in split_map(s):
+            kind = "set" if part.value is None else "map"
+            out.append({"add": {kind: {**base, **_render_set(part)}}})
     for ch in table.chains:
         for rule in ch.rules:
             out.append({"add": {"rule": {**base, "chain": ch.name, **_render_rule(fam, rule)}}})
@@ -127,6 +130,18 @@ def _render_chain(fam: Family, ch: Chain) -> Json:
     return obj
 
 
+def split_map(s: NamedSet) -> tuple[NamedSet, ...]:
+    """A map with a concatenated value (``addr . port``) as two maps, ``<name>_addr`` and ``<name>_port``: nft
+    1.0.6's JSON parser refuses concatenated map values, and ``dnat to MAP_A : MAP_B`` does the same job."""
+    if not isinstance(s.value, tuple):
+        return (s,)
+    parts = []
+    for i, (suffix, vtype) in enumerate(zip(("addr", "port"), s.value, strict=True)):
+        elems = tuple(Element(e.key, e.value[i] if isinstance(e.value, tuple) else e.value) for e in s.elements)
+        parts.append(NamedSet(f"{s.name}_{suffix}", s.key, elems, value=vtype))  # type: ignore[arg-type]
+    return tuple(parts)
+
+
 def _render_set(s: NamedSet) -> Json:
     obj: Json = {"name": s.name, "type": s.key[0] if len(s.key) == 1 else list(s.key)}
     if s.value is not None:
@@ -139,15 +154,24 @@ def _render_set(s: NamedSet) -> Json:
 
 
 def _render_element(s: NamedSet, e: Element) -> Any:
-    key: Any = e.key[0] if len(e.key) == 1 else {"concat": list(e.key)}
+    parts = [int(v) if t == "inet_service" else v for t, v in zip(s.key, e.key, strict=True)]
+    key: Any = parts[0] if len(parts) == 1 else {"concat": parts}
     if s.value is None:
         return key
-    value = e.value if e.value is None or isinstance(e.value, str) else _render_verdict(e.value)
+    value: Any = e.value
+    if s.value == "inet_service" and isinstance(value, str):
+        value = int(value)
+    elif not (value is None or isinstance(value, str | tuple)):
+        value = _render_verdict(value)
     return [key, value]
 
 
 def _render_rule(fam: Family, rule: Rule) -> Json:
-    return {"expr": [*_render_match(fam, rule.match), _render_verdict(rule.verdict)], "comment": rule.comment}
+    exprs = _render_match(fam, rule.match)
+    v = rule.verdict
+    if isinstance(v, DnatMap) and not v.by_daddr:  # no address in the key: say which family it is for
+        exprs.append(_cmp(_meta("nfproto"), "ipv4" if v.family == "ip" else "ipv6"))
+    return {"expr": [*exprs, _render_verdict(v)], "comment": rule.comment}
 
 
 def _cmp(left: Json, right: Any, op: str = "==") -> Json:
@@ -185,6 +209,10 @@ def _render_match(fam: Family, m: Match) -> list[Json]:
         out.append(_cmp({"payload": {"protocol": proto, "field": "daddr"}}, _prefix(m.daddr)))
     if m.ct_state is not None:
         out.append(_cmp({"ct": {"key": "state"}}, sorted(m.ct_state), "in"))
+    if m.ct_dnat:
+        out.append(_cmp({"ct": {"key": "status"}}, "dnat", "in"))
+    if m.fib_local:
+        out.append(_cmp({"fib": {"result": "type", "flags": ["daddr"]}}, "local"))
     return out
 
 
@@ -200,7 +228,24 @@ def _render_verdict(v: Verdict) -> Json:
     if isinstance(v, Dispatch):
         key = "iifname" if v.key == "iif" else "oifname"
         return {"vmap": {"key": _meta(key), "data": "@" + v.map}}
+    if isinstance(v, DnatMap):
+        return _render_dnat(v)
     raise TypeError(f"unknown verdict {v!r}")
+
+
+def _render_dnat(v: DnatMap) -> Json:
+    """``dnat ip to [ip daddr .] meta l4proto . th dport map @<m>_addr : ... map @<m>_port``."""
+    fields: list[Json] = [_meta("l4proto"), {"payload": {"protocol": "th", "field": "dport"}}]
+    if v.by_daddr:
+        fields.insert(0, {"payload": {"protocol": v.family, "field": "daddr"}})
+    key = {"concat": fields}
+    return {
+        "dnat": {
+            "family": v.family,
+            "addr": {"map": {"key": key, "data": f"@{v.map}_addr"}},
+            "port": {"map": {"key": key, "data": f"@{v.map}_port"}},
+        }
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- in_sync

@@ -32,9 +32,20 @@ Shape (Docker's bridge semantics; per network, never per endpoint):
 The bridge layer makes icc=False work without br_netfilter.  Its rules match on addresses only: this kernel
 has no ``meta ibrname`` (CONFIG_NFT_BRIDGE_META is off), and netd's IPAM keeps netd subnets disjoint.
 
-Published ports (a later issue) extend this with a ``prerouting`` dnat chain and ``NamedSet`` maps keyed by
-``daddr . l4proto . dport`` (see ``SetKey``); the DNAT'd packets are then accepted in ``to-<net>`` by a
-``ct status dnat`` match before the final drop.  Nothing here is per endpoint.
+Published ports (``-p``), only while some endpoint publishes one; one map element per mapping, never a rule::
+
+    prerouting (base chain, hook prerouting, nat)    fib daddr type local  jump published
+    output     (base chain, hook output, nat)        fib daddr type local  jump published   (the host itself)
+    published
+        dnat ip  to @dnat4     [daddr . l4proto . dport]   -> container address . port   (a given host IP)
+        dnat ip  to @dnat4_any [l4proto . dport]           -> container address . port   (every host IPv4)
+        dnat ip6 to @dnat6 / @dnat6_any                      the same for IPv6
+    to-<net>   ... ct status dnat accept                 before the final drop (networks with published ports)
+    postrouting
+        saddr 127.0.0.0/8 oif <bridge> masquerade        127.0.0.1:port from the host (route_localnet on)
+        ct status dnat saddr <subnet> oif <bridge> masquerade   hairpin: an endpoint through the host address
+
+Nothing here is per endpoint.
 """
 
 from __future__ import annotations
@@ -47,11 +58,13 @@ from typing import Literal
 
 from netd.errors import InvalidError
 from netd.model import DesiredState, Network
+from netd.ports import Published, published
 
 IPNet = IPv4Network | IPv6Network
-Hook = Literal["forward", "postrouting", "prerouting"]
+Hook = Literal["forward", "postrouting", "prerouting", "output"]
 CtState = Literal["established", "related", "new", "invalid"]
 SetKey = Literal["ifname", "ipv4_addr", "ipv6_addr", "inet_proto", "inet_service"]
+MapValue = Literal["verdict", "ipv4_addr", "ipv6_addr", "inet_service"] | tuple[SetKey, ...]
 
 # Names of the fixed objects; per-network chains are "to-<key>" / "from-<key>".
 SET_BRIDGES = "bridges"
@@ -59,6 +72,17 @@ MAP_TO_BRIDGE = "to_bridge"
 MAP_FROM_BRIDGE = "from_bridge"
 CHAIN_FORWARD = "forward"
 CHAIN_POSTROUTING = "postrouting"
+CHAIN_PREROUTING = "prerouting"
+CHAIN_OUTPUT = "output"
+CHAIN_PUBLISHED = "published"
+# published-port maps by (IP version, keyed by host address?)
+DNAT_MAPS: dict[tuple[int, bool], str] = {
+    (4, True): "dnat4",
+    (4, False): "dnat4_any",
+    (6, True): "dnat6",
+    (6, False): "dnat6_any",
+}
+LOOPBACK4 = IPv4Network("127.0.0.0/8")
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9]+$")
@@ -96,7 +120,17 @@ class Dispatch:
     map: str
 
 
-Verdict = Accept | Drop | Masquerade | Jump | Dispatch
+@dataclass(frozen=True)
+class DnatMap:
+    """DNAT to the (address, port) the map ``map`` holds for the packet's ``[daddr .] l4proto . dport``
+    (``by_daddr``); IPv4 (``ip``) or IPv6 (``ip6``) packets only; no element: next rule."""
+
+    map: str
+    family: Literal["ip", "ip6"]
+    by_daddr: bool
+
+
+Verdict = Accept | Drop | Masquerade | Jump | Dispatch | DnatMap
 
 
 # ---------------------------------------------------------------------------------------------------- rules
@@ -114,6 +148,8 @@ class Match:
     saddr: IPNet | None = None
     daddr: IPNet | None = None
     ct_state: frozenset[CtState] | None = None
+    ct_dnat: bool = False  # ct status dnat: the connection's destination was translated
+    fib_local: bool = False  # fib daddr type local: addressed to the host itself
 
     @property
     def family(self) -> Literal["ip", "ip6"] | None:
@@ -141,7 +177,7 @@ class Chain:
 @dataclass(frozen=True)
 class Element:
     key: tuple[str, ...]  # one value per SetKey of the set (a concatenation when more than one)
-    value: Verdict | str | None = None  # maps only
+    value: Verdict | str | tuple[str, ...] | None = None  # maps only (a tuple: a concatenated value)
 
 
 @dataclass(frozen=True)
@@ -151,7 +187,7 @@ class NamedSet:
     name: str
     key: tuple[SetKey, ...]
     elements: tuple[Element, ...]
-    value: Literal["verdict", "ipv4_addr", "ipv6_addr", "inet_service"] | None = None
+    value: MapValue | None = None
     interval: bool = False
 
 
@@ -197,6 +233,7 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
         return Ruleset()
     _check_unique_bridges(nets)
     keys = chain_keys(nets)
+    pub = published(state, {n.id for n in nets if not n.internal})
 
     to_elems: list[Element] = []
     from_elems: list[Element] = []
@@ -207,9 +244,10 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
         key = keys[net.id]
         to_elems.append(Element((net.bridge,), Jump(f"to-{key}")))
         from_elems.append(Element((net.bridge,), Jump(f"from-{key}")))
-        chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward)))
+        chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward, bool(pub.get(net.id)))))
         chains.append(Chain(f"from-{key}", _from_rules(net, ip_forward)))
         nat.extend(_nat_rules(net))
+        nat.extend(_port_nat_rules(net, pub.get(net.id, [])))
         bridge_rules.extend(_bridge_rules(net))
 
     forward = Chain(
@@ -220,13 +258,17 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
         ),
         hook="forward",
     )
-    sets = (
+    sets: tuple[NamedSet, ...] = (
         NamedSet(SET_BRIDGES, ("ifname",), tuple(Element((n.bridge,)) for n in nets)),
         NamedSet(MAP_TO_BRIDGE, ("ifname",), tuple(to_elems), value="verdict"),
         NamedSet(MAP_FROM_BRIDGE, ("ifname",), tuple(from_elems), value="verdict"),
     )
+    pub_chains: tuple[Chain, ...] = ()
+    if pub:
+        pub_chains = _published_chains()
+        sets += _dnat_maps([e for entries in pub.values() for e in entries])
     ip = Table(
-        chains=(forward, Chain(CHAIN_POSTROUTING, tuple(nat), hook="postrouting"), *chains),
+        chains=(forward, Chain(CHAIN_POSTROUTING, tuple(nat), hook="postrouting"), *pub_chains, *chains),
         sets=sets,
     )
     bridge = Table()
@@ -239,7 +281,7 @@ def _subnets(net: Network) -> list[IPNet]:
     return [cfg.subnet for cfg in net.ipam]
 
 
-def _to_rules(net: Network, ip_forward: bool) -> tuple[Rule, ...]:
+def _to_rules(net: Network, ip_forward: bool, publishes: bool = False) -> tuple[Rule, ...]:
     c = f"netd:{net.id}"
     rules = [
         Rule(Match(iif=net.bridge), Accept() if net.icc else Drop(), c),
@@ -249,6 +291,8 @@ def _to_rules(net: Network, ip_forward: bool) -> tuple[Rule, ...]:
         rules.append(Rule(Match(ct_state=frozenset({"established", "related"})), Accept(), c))
         # routed IPv6 (gateway_mode_ipv6=routed): the subnet is reachable from outside, as its addresses are
         rules.extend(Rule(Match(daddr=s), Accept(), c) for s in _routed_subnets(net))
+        if publishes:  # a published port: the published chain DNAT'd it to an endpoint of this network
+            rules.append(Rule(Match(ct_dnat=True), Accept(), c))
     rules.append(Rule(Match(), Drop(), c))
     return tuple(rules)
 
@@ -309,3 +353,74 @@ def chain_keys(nets: list[Network]) -> dict[str, str]:
         else:
             out[net.id] = "h" + hashlib.sha256(net.id.encode()).hexdigest()[: KEY_LEN - 1]
     return out
+
+
+# ---------------------------------------------------------------------------------------------------- published
+
+
+def _published_chains() -> tuple[Chain, ...]:
+    c = "netd:published-ports"
+    jump = (Rule(Match(fib_local=True), Jump(CHAIN_PUBLISHED), c),)
+    dnat = tuple(
+        Rule(Match(), DnatMap(DNAT_MAPS[(v, by_daddr)], "ip" if v == 4 else "ip6", by_daddr), c)
+        for v in (4, 6)
+        for by_daddr in (True, False)
+    )
+    return (
+        Chain(CHAIN_PREROUTING, jump, hook="prerouting"),
+        Chain(CHAIN_OUTPUT, jump, hook="output"),
+        Chain(CHAIN_PUBLISHED, dnat),
+    )
+
+
+def _dnat_maps(entries: list[Published]) -> tuple[NamedSet, ...]:
+    out = []
+    for (v, by_daddr), name in DNAT_MAPS.items():
+        addr: SetKey = "ipv4_addr" if v == 4 else "ipv6_addr"
+        key: tuple[SetKey, ...] = ("inet_proto", "inet_service")
+        elems = {}
+        for e in entries:
+            if e.version == v and (e.host_ip is not None) == by_daddr:
+                k = (e.proto, str(e.host_port))
+                elems[(e.host_ip, *k) if e.host_ip is not None else k] = (e.addr, str(e.port))
+        out.append(
+            NamedSet(
+                name,
+                (addr, *key) if by_daddr else key,
+                tuple(Element(k, val) for k, val in sorted(elems.items())),
+                value=(addr, "inet_service"),
+            )
+        )
+    return tuple(out)
+
+
+def _port_nat_rules(net: Network, entries: list[Published]) -> list[Rule]:
+    """Masquerade what published ports need: 127.0.0.1 from the host, and hairpin through the host address."""
+    if not entries:
+        return []
+    c = f"netd:{net.id}"
+    rules = []
+    if any(e.version == 4 for e in entries):
+        rules.append(Rule(Match(saddr=LOOPBACK4, oif=net.bridge), Masquerade(), c))
+    rules.extend(Rule(Match(ct_dnat=True, saddr=s, oif=net.bridge), Masquerade(), c) for s in _subnets(net))
+    return rules
+
+
+def udp_mappings(ruleset: Ruleset | None) -> dict[tuple[int, str | None, int], tuple[str, ...]]:
+    """The published UDP ports of a ruleset: (IP version, host address or None, host port) -> (addr, port)."""
+    out: dict[tuple[int, str | None, int], tuple[str, ...]] = {}
+    for (version, by_daddr), name in DNAT_MAPS.items() if ruleset is not None else ():
+        for s in ruleset.ip.sets if ruleset is not None else ():
+            if s.name != name:
+                continue
+            for e in s.elements:
+                host, (proto, port) = (e.key[0], e.key[1:]) if by_daddr else (None, e.key)
+                if proto == "udp" and isinstance(e.value, tuple):
+                    out[(version, host, int(port))] = e.value
+    return out
+
+
+def udp_changes(old: Ruleset | None, new: Ruleset) -> list[tuple[int, str | None, int]]:
+    """UDP host ports whose mapping appeared, went or now points elsewhere: their conntrack entries must go."""
+    before, after = udp_mappings(old), udp_mappings(new)
+    return sorted((k for k in before.keys() | after.keys() if before.get(k) != after.get(k)), key=str)

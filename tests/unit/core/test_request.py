@@ -1,6 +1,6 @@
 import pytest
 
-from netd.errors import InvalidError, UnsupportedError
+from netd.errors import InvalidError
 from netd.request import parse_connect, parse_network_create
 
 
@@ -78,5 +78,5 @@ def test_connect_fields() -> None:
         parse_connect({"Netns": "web", "EndpointConfig": {"IPAMConfig": {"IPv4Address": "fd00::1"}}})
     with pytest.raises(InvalidError, match="valid DNS name"):
         parse_connect({"Netns": "web", "EndpointConfig": {"Aliases": ["-bad"]}})
-    with pytest.raises(UnsupportedError):
-        parse_connect({"Netns": "web", "Ports": [{"HostPort": 80, "ContainerPort": 80}]})
+    ports = parse_connect({"Netns": "web", "Ports": [{"HostPort": 80, "ContainerPort": 80}]}).ports
+    assert [(p.host_port, p.container_port, p.proto) for p in ports] == [(80, 80, "tcp")]  # tests/unit/ports
