@@ -123,7 +123,8 @@ class IptablesBackend:
         return {
             "backend": self.name,
             "iptables": "nf_tables" if self.flavour == "nft" else "legacy",
-            "chains": "NETD-FORWARD, NETD-POSTROUTING, NETD-PREROUTING, NETD-ISOLATION, NETD-TO-*, NETD-FROM-*",
+            "chains": "NETD-FORWARD, NETD-POSTROUTING, NETD-PREROUTING, NETD-OUTPUT, NETD-PUBLISHED, "
+            "NETD-ISOLATION, NETD-TO-*, NETD-FROM-*",
             "netns": self._netns,
             "last_applied": self._last_hash or "-",
         }

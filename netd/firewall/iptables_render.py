@@ -10,7 +10,10 @@ Mapping from the rule model (``rules.py``)::
 
     ip.forward (hook forward)      filter NETD-FORWARD      jumped to from FORWARD (first rule) and DOCKER-USER
     ip.postrouting                 nat NETD-POSTROUTING     jumped to from POSTROUTING
-    ip.prerouting (or empty)       nat NETD-PREROUTING      jumped to from PREROUTING (published ports, later)
+    ip.prerouting (or empty)       nat NETD-PREROUTING      jumped to from PREROUTING (published ports)
+    ip.output                      nat NETD-OUTPUT          jumped to from OUTPUT (published ports, from the host)
+    published (DnatMap verdicts)   nat NETD-PUBLISHED       one "-p P --dport N -j DNAT" per map element: iptables
+                                                            has no maps, so a packet walks them in turn
     to-<key> / from-<key>          filter NETD-TO-<key> / NETD-FROM-<key>
     Dispatch(oif, map)             one "-o <bridge> -j <chain>" per map element (one per network, never per
                                    endpoint)
@@ -30,6 +33,7 @@ import hashlib
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from typing import Literal
 
 from netd.errors import FirewallError
@@ -37,6 +41,7 @@ from netd.firewall.rules import (
     SET_BRIDGES,
     Accept,
     Dispatch,
+    DnatMap,
     Drop,
     Jump,
     Masquerade,
@@ -56,6 +61,7 @@ PREFIX = "NETD-"
 FORWARD = "NETD-FORWARD"
 POSTROUTING = "NETD-POSTROUTING"
 PREROUTING = "NETD-PREROUTING"
+OUTPUT = "NETD-OUTPUT"
 ISOLATION = "NETD-ISOLATION"
 STATE = "NETD-STATE"
 MARKER_PREFIX = "netd:ruleset:"
@@ -67,6 +73,7 @@ HOOKS: dict[str, tuple[TableName, str, tuple[str, ...]]] = {
     "forward": ("filter", FORWARD, ("FORWARD",)),
     "postrouting": ("nat", POSTROUTING, ("POSTROUTING",)),
     "prerouting": ("nat", PREROUTING, ("PREROUTING",)),
+    "output": ("nat", OUTPUT, ("OUTPUT",)),
 }
 DOCKER_USER = "DOCKER-USER"  # Docker's documented place for rules that must win over its own
 
@@ -175,7 +182,10 @@ def render_chains(ruleset: Ruleset, family: IpFamily) -> Rendered:
     for ch in ruleset.ip.chains:
         lines: list[str] = []
         for rule in ch.rules:
-            if _fits(rule.match, family):
+            if isinstance(rule.verdict, DnatMap):
+                if (rule.verdict.family == "ip") == (family == "ipv4"):
+                    lines.extend(_dnat_lines(rule.verdict, sets, _comment(rule.comment)))
+            elif _fits(rule.match, family):
                 lines.extend(_render_rule(rule, names, sets, members))
         tables[table_of[ch.name]].append((names[ch.name], tuple(lines)))
     if "prerouting" not in hooked:  # declared always, so published ports later only fill it
@@ -370,8 +380,32 @@ def _line(m: Match, extra_if: str | None, target: str, comment: str) -> str:
     if m.ct_state is not None:
         states = ",".join(s.upper() for s in _CT_ORDER if s in m.ct_state)
         parts.append(f"-m conntrack --ctstate {states}")
+    if m.ct_dnat:
+        parts.append("-m conntrack --ctstate DNAT")
+    if m.fib_local:
+        parts.append("-m addrtype --dst-type LOCAL")
     parts += [f"-m comment --comment {comment}", target]
     return " ".join(parts)
+
+
+def _dnat_lines(v: DnatMap, sets: dict[str, NamedSet], comment: str) -> list[str]:
+    """One DNAT rule per element of the map ``v.map`` (validated values only: addresses, protocols, ports)."""
+    nset = sets.get(v.map)
+    if nset is None:
+        raise FirewallError(f"iptables: map {v.map!r} is missing")
+    out = []
+    for el in nset.elements:
+        host, (proto, port) = (el.key[0], el.key[1:]) if v.by_daddr else (None, el.key)
+        if not isinstance(el.value, tuple) or proto not in ("tcp", "udp", "sctp"):
+            raise FirewallError(f"iptables: map {v.map!r} has an element that is not proto . port -> addr . port")
+        addr, to_port = ip_address(el.value[0]), int(el.value[1])
+        dest = f"[{addr}]:{to_port}" if addr.version == 6 else f"{addr}:{to_port}"
+        match = f"-d {ip_address(host)}/{32 if v.family == 'ip' else 128} " if host is not None else ""
+        out.append(
+            f"{match}-p {proto} -m {proto} --dport {int(port)} -m comment --comment {comment} "
+            f"-j DNAT --to-destination {dest}"
+        )
+    return out
 
 
 def _target(v: Verdict, names: dict[str, str]) -> str:
