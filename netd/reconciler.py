@@ -22,7 +22,8 @@ from .drivers import network_link_names
 from .drivers.actions import DeleteChildren, EnsureChild, EnsureParent, EnsureShim
 from .errors import NetdError
 from .firewall.base import FirewallBackend
-from .firewall.rules import Ruleset, build_ruleset
+from .firewall.rules import Ruleset, build_ruleset, udp_changes
+from .kernel import conntrack
 from .kernel.netlink import Kernel
 from .linkspec import ObservedHost, ObservedLink
 from .model import DesiredState, Endpoint, IPNetwork
@@ -43,6 +44,7 @@ from .plan import (
     scope_targets,
     wants_ip6_forward,
 )
+from .ports import published
 
 log = structlog.get_logger()
 
@@ -281,9 +283,10 @@ class Reconciler:
         if rules_pending:
             try:
                 await self.firewall.apply(rules)
-                self._applied_rules = rules
+                previous, self._applied_rules = self._applied_rules, rules
                 applied += 1
                 log.info("firewall_applied", backend=self.firewall.name, reason=reason)
+                await self._after_published_change(previous, rules)
             except NetdError as e:
                 errors["firewall"] = e.message
                 for net in state.networks.values():
@@ -291,6 +294,7 @@ class Reconciler:
                         errors[net.id] = e.message
         for action in rest:
             applied += await self._run(action, errors)
+        await self._ensure_route_localnet(state, scope)
         if reason in DRIFT_REASONS:
             kinds = [REPAIR_KIND.get(type(a).__name__, "other") for a in actions if a.owner not in errors]
             if rules_pending and "firewall" not in errors:
@@ -336,6 +340,35 @@ class Reconciler:
                 await self.kernel.ensure_child(spec)
             case DeleteChildren(children=children):
                 await self.kernel.delete_children(children)
+
+    async def _after_published_change(self, previous: Ruleset | None, rules: Ruleset) -> None:
+        """Forget the UDP conntrack entries of published ports that appeared, went or changed (not at start-up:
+        the previous ruleset is unknown then, and live flows through unchanged ports must not be cut)."""
+        if previous is None:
+            return
+        changed = udp_changes(previous, rules)
+        if not changed:
+            return
+        try:
+            await conntrack.flush_udp(conntrack.UdpTarget(v, ip, port) for v, ip, port in changed)
+        except NetdError as e:  # the ports work; only old UDP flows may stay stuck: say so, do not fail
+            log.warning("conntrack_flush_failed", error=e.message)
+
+    async def _ensure_route_localnet(self, state: DesiredState, scope: Scope) -> None:
+        """127.0.0.1:<published port> from the host needs route_localnet=1 on the bridge (as Docker sets it)."""
+        touched = {n.id for n in state.networks.values() if n.driver == "bridge" and scope.has_network(n.id)}
+        touched |= {ep.network for ep in state.endpoints.values() if ep.ports and scope.has_endpoint(ep.id)}
+        for net_id in published(state, touched):
+            net = state.network_by_id(net_id)
+            if net is None or net.pool(4) is None:
+                continue
+            key = f"net/ipv4/conf/{net.bridge}/route_localnet"
+            try:
+                if (await self.kernel.get_sysctl(key)).strip() != "1":
+                    await self.kernel.set_sysctl(key, "1")
+                    log.info("route_localnet_enabled", bridge=net.bridge)
+            except (NetdError, OSError) as e:  # the bridge is missing: its EnsureBridge error says why
+                log.warning("route_localnet_failed", bridge=net.bridge, error=str(e))
 
     async def _fw_in_sync(self, rules: Ruleset) -> bool:
         try:
