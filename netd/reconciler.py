@@ -172,7 +172,10 @@ class Reconciler:
         host: ObservedHost = await self.kernel.observe(
             None if scope.is_full else scope.links | scope_links(state, scope)
         )
-        owned = self._owned_netns()
+        if scope.netns is None:
+            owned = self._owned_netns()
+        else:  # a scoped reconcile looks at its own namespaces only: no directory listing per connect
+            owned = {n for n in scope.netns if (self.owned_dir / n).exists()}
         names = set(state.netns) | owned
         alive = {n for n in names if scope.has_netns(n) and self.kernel.ns_alive(self.netns_path(n))}
         sysctls: dict[str, str] = {}
