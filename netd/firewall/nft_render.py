@@ -77,6 +77,48 @@ def render_nft_json(ruleset: Ruleset) -> Json:
     return {"nftables": cmds}
 
 
+def render_nft_delta(old: Ruleset, new: Ruleset, full: Json) -> Json | None:
+    """A batch that turns the kernel's ``old`` into ``new`` by adding and deleting set/map elements only (and
+    re-stamping the markers with ``full``'s hash), or None when anything else differs or nothing does.
+
+    Its cost follows the number of changed elements, not the size of the maps: adding the 1001st published
+    port is one element (two for a split map), not a rewrite of the table.  ``full`` is ``new``'s complete
+    rendering, whose marker the kernel must end up holding.
+    """
+    if old.bridge != new.bridge or old.ip.chains != new.ip.chains or old.ip.empty:
+        return None
+    old_sets = {p.name: p for s in old.ip.sets for p in split_map(s)}
+    new_sets = {p.name: p for s in new.ip.sets for p in split_map(s)}
+    if old_sets.keys() != new_sets.keys():
+        return None
+    base = {"family": "inet", "table": TABLE_NAME}
+    dels: list[Json] = []
+    adds: list[Json] = []
+    for name, ns in new_sets.items():
+        os_ = old_sets[name]
+        if (os_.key, os_.value, os_.interval) != (ns.key, ns.value, ns.interval):
+            return None
+        before = {e.key: e for e in os_.elements}
+        after = {e.key: e for e in ns.elements}
+        gone = [e for k, e in before.items() if after.get(k) != e]
+        new_elems = [e for k, e in after.items() if before.get(k) != e]
+        if gone:
+            keys = [_render_element(NamedSet(name, ns.key, ()), e) for e in gone]
+            dels.append({"delete": {"element": {**base, "name": name, "elem": keys}}})
+        if new_elems:
+            elems = [_render_element(ns, e) for e in new_elems]
+            adds.append({"add": {"element": {**base, "name": name, "elem": elems}}})
+    if not dels and not adds:
+        return None
+    digest = expected_summaries(full)["inet"].marker or ""
+    stamps: list[Json] = []
+    for fam, table in tables_of(new).items():
+        if not table.empty:
+            stamps.append({"flush": {"chain": {"family": fam, "table": TABLE_NAME, "name": MARKER_CHAIN}}})
+            stamps.append(_marker(fam, digest)[1])
+    return {"nftables": dels + adds + stamps}
+
+
 def ruleset_hash(body: list[Json]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 

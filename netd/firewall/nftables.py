@@ -27,6 +27,7 @@ from netd.firewall.nft_render import (
     delete_table_cmd,
     expected_summaries,
     observed_summaries,
+    render_nft_delta,
     render_nft_json,
 )
 from netd.firewall.rules import Ruleset
@@ -57,6 +58,7 @@ class NftablesBackend:
         # The last ruleset rendered, with its batch and expected summaries: in_sync on a timer for an unchanged
         # desired state then skips rendering (about a third of its cost at 1000 networks).
         self._cache: tuple[Ruleset, Json, dict[str, TableSummary]] | None = None
+        self._applied: Ruleset | None = None  # what the last successful apply put in the kernel
 
     # -------------------------------------------------------------------- protocol
 
@@ -141,10 +143,21 @@ class NftablesBackend:
 
     def _apply_sync(self, ruleset: Ruleset) -> None:
         batch, summaries = self._render(ruleset)
+        previous, self._applied = self._applied, None
+        delta = render_nft_delta(previous, ruleset, batch) if previous is not None else None
+        if delta is not None:  # only elements changed (a published port): O(changes), not a table rewrite
+            try:
+                self._cmd(delta, "updating netd's maps")
+                self._applied = ruleset
+                self._last_hash = next((s.marker or "" for s in summaries.values()), "")
+                return
+            except FirewallError:  # the kernel does not hold `previous` (flushed, edited): replace it all
+                pass
         stale = [delete_table_cmd(fam) for fam in sorted(self._existing() - set(summaries))]
         cmds = stale + batch["nftables"]
         if cmds:
             self._cmd({"nftables": cmds}, "applying netd's ruleset")
+        self._applied = ruleset
         self._last_hash = next((s.marker or "" for s in summaries.values()), "")
 
     def _observe(self) -> Json:
@@ -165,4 +178,5 @@ class NftablesBackend:
         cmds = [delete_table_cmd(fam) for fam in sorted(self._existing())]
         if cmds:
             self._cmd({"nftables": cmds}, "removing netd's tables")
+        self._applied = None
         self._last_hash = ""

@@ -14,7 +14,7 @@ from pathlib import Path
 from port_states import ep, pm, ports_state
 
 from netd.firewall.iptables_render import render_chains, render_restore
-from netd.firewall.nft_render import expected_summaries, render_nft_json
+from netd.firewall.nft_render import expected_summaries, render_nft_delta, render_nft_json
 from netd.firewall.rules import (
     DNAT_MAPS,
     Accept,
@@ -120,3 +120,26 @@ def test_udp_changes() -> None:
     # pointing elsewhere is a change too
     st.endpoints["pg"].ports = [pm(53, 54, "udp")]
     assert udp_changes(new, build_ruleset(st)) == [(4, None, 53)]
+
+
+def test_nft_delta_touches_only_changed_elements_and_restamps_markers() -> None:
+    st = ports_state()
+    old = build_ruleset(st)
+    st.endpoints["pg"].ports.append(pm(5433, 5433, "udp"))
+    st.endpoints["web"].ports = [p for p in st.endpoints["web"].ports if p.host_port != 8082]
+    new = build_ruleset(st)
+    full = render_nft_json(new)
+    delta = render_nft_delta(old, new, full)
+    assert delta is not None
+    verbs = [(next(iter(c)), next(iter(next(iter(c.values()))))) for c in delta["nftables"]]
+    assert verbs == [("delete", "element")] * 2 + [("add", "element")] * 2 + [("flush", "chain"), ("add", "rule")]
+    names = {c[v]["element"]["name"] for c in delta["nftables"] for v in c if "element" in c[v]}
+    assert names == {"dnat6_any_addr", "dnat6_any_port", "dnat4_any_addr", "dnat4_any_port"}
+    assert delta["nftables"][-1]["add"]["rule"]["comment"] == "netd:ruleset:" + str(
+        expected_summaries(full)["inet"].marker
+    )
+    assert render_nft_delta(new, new, full) is None  # nothing changed: the caller replaces (a repair)
+    st.endpoints["plain"].ports = [pm(7000, 7000)]  # same network as pg: still elements only
+    assert render_nft_delta(new, build_ruleset(st), render_nft_json(build_ruleset(st))) is not None
+    st.endpoints["web"].ports = []  # front stops publishing: its chains change, so a full replacement
+    assert render_nft_delta(new, build_ruleset(st), render_nft_json(build_ruleset(st))) is None

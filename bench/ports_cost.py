@@ -1,0 +1,143 @@
+"""Cost of adding a published port at 10 vs 1000 existing mappings, for each firewall backend (issue 4).
+
+    sudo .venv/bin/python bench/ports_cost.py [--reps 7] [--mappings 10,100,1000]
+
+Runs each backend in a thread that has entered a throw-away network namespace (deleted at the end, even on
+failure); the machine's own packet filter is never touched.  The desired state has 10 bridge networks and
+endpoints publishing 10 TCP ports each (M mappings in all); "add a port" is what the reconciler does when one
+more endpoint publishes one port on a network that already publishes: ``build_ruleset`` of the new state, then
+the backend's ``apply``
+(median of ``--reps``, each from the M-mapping ruleset).  Also reported: the ruleset build alone, and the size
+of the transaction (nft commands / iptables rules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from ipaddress import IPv4Interface, ip_network
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration" / "firewall"))
+from common import machine, pkg_version, table, write_result
+from fwtopo import NetnsLoop
+
+from netd.firewall.base import FirewallBackend
+from netd.firewall.iptables import IptablesBackend
+from netd.firewall.iptables_render import render_chains
+from netd.firewall.nft_render import render_nft_json
+from netd.firewall.nftables import NftablesBackend
+from netd.firewall.rules import Ruleset, build_ruleset
+from netd.model import DesiredState, Endpoint, IpamConfig, Network, PortMapping
+
+NS = "ndt-portbench"
+NETS = 10
+PER_EP = 10
+
+
+def state(mappings: int) -> DesiredState:
+    nets = [
+        Network(
+            id=f"{i:016x}", name=f"n{i}", bridge=f"nb{i}", ipam=[IpamConfig(subnet=ip_network(f"10.77.{i}.0/24"))]
+        )
+        for i in range(NETS)
+    ]
+    eps: dict[str, Endpoint] = {}
+    for j in range((mappings + PER_EP - 1) // PER_EP):
+        first = 10000 + j * PER_EP
+        count = min(PER_EP, mappings - j * PER_EP)
+        eid = f"e{j:015x}"
+        eps[eid] = Endpoint(
+            id=eid,
+            network=nets[j % NETS].id,
+            netns=f"c{j}",
+            ifname="eth0",
+            host_ifname=f"v{j}",
+            mac="02:00:00:00:00:01",
+            ipv4=IPv4Interface(f"10.77.{j % NETS}.{2 + j // NETS}/24"),
+            ports=[PortMapping(host_port=first + k, container_port=80 + k) for k in range(count)],
+        )
+    return DesiredState(networks={n.name: n for n in nets}, endpoints=eps)
+
+
+def med(xs: list[float]) -> float:
+    return round(statistics.median(xs), 2)
+
+
+def bench_backend(loop: NetnsLoop, backend: FirewallBackend, sizes: list[int], reps: int) -> list[dict[str, Any]]:
+    rows = []
+    for m in sizes:
+        base_state, plus_state = state(m), state(m)
+        # one more endpoint publishing one port, on a network that already publishes (the common case)
+        plus_state.endpoints["new"] = Endpoint(
+            id="new",
+            network=f"{0:016x}",
+            netns="new",
+            ifname="eth0",
+            host_ifname="vnew",
+            mac="02:00:00:00:00:02",
+            ipv4=IPv4Interface("10.77.0.250/24"),
+            ports=[PortMapping(host_port=9999, container_port=80)],
+        )
+        base = build_ruleset(base_state)
+        loop.run(backend.apply(base))
+        add, build = [], []
+        for _ in range(reps):
+            loop.run(backend.apply(base))
+            t0 = time.perf_counter()
+            plus: Ruleset = build_ruleset(plus_state)
+            t1 = time.perf_counter()
+            loop.run(backend.apply(plus))
+            t2 = time.perf_counter()
+            build.append((t1 - t0) * 1000)
+            add.append((t2 - t0) * 1000)
+        assert loop.run(backend.in_sync(plus))
+        rows.append({"mappings": m, "add_port_ms": med(add), "build_ruleset_ms": med(build), "size": _size(plus)})
+    loop.run(backend.remove_all())
+    return rows
+
+
+def _size(rs: Ruleset) -> dict[str, int]:
+    nft = len(render_nft_json(rs)["nftables"])
+    ipt = sum(len(rules) for chains in render_chains(rs, "ipv4").tables.values() for _, rules in chains)
+    return {"nft_full_commands": nft, "iptables_v4_rules": ipt}  # an nft port change sends a 4-command delta
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--mappings", default="10,100,1000")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.mappings.split(",")]
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    results: dict[str, Any] = {"machine": machine(), "iptables": pkg_version("iptables"), "backends": {}}
+    try:
+        loop = NetnsLoop(f"/run/netns/{NS}")
+        try:
+            for label, make in (("nftables", NftablesBackend), ("iptables-nft", lambda: IptablesBackend("nft"))):
+                backend = make()
+                try:
+                    results["backends"][label] = bench_backend(loop, backend, sizes, args.reps)
+                finally:
+                    close = getattr(backend, "close", None)
+                    if close is not None:
+                        close()
+        finally:
+            loop.stop()
+    finally:
+        subprocess.run(["ip", "netns", "del", NS], check=False)
+    rows = [
+        [label, str(r["mappings"]), str(r["add_port_ms"]), str(r["build_ruleset_ms"]), str(r["size"])]
+        for label, rs in results["backends"].items()
+        for r in rs
+    ]
+    print(table(rows, ["backend", "mappings", "add a port ms", "of which build ms", "transaction size"]))
+    print(f"\nwritten: {write_result('ports_cost', results)}")
+
+
+if __name__ == "__main__":
+    main()
