@@ -76,8 +76,9 @@ bench: venv
 install: deps
 	$(PYTHON) tools/install.py install --destdir "$(DESTDIR)" --prefix "$(PREFIX)"
 
+# `make uninstall PURGE=1` also removes netd's firewall rules and jumps, and /etc/netd.
 uninstall:
-	$(PYTHON) tools/install.py uninstall --destdir "$(DESTDIR)" --prefix "$(PREFIX)"
+	$(PYTHON) tools/install.py uninstall --destdir "$(DESTDIR)" --prefix "$(PREFIX)" $(if $(PURGE),--purge)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -137,6 +137,12 @@ def uninstall(args: argparse.Namespace) -> int:
     if not manifest.exists():
         say(f"nothing to uninstall: {manifest} not found")
         return 1
+    netd_bin = venv / "bin" / "netd"
+    if args.purge and not d and netd_bin.exists():
+        # netd's firewall rules and its guarded jumps in other tools' chains go with it (nothing else)
+        if Path("/run/systemd/system").is_dir():
+            subprocess.run(["systemctl", "stop", "netd"], check=False)
+        run(str(netd_bin), "--purge-firewall")
     for line in manifest.read_text().split():
         p = under(d, line)
         if p.is_symlink() or p.exists():
@@ -159,7 +165,9 @@ def main() -> int:
     p.add_argument("--prefix", default="/opt/netd", help="where the venv goes (default %(default)s)")
     p.add_argument("--bindir", default="/usr/local/bin", help="where netd and netd-ctl are linked")
     p.add_argument("--pip-args", default="", help="extra pip arguments, e.g. '--no-index --find-links DIR'")
-    p.add_argument("--purge", action="store_true", help="uninstall: also remove /etc/netd")
+    p.add_argument(
+        "--purge", action="store_true", help="uninstall: also remove netd firewall rules/jumps and /etc/netd"
+    )
     args = p.parse_args()
     args.destdir = args.destdir.rstrip("/")
     if os.geteuid() != 0 and not args.destdir:
