@@ -38,7 +38,7 @@ $(VENV)/.stamp: pyproject.toml
 venv: $(VENV)/.stamp
 
 lint: venv
-	$(VENV)/bin/ruff check netd tests bench
+	$(VENV)/bin/ruff check netd tests bench demo tools
 	$(VENV)/bin/mypy netd
 
 unit: venv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -35,25 +36,15 @@ def test_plan_and_check_report_a_bridge_that_cannot_be_repaired(tmp_path: Path) 
         _net(host, "p", "172.30.82.0/24", "-o", "com.docker.network.bridge.name=br-ops")
         assert host.ctl("check").stdout.startswith("in sync")
         assert "nothing to do" in host.ctl("plan").stdout
-        # someone deletes the bridge and takes its name with a device netd does not own
-        # (netd repairs the bridge within milliseconds of the delete: retry until the veth wins the race)
-        for _ in range(50):
-            in_ns(host.path, "ip", "link", "del", "br-ops", check=False)
-            in_ns(
-                host.path,
-                "ip",
-                "link",
-                "add",
-                "br-ops",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "br-ops-peer",
-                check=False,
-            )
-            if "veth" in in_ns(host.path, "ip", "-d", "-o", "link", "show", "br-ops", check=False).stdout:
-                break
+        # someone deletes the bridge and takes its name with a device netd does not own (netd is paused for
+        # the swap, or it would repair the bridge within milliseconds of the delete)
+        assert host.proc is not None
+        host.proc.send_signal(signal.SIGSTOP)
+        try:
+            in_ns(host.path, "ip", "link", "del", "br-ops")
+            in_ns(host.path, "ip", "link", "add", "br-ops", "type", "veth", "peer", "name", "br-ops-peer")
+        finally:
+            host.proc.send_signal(signal.SIGCONT)
         plan = host.ctl("plan").stdout
         assert "EnsureBridge" in plan and "ensure bridge br-ops (missing)" in plan, plan
         check = host.ctl("check", check=False)
