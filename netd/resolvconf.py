@@ -72,17 +72,26 @@ def render(nameserver: IPAddress, host: HostResolv, netns: str, network: str) ->
     return "\n".join(lines) + "\n"
 
 
-def build_files(state: DesiredState, host: HostResolv) -> dict[str, str]:
-    """netns name -> resolv.conf text, for each netd netns with a user-defined network (first one wins)."""
-    out: dict[str, str] = {}
+def wanted_resolvers(state: DesiredState) -> dict[str, tuple[IPAddress, str]]:
+    """netns name -> (resolver address, network name), for each netd netns on a user-defined network (first one
+    connected wins)."""
+    resolvers = {}
+    for net in state.networks.values():
+        addr = resolver_address(net)
+        if addr is not None:
+            resolvers[net.id] = (addr, net.name)
+    out: dict[str, tuple[IPAddress, str]] = {}
     for ep in state.endpoints.values():  # insertion order: the order they were connected
         if ep.netns is None or ep.netns in out or ep.netns not in state.netns:
             continue
-        net = state.network_by_id(ep.network)
-        addr = resolver_address(net) if net is not None else None
-        if net is not None and addr is not None:
-            out[ep.netns] = render(addr, host, ep.netns, net.name)
+        if (r := resolvers.get(ep.network)) is not None:
+            out[ep.netns] = r
     return out
+
+
+def build_files(state: DesiredState, host: HostResolv) -> dict[str, str]:
+    """netns name -> resolv.conf text."""
+    return {ns: render(addr, host, ns, name) for ns, (addr, name) in wanted_resolvers(state).items()}
 
 
 class ResolvConfWriter:
@@ -93,12 +102,18 @@ class ResolvConfWriter:
         # what netd wrote, by netns: after the first full pass a change touches only the files that differ,
         # so a connect costs the same with 10 or 1000 namespaces
         self._written: dict[str, str] | None = None
+        self._rendered: dict[str, tuple[IPAddress, str, HostResolv]] = {}
 
     def sync(self, state: DesiredState) -> None:
-        want = build_files(state, self.host)
+        want = wanted_resolvers(state)
         first = self._written is None
         written = {} if self._written is None else self._written
-        for name, text in want.items():
+        for name, (addr, network) in want.items():
+            seen = self._rendered.get(name)
+            if name in written and seen is not None and seen[:2] == (addr, network) and seen[2] is self.host:
+                continue  # rendering is what costs: only for namespaces whose resolver or host config changed
+            text = render(addr, self.host, name, network)
+            self._rendered[name] = (addr, network, self.host)
             if written.get(name) == text:
                 continue
             try:
@@ -112,6 +127,7 @@ class ResolvConfWriter:
         for d in gone:
             self._remove(d)
             written.pop(d.name, None)
+            self._rendered.pop(d.name, None)
         self._written = written
 
     def _write(self, name: str, text: str) -> None:
