@@ -254,6 +254,19 @@ class Host:
         sh("ip", "-n", self.outside, "link", "del", f"o-{self.tag}", check=False)
         self.boot()
 
+    def state_bytes(self) -> bytes:
+        """The stored desired state as bytes (snapshot + journal): for "nothing changed" checks."""
+        files = ("state.json", "state.json.journal")
+        return b"--".join(
+            (self.state_dir / f).read_bytes() if (self.state_dir / f).exists() else b"" for f in files
+        )
+
+    def stored_state(self) -> dict[str, Any]:
+        """The desired state as netd would load it from its state directory."""
+        from netd.state import StateStore
+
+        return StateStore(self.state_dir / "state.json").load().model_dump(mode="json")
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 

@@ -93,12 +93,12 @@ def test_bad_request_changes_nothing(
     ready: Host, what: str, url: str, body: Any, status: int, needle: str
 ) -> None:
     kernel = ready.kernel_snapshot()
-    state = (ready.state_dir / "state.json").read_bytes()
+    state = ready.state_bytes()
     got, err = ready.api.request("POST", url, body)
     assert got == status, err
     assert needle in err["error"]["message"]
     assert ready.kernel_snapshot() == kernel
-    assert (ready.state_dir / "state.json").read_bytes() == state
+    assert ready.state_bytes() == state
 
 
 def test_remove_network_with_endpoints_and_malformed_json(ready: Host) -> None:
@@ -115,12 +115,12 @@ def test_remove_network_with_endpoints_and_malformed_json(ready: Host) -> None:
 def test_bridge_name_held_by_a_foreign_interface(ready: Host) -> None:
     """A foreign non-bridge interface holds the requested bridge name: refused, foreign link untouched."""
     in_ns(ready.path, "ip", "link", "add", "br-clash", "type", "veth", "peer", "name", "br-clash-p")
-    state = (ready.state_dir / "state.json").read_bytes()
+    state = ready.state_bytes()
     got, err = ready.api.request(
         "POST", "/v1/networks", _net("clash", Options={"com.docker.network.bridge.name": "br-clash"})
     )
     assert got == 409 and "not a bridge" in err["error"]["message"]
-    assert (ready.state_dir / "state.json").read_bytes() == state
+    assert ready.state_bytes() == state
     assert "br-clash@br-clash-p" in in_ns(ready.path, "ip", "-o", "link", "show", "br-clash").stdout
 
 

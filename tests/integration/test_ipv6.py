@@ -118,13 +118,13 @@ BAD_V6 = [
 @pytest.mark.parametrize(("cfg", "status", "needle"), BAD_V6, ids=[c[2] for c in BAD_V6])
 def test_bad_v6_input_changes_nothing(host: Host, cfg: dict[str, str], status: int, needle: str) -> None:
     kernel = host.kernel_snapshot()
-    state = (host.state_dir / "state.json").read_bytes()
+    state = host.state_bytes()
     got, err = host.api.request(
         "POST", "/v1/networks", {"Name": "bad", "EnableIPv6": True, "IPAM": {"Config": [cfg]}}
     )
     assert got == status and needle in err["error"]["message"], err
     assert host.kernel_snapshot() == kernel
-    assert (host.state_dir / "state.json").read_bytes() == state
+    assert host.state_bytes() == state
 
 
 def test_ula_is_stable_and_avoids_host_routes(tmp_path: Path) -> None:

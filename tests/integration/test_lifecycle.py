@@ -40,13 +40,13 @@ def test_reboot_replays_everything(tmp_path: Path) -> None:
     with running_host(tmp_path, config=DEFAULT_BRIDGE) as host:
         _setup(host)
         _check(host)
-        state_before = json.loads((host.state_dir / "state.json").read_text())
+        state_before = host.stored_state()
         host.reboot()
         assert in_ns(host.path, "ip", "link", "show", "netd0", check=False).returncode != 0  # really gone
         assert not Path(host.ns("web")).exists()
         host.start()
         _check(host)
-        assert json.loads((host.state_dir / "state.json").read_text()) == state_before
+        assert host.stored_state() == state_before
         status = host.api.ok("GET", "/v1/status")
         assert status["reconcile"]["in_sync"] is True
 
@@ -142,7 +142,7 @@ def test_killed_mid_operation_leaks_nothing(tmp_path: Path) -> None:
         client.kill()
         client.wait()
         host.start()
-        state = json.loads((host.state_dir / "state.json").read_text())
+        state = host.stored_state()
         eps = [ep for ep in state["endpoints"].values()]
         ips = [ep["ipv4"] for ep in eps]
         assert len(ips) == len(set(ips))

@@ -51,16 +51,49 @@ def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml")
 
 
-def test_state_roundtrip_keeps_previous(tmp_path: Path) -> None:
+def test_state_roundtrip_journal_and_compaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = StateStore(tmp_path / "state.json")
     assert store.load() == DesiredState()
     s1 = DesiredState(netns={"a": Netns(name="a")})
     store.save(s1)
-    s2 = DesiredState(netns={"b": Netns(name="b")})
+    s2 = s1.copy_for_change()
+    s2.netns["b"] = Netns(name="b")
+    del s2.netns["a"]
+    store.save(s2)  # each change goes to the journal as puts and deletes of the objects it touched
+    records = [json.loads(line) for line in (tmp_path / "state.json.journal").read_text().splitlines()]
+    assert [(r["op"], r["key"]) for r in records] == [("put", "a"), ("put", "b"), ("del", "a")]
+    assert StateStore(tmp_path / "state.json").load() == s2
+    monkeypatch.setattr("netd.state.COMPACT_EVERY", 2)
+    s3 = s2.copy_for_change()
+    s3.netns["c"] = Netns(name="c")
+    store.save(s3)  # the journal is full: a snapshot, the journal gone
+    assert not (tmp_path / "state.json.journal").exists()
+    assert StateStore(tmp_path / "state.json").load() == s3
+    s4 = s3.copy_for_change()
+    for name in "defg":
+        s4 = s4.copy_for_change()
+        s4.netns[name] = Netns(name=name)
+        store.save(s4)  # compacts again along the way: the replaced snapshot is kept as .prev
+    assert json.loads((tmp_path / "state.json.prev").read_text())["netns"].keys() >= {"b", "c"}
+    assert StateStore(tmp_path / "state.json").load() == s4
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_torn_journal_line_is_ignored_but_a_bad_record_stops(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    store.load()
+    s1 = DesiredState(netns={"a": Netns(name="a")})
+    store.save(s1)
+    s2 = s1.copy_for_change()
+    s2.netns["b"] = Netns(name="b")
     store.save(s2)
-    assert store.load() == s2
-    assert json.loads((tmp_path / "state.json.prev").read_text())["netns"] == {"a": {"name": "a", "created": ""}}
-    assert not list(tmp_path.glob("*.tmp"))
+    journal = tmp_path / "state.json.journal"
+    good = journal.read_bytes()
+    journal.write_bytes(good + b'{"op":"put","map":"ne')  # a crash mid-append
+    assert StateStore(tmp_path / "state.json").load() == s2
+    journal.write_bytes(b'{"op":"put","map":"netns","key":"x","value":{"nome":"x"}}\n' + good)
+    with pytest.raises(StateError, match="line 1 is not a valid record"):
+        StateStore(tmp_path / "state.json").load()
 
 
 @pytest.mark.parametrize(
