@@ -140,13 +140,20 @@ class SandboxedHost(Host):
     def start(self, wait: bool = True, env: dict[str, str] | None = None) -> None:
         self.write_config()
         rd = str(self.run_dir)
+        # a checkout under /tmp (CI may clone there) would vanish under the private /tmp: bind it back in
+        keep = f"{self.root}/outer-tmp"
+        rel = REPO.relative_to("/tmp") if REPO.is_relative_to("/tmp") else None
+        before = f"mkdir -p {keep}\nmount --bind /tmp {keep}\n" if rel else ""
+        after = f"mkdir -p /tmp/{rel}\nmount --bind {keep}/{rel} /tmp/{rel}\n" if rel else ""
         script = (
             "set -e\n"
-            "mount -t tmpfs -o mode=1777 tmpfs /tmp\n"  # PrivateTmp=
-            "mount --bind /usr /usr && mount -o remount,bind,ro /usr\n"  # ProtectSystem= (the part that matters)
-            f"mount --bind {rd} {rd}\n"  # RuntimeDirectory=/ReadWritePaths=
-            "mount --make-rshared /\n"  # systemd's default MountFlags=shared, after the slave step
-            f"exec nsenter --net={self.path} {NETD} --config {self.config_path}\n"
+            + before
+            + "mount -t tmpfs -o mode=1777 tmpfs /tmp\n"  # PrivateTmp=
+            + after
+            + "mount --bind /usr /usr && mount -o remount,bind,ro /usr\n"  # ProtectSystem= (the part that matters)
+            + f"mount --bind {rd} {rd}\n"  # RuntimeDirectory=/ReadWritePaths=
+            + "mount --make-rshared /\n"  # systemd's default MountFlags=shared, after the slave step
+            + f"exec nsenter --net={self.path} {NETD} --config {self.config_path}\n"
         )
         logf = open(self.log, "ab")  # noqa: SIM115 - the daemon owns it until stop()
         self.proc = subprocess.Popen(
