@@ -82,6 +82,15 @@ def source_seen_outside(host: Host, src_ns: str, v6: bool = False, port: int = 7
     return seen[0] if seen else None
 
 
+def plug_into_segment(host_ns: str, seg_ns: str, ifname: str = "lan0", peer: str = "lan0p") -> None:
+    """Connect the test host to a layer-2 segment (bridge ``seg`` in ``seg_ns``) with a veth: the host's "NIC"."""
+    # a torn-down host namespace's veth may still have its peer here (the kernel frees it asynchronously)
+    sh("ip", "-n", seg_ns, "link", "del", peer, check=False)
+    sh("ip", "-n", host_ns, "link", "add", ifname, "type", "veth", "peer", "name", peer, "netns", seg_ns)
+    sh("ip", "-n", seg_ns, "link", "set", peer, "master", "seg", "up")
+    sh("ip", "-n", host_ns, "link", "set", ifname, "up")
+
+
 def umount_tree(d: Path) -> None:
     """Unmount and remove netns files under ``d`` (what a reboot does to /run/netns)."""
     if not d.exists():

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netdtest import Host, in_ns, ping, running_host, sh
+from netdtest import Host, in_ns, ping, plug_into_segment, running_host, sh
 
 ROUTER_IP = "10.86.0.1"
 
@@ -31,25 +31,7 @@ class Underlay:
             sh(*u, "link", "add", "seg", "type", "bridge")
             sh(*u, "addr", "add", f"{ROUTER_IP}/24", "dev", "seg")
             sh(*u, "link", "set", "seg", "up")
-        # the old host namespace is torn down asynchronously: its veth's peer may still be here
-        sh("ip", "-n", self.name, "link", "del", "lan0p", check=False)
-        sh(
-            "ip",
-            "-n",
-            self.host.name,
-            "link",
-            "add",
-            "lan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "lan0p",
-            "netns",
-            self.name,
-        )
-        sh("ip", "-n", self.name, "link", "set", "lan0p", "master", "seg", "up")
-        sh("ip", "-n", self.host.name, "link", "set", "lan0", "up")
+        plug_into_segment(self.host.name, self.name)
 
     def hairpin(self, on: bool) -> None:
         sh("ip", "-n", self.name, "link", "set", "lan0p", "type", "bridge_slave", "hairpin", "on" if on else "off")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from netdtest import Host, in_ns, ping, running_host, sh
+from netdtest import Host, in_ns, ping, plug_into_segment, running_host, sh
 
 START_TIMEOUT = 300
 ROUTER = "10.87.0.1"
@@ -48,24 +48,7 @@ class Underlay:
         self.wire()
 
     def wire(self) -> None:
-        sh("ip", "-n", self.seg, "link", "del", "lan0p", check=False)  # left by a torn-down host namespace
-        sh(
-            "ip",
-            "-n",
-            self.host.name,
-            "link",
-            "add",
-            "lan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "lan0p",
-            "netns",
-            self.seg,
-        )
-        sh("ip", "-n", self.seg, "link", "set", "lan0p", "master", "seg", "up")
-        sh("ip", "-n", self.host.name, "link", "set", "lan0", "up")
+        plug_into_segment(self.host.name, self.seg)
 
     def cleanup(self) -> None:
         for ns in (self.seg, *self.peers.values()):
