@@ -304,6 +304,9 @@ class Host:
         addrs = in_ns(self.path, "ip", "-o", "addr", "show", "scope", "global").stdout
         # -s: no counters (iptables-nft rules carry counters that move with any forwarded packet)
         rules = in_ns(self.path, "nft", "-s", "list", "ruleset").stdout
+        saved = in_ns(self.path, "iptables-save").stdout + in_ns(self.path, "ip6tables-save").stdout
+        # iptables-save: drop its dated comment lines and the packet counters
+        rules += re.sub(r" \[\d+:\d+\]", "", "\n".join(x for x in saved.splitlines() if not x.startswith("#")))
         return links + addrs + rules
 
 

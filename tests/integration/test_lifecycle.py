@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from netdtest import NETD, Host, in_ns, ping, running_host
 
 DEFAULT_BRIDGE = '[default_bridge]\nbip = "10.123.0.1/24"\nmtu = 1400\n'
@@ -36,8 +37,16 @@ def _check(host: Host) -> None:
     assert in_ns(host.path, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
 
 
-def test_reboot_replays_everything(tmp_path: Path) -> None:
-    with running_host(tmp_path, config=DEFAULT_BRIDGE) as host:
+BACKENDS = ["nftables", "iptables"]
+
+
+def _config(backend: str) -> str:
+    return DEFAULT_BRIDGE + f'[firewall]\nbackend = "{backend}"\n'
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reboot_replays_everything(tmp_path: Path, backend: str) -> None:
+    with running_host(tmp_path, config=_config(backend)) as host:
         _setup(host)
         _check(host)
         state_before = host.stored_state()
@@ -51,8 +60,9 @@ def test_reboot_replays_everything(tmp_path: Path) -> None:
         assert status["reconcile"]["in_sync"] is True
 
 
-def test_restart_loses_no_packet(tmp_path: Path) -> None:
-    with running_host(tmp_path) as host:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_restart_loses_no_packet(tmp_path: Path, backend: str) -> None:
+    with running_host(tmp_path, config=_config(backend)) as host:
         _setup(host)
         before = host.kernel_snapshot()
         pinger = subprocess.Popen(

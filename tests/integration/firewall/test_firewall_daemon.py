@@ -8,14 +8,12 @@ backend, nftables on this machine) run here again with the iptables backend.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from netdtest import Host, in_ns, ping, running_host
-from test_lifecycle import DEFAULT_BRIDGE, _check, _setup
 
 pytestmark = pytest.mark.integration
 
@@ -170,50 +168,3 @@ def test_switching_backends_removes_what_netd_owned_in_the_old_one(tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------------------------ lifecycle
-
-
-def test_reboot_replays_everything_with_iptables(tmp_path: Path) -> None:
-    with running_host(tmp_path, config=DEFAULT_BRIDGE + IPT) as host:
-        _setup(host)
-        _check(host)
-        host.reboot()
-        assert "NETD" not in in_ns(host.path, "iptables-save").stdout  # really gone with the namespace
-        host.start()
-        _check(host)
-        assert host.api.ok("GET", "/v1/status")["reconcile"]["in_sync"] is True
-
-
-def test_restart_loses_no_packet_with_iptables(tmp_path: Path) -> None:
-    with running_host(tmp_path, config=DEFAULT_BRIDGE + IPT) as host:
-        _setup(host)
-        before = host.kernel_snapshot() + in_ns(host.path, "iptables-save").stdout.split("\n", 1)[1]
-        pinger = subprocess.Popen(
-            [
-                "nsenter",
-                f"--net={host.ns('web')}",
-                "ping",
-                "-n",
-                "-i",
-                "0.05",
-                "-c",
-                "60",
-                "-W",
-                "1",
-                "172.30.20.11",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            time.sleep(0.5)
-            assert host.stop(signal.SIGTERM) == 0
-            host.start()
-            out, _ = pinger.communicate(timeout=30)
-        finally:
-            pinger.kill()
-            pinger.wait()
-        assert " 0% packet loss" in out, out
-        assert host.api.ok("POST", "/v1/reconcile")["changes"] == 0
-        after = host.kernel_snapshot() + in_ns(host.path, "iptables-save").stdout.split("\n", 1)[1]
-        strip = lambda s: "\n".join(x for x in s.splitlines() if not x.startswith("#"))  # noqa: E731
-        assert strip(after) == strip(before)
