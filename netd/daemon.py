@@ -48,11 +48,15 @@ class Daemon:
         self.store = StateStore(settings.state_file)
         self.kernel = Kernel(settings.netns_dir, settings.host_mount_namespace)
         self.firewall, self.firewall_reason = choose_backend(settings.firewall.backend)
-        self.service = Service(settings, self.store, self.store.load(), applier=None)  # type: ignore[arg-type]
+        # the reconciler reads the service's state and prunes through it; both lambdas resolve at call time
         self.reconciler = Reconciler(
-            settings, self.kernel, self.firewall, lambda: self.service.state, self.service.prune_endpoints
+            settings,
+            self.kernel,
+            self.firewall,
+            lambda: self.service.state,
+            lambda ids, why: self.service.prune_endpoints(ids, why),
         )
-        self.service.applier = self.reconciler
+        self.service = Service(settings, self.store, self.store.load(), applier=self.reconciler)
         self.ops = Operations(settings, config_path, self.service, self.reconciler, self.firewall.name)
         host_resolv = read_host()
         self.dns = DnsServer(lambda: self.service.state, Forwarder(choose_upstreams(settings.dns, host_resolv)))

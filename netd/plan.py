@@ -321,7 +321,3 @@ def describe(action: Action) -> str:
         case DeleteChildren(children=children):
             return "delete " + ", ".join(f"{path}:{name}" for path, name in children)
     return repr(action)
-
-
-def owners(actions: Iterable[Action]) -> set[str]:
-    return {a.owner for a in actions}

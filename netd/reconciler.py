@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import structlog
 
@@ -467,7 +466,3 @@ class Reconciler:
             self._wanted = frozenset(names)
             self._wanted_for = state
         return self._wanted
-
-
-def owned_dir(run_dir: Path) -> Path:
-    return run_dir / "netns-owned"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from ipaddress import IPv6Network
 from pathlib import Path
@@ -42,8 +43,6 @@ def test_dual_stack_ping6_tcp_and_kernel_state(host: Host) -> None:
     assert ping(host.ns("a"), "fd00:10::99")
     assert ping(host.ns("a"), str(b["IPv4Address"]).split("/")[0])
     code = "import socket,sys; s=socket.socket(socket.AF_INET6); s.bind(('::',8080)); s.listen(1); s.accept()"
-    import subprocess
-
     srv = subprocess.Popen(["nsenter", f"--net={host.ns('b')}", "python3", "-c", code])
     try:
         time.sleep(0.3)
