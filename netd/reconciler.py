@@ -130,12 +130,7 @@ class Reconciler:
 
     def ns_inode(self, path: str) -> int | None:
         """The namespace's inode if ``path`` is a live network namespace, else None."""
-        if not self.kernel.ns_alive(path):
-            return None
-        try:
-            return os.stat(path).st_ino
-        except OSError:
-            return None
+        return self.kernel.ns_identity(path)
 
     async def host_prefixes(self) -> list[IPNetwork]:
         return await self.kernel.host_prefixes()

@@ -127,6 +127,17 @@ class Kernel:
     def ns_alive(path: str) -> bool:
         return nsops.ns_alive(path)
 
+    @staticmethod
+    def ns_identity(path: str) -> int | None:
+        """The inode of the live network namespace at ``path`` (None if there is none): a reused PID's
+        /proc/PID/ns/net names another namespace and has another inode."""
+        if not nsops.ns_alive(path):
+            return None
+        try:
+            return nsops.ns_inode(path)[1]
+        except OSError:
+            return None
+
     async def ensure_netns(self, name: str) -> bool:
         path = self.netns_path(name)
         if nsops.ns_alive(path):
