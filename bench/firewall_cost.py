@@ -16,8 +16,6 @@ failure); the machine's own packet filter is never touched.  Measures, per backe
 from __future__ import annotations
 
 import argparse
-import statistics
-import subprocess
 import sys
 import time
 from ipaddress import IPv4Interface, ip_network
@@ -26,11 +24,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration" / "firewall"))
 from common import machine, pkg_version, table, write_result
+from fwbench import each_backend, med
 from fwtopo import NetnsLoop
 
 from netd.firewall.base import FirewallBackend
-from netd.firewall.iptables import IptablesBackend
-from netd.firewall.nftables import NftablesBackend
 from netd.firewall.rules import build_ruleset
 from netd.model import DesiredState, Endpoint, IpamConfig, Network
 
@@ -62,10 +59,6 @@ def state(networks: int, endpoints: int = 0) -> DesiredState:
             ipv4=IPv4Interface(f"10.{100 + i // 256}.{i % 256}.{2 + j // len(nets)}/24"),
         )
     return DesiredState(networks={n.name: n for n in nets}, endpoints=eps)
-
-
-def med(xs: list[float]) -> float:
-    return round(statistics.median(xs), 2)
 
 
 def timed(loop: NetnsLoop, coro_fn: Any, reps: int) -> float:
@@ -114,40 +107,16 @@ def per_endpoint(reps: int) -> dict[str, Any]:
     return out
 
 
-async def _close(backend: FirewallBackend) -> None:
-    close = getattr(backend, "close", None)
-    if close is not None:
-        close()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--networks", default="1,10,100,1000")
     args = ap.parse_args()
     sizes = [int(x) for x in args.networks.split(",")]
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    results: dict[str, Any] = {"machine": machine(), "iptables": pkg_version("iptables"), "backends": {}}
-    try:
-        loop = NetnsLoop(f"/run/netns/{NS}")
-        try:
-            for label, make in (
-                ("nftables", NftablesBackend),
-                ("iptables-nft", lambda: IptablesBackend("nft")),
-                ("iptables-legacy", lambda: IptablesBackend("legacy")),
-            ):
-                backend = make()
-                try:
-                    results["backends"][label] = bench_backend(loop, backend, sizes, args.reps)
-                finally:
-                    close = getattr(backend, "close", None)
-                    if close is not None:
-                        close()
-        finally:
-            loop.stop()
-        results["per_endpoint"] = per_endpoint(args.reps)
-    finally:
-        subprocess.run(["ip", "netns", "del", NS], check=False)
+    results: dict[str, Any] = {"machine": machine(), "iptables": pkg_version("iptables")}
+    labels = ("nftables", "iptables-nft", "iptables-legacy")
+    results["backends"] = each_backend(NS, labels, lambda lp, b: bench_backend(lp, b, sizes, args.reps))
+    results["per_endpoint"] = per_endpoint(args.reps)
     rows = [
         [label, str(r["networks"]), str(r["apply_ms"]), str(r["add_network_ms"]), str(r["in_sync_ms"])]
         for label, rs in results["backends"].items()

@@ -14,8 +14,6 @@ of the transaction (nft commands / iptables rules).
 from __future__ import annotations
 
 import argparse
-import statistics
-import subprocess
 import sys
 import time
 from ipaddress import IPv4Interface, ip_network
@@ -24,13 +22,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration" / "firewall"))
 from common import machine, pkg_version, table, write_result
+from fwbench import each_backend, med
 from fwtopo import NetnsLoop
 
 from netd.firewall.base import FirewallBackend
-from netd.firewall.iptables import IptablesBackend
 from netd.firewall.iptables_render import render_chains
 from netd.firewall.nft_render import render_nft_json
-from netd.firewall.nftables import NftablesBackend
 from netd.firewall.rules import Ruleset, build_ruleset
 from netd.model import DesiredState, Endpoint, IpamConfig, Network, PortMapping
 
@@ -62,10 +59,6 @@ def state(mappings: int) -> DesiredState:
             ports=[PortMapping(host_port=first + k, container_port=80 + k) for k in range(count)],
         )
     return DesiredState(networks={n.name: n for n in nets}, endpoints=eps)
-
-
-def med(xs: list[float]) -> float:
-    return round(statistics.median(xs), 2)
 
 
 def bench_backend(loop: NetnsLoop, backend: FirewallBackend, sizes: list[int], reps: int) -> list[dict[str, Any]]:
@@ -113,23 +106,9 @@ def main() -> None:
     ap.add_argument("--mappings", default="10,100,1000")
     args = ap.parse_args()
     sizes = [int(x) for x in args.mappings.split(",")]
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    results: dict[str, Any] = {"machine": machine(), "iptables": pkg_version("iptables"), "backends": {}}
-    try:
-        loop = NetnsLoop(f"/run/netns/{NS}")
-        try:
-            for label, make in (("nftables", NftablesBackend), ("iptables-nft", lambda: IptablesBackend("nft"))):
-                backend = make()
-                try:
-                    results["backends"][label] = bench_backend(loop, backend, sizes, args.reps)
-                finally:
-                    close = getattr(backend, "close", None)
-                    if close is not None:
-                        close()
-        finally:
-            loop.stop()
-    finally:
-        subprocess.run(["ip", "netns", "del", NS], check=False)
+    results: dict[str, Any] = {"machine": machine(), "iptables": pkg_version("iptables")}
+    labels = ("nftables", "iptables-nft")
+    results["backends"] = each_backend(NS, labels, lambda lp, b: bench_backend(lp, b, sizes, args.reps))
     rows = [
         [label, str(r["mappings"]), str(r["add_port_ms"]), str(r["build_ruleset_ms"]), str(r["size"])]
         for label, rs in results["backends"].items()
