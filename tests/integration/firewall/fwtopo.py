@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from netd.model import DesiredState
+
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 
@@ -181,3 +183,27 @@ def teardown_topology(t: Topology) -> None:
         p.wait(timeout=5)
     for ns in t.namespaces:
         sh("ip", "netns", "del", ns, check=False)
+
+
+def dual_stack_state() -> DesiredState:
+    """Four dual-stack networks, one of each kind the rule builder treats differently."""
+    from ipaddress import ip_network
+
+    from netd.model import IpamConfig, Network
+
+    kinds: list[dict[str, bool]] = [{}, {"internal": True}, {"icc": False}, {"masquerade": False}]
+    nets = [
+        Network(
+            id=f"n{i}",
+            name=f"n{i}",
+            bridge=f"br-{i}",
+            enable_ipv6=True,
+            ipam=[
+                IpamConfig(subnet=ip_network(f"10.91.{i}.0/24")),
+                IpamConfig(subnet=ip_network(f"fd00:91:{i}::/64")),
+            ],
+            **kw,
+        )
+        for i, kw in enumerate(kinds)
+    ]
+    return DesiredState(networks={n.name: n for n in nets})

@@ -11,7 +11,7 @@ from ipaddress import ip_address, ip_network
 from typing import Any
 
 import pytest
-from fwtopo import NetnsLoop, Topology, sh
+from fwtopo import NetnsLoop, Topology, dual_stack_state, sh
 
 from netd.firewall.base import FirewallBackend
 from netd.firewall.rules import Ruleset, build_ruleset
@@ -230,21 +230,7 @@ def test_rules_survive_backend_close(topo: Topology, nft_fw: Driver) -> None:
 
 def test_dual_stack_and_many_kinds_load(topo: Topology, nft_fw: Driver) -> None:
     """The golden-file kind of state (IPv6 subnet, internal, icc off) is accepted by the kernel as rendered."""
-    nets = [
-        Network(
-            id=f"n{i}",
-            name=f"n{i}",
-            bridge=f"br-{i}",
-            enable_ipv6=True,
-            ipam=[
-                IpamConfig(subnet=ip_network(f"10.91.{i}.0/24")),
-                IpamConfig(subnet=ip_network(f"fd00:91:{i}::/64")),
-            ],
-            **kw,
-        )
-        for i, kw in enumerate([{}, {"internal": True}, {"icc": False}, {"masquerade": False}])
-    ]
-    st = DesiredState(networks={n.name: n for n in nets})
+    st = dual_stack_state()
     nft_fw.apply(st)
     assert nft_fw.in_sync(st)
     listing = topo.nft("list", "ruleset")

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from fwtopo import NetnsLoop, Topology, sh
+from fwtopo import NetnsLoop, Topology, dual_stack_state, sh
 from test_firewall_backend import Driver, desired
 
 from netd.firewall.iptables import IptablesBackend, binary
@@ -153,23 +153,7 @@ def test_foreign_rules_untouched_and_remove_all(topo: Topology, ipt: Driver) -> 
 
 
 def test_dual_stack_rules_load(topo: Topology, ipt: Driver) -> None:
-    from test_firewall_backend import IpamConfig, Network, ip_network
-
-    nets = [
-        Network(
-            id=f"n{i}",
-            name=f"n{i}",
-            bridge=f"br-{i}",
-            enable_ipv6=True,
-            ipam=[
-                IpamConfig(subnet=ip_network(f"10.91.{i}.0/24")),
-                IpamConfig(subnet=ip_network(f"fd00:91:{i}::/64")),
-            ],
-            **kw,
-        )
-        for i, kw in enumerate([{}, {"internal": True}, {"icc": False}, {"masquerade": False}])
-    ]
-    st = DesiredState(networks={n.name: n for n in nets})
+    st = dual_stack_state()
     ipt.apply(st)
     assert ipt.in_sync(st)
     assert '-A NETD-POSTROUTING -s fd00:91::/64 ! -o br-0 -m comment --comment "netd:n0" -j MASQUERADE' in save(
