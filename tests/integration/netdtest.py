@@ -215,17 +215,16 @@ class Host:
 
     def start(self, wait: bool = True, env: dict[str, str] | None = None) -> None:
         self.write_config()
-        logf = open(self.log, "ab")  # noqa: SIM115 - the daemon owns it until stop()
-        self.proc = subprocess.Popen(
-            ["nsenter", f"--net={self.path}", NETD, "--config", str(self.config_path)],
-            stdout=logf,
-            stderr=logf,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
-        logf.close()
+        self.spawn(["nsenter", f"--net={self.path}", NETD, "--config", str(self.config_path)], env)
         if wait:
             self.wait_ready()
+
+    def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Run the daemon's command line, its output going to the host's log."""
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(
+                argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+            )
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout

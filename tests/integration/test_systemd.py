@@ -155,15 +155,7 @@ class SandboxedHost(Host):
             + "mount --make-rshared /\n"  # systemd's default MountFlags=shared, after the slave step
             + f"exec nsenter --net={self.path} {NETD} --config {self.config_path}\n"
         )
-        logf = open(self.log, "ab")  # noqa: SIM115 - the daemon owns it until stop()
-        self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "slave", "sh", "-c", script],
-            stdout=logf,
-            stderr=logf,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
-        logf.close()
+        self.spawn(["unshare", "--mount", "--propagation", "slave", "sh", "-c", script], env)
         if wait:
             self.wait_ready()
 
