@@ -78,25 +78,14 @@ def analyse(raw: Path, top: int = 18) -> dict[str, Any]:
     }
 
 
+def spy_record(out: Path) -> list[str]:
+    """py-spy's record options used for every profile: all threads, idle samples, raw collapsed stacks."""
+    return [PYSPY, "record", "--idle", "--threads", "--rate", "250", "--format", "raw", "--output", str(out)]
+
+
 def spy_attach(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            PYSPY,
-            "record",
-            "--pid",
-            str(pid),
-            "--idle",
-            "--threads",
-            "--rate",
-            "250",
-            "--format",
-            "raw",
-            "--output",
-            str(out),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        [*spy_record(out), "--pid", str(pid), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
 
 
@@ -140,28 +129,11 @@ def profile_replay(tmp: Path, networks: int, endpoints: int) -> dict[str, Any]:
             host.api.ok("POST", f"/v1/networks/n{net}/connect", {"Netns": f"n{net}e{j}"})
         host.reboot()
         host.write_config()
-        logf = open(host.log, "ab")  # noqa: SIM115 - the daemon owns it until it stops
         # py-spy starts netd itself (nsenter execs netd, so py-spy's child is the daemon): nothing is missed
-        cmd = [
-            PYSPY,
-            "record",
-            "--idle",
-            "--threads",
-            "--rate",
-            "250",
-            "--format",
-            "raw",
-            "--output",
-            str(out),
-            "--",
-            "nsenter",
-            f"--net={host.path}",
-            NETD,
-            "--config",
-            str(host.config_path),
-        ]
-        host.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, env={**os.environ, **NETD_ENV})
-        logf.close()
+        host.spawn(
+            [*spy_record(out), "--", "nsenter", f"--net={host.path}", NETD, "--config", str(host.config_path)],
+            NETD_ENV,
+        )
         t0 = time.perf_counter()
         host.wait_ready(timeout=120)
         wall = time.perf_counter() - t0
