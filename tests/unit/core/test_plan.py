@@ -1,8 +1,9 @@
 from ipaddress import ip_interface
 
-from netd import ipam
+from samples import one_endpoint_state
+
 from netd.linkspec import ObservedHost, ObservedLink
-from netd.model import DesiredState, Endpoint, Netns, Network
+from netd.model import DesiredState
 from netd.naming import mac_for
 from netd.plan import (
     DeleteLinks,
@@ -18,17 +19,7 @@ from netd.plan import (
 
 
 def _state() -> DesiredState:
-    net = Network(id="a" * 64, name="app", bridge="br-app", ipam=[ipam.validate_pool("172.30.0.0/24")], mtu=1400)
-    ep = Endpoint(
-        id="e" * 64,
-        network=net.id,
-        netns="web",
-        ifname="eth0",
-        host_ifname="vethe",
-        mac="02:00:00:00:00:01",
-        ipv4=ip_interface("172.30.0.2/24"),
-    )  # type: ignore[arg-type]
-    return DesiredState(networks={"app": net}, netns={"web": Netns(name="web")}, endpoints={ep.id: ep})
+    return one_endpoint_state()
 
 
 def _link(

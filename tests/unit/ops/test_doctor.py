@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_interface, ip_network
+from ipaddress import ip_network
 
-from netd import ipam
+from samples import one_endpoint_state
+
 from netd.doctor import Facts, ForwardChain, diagnose, report
-from netd.model import DesiredState, Endpoint, Network
+from netd.model import DesiredState
 
 
 def _state(mtu: int | None = None) -> DesiredState:
-    net = Network(id="n" * 64, name="app", bridge="br-app", ipam=[ipam.validate_pool("172.30.0.0/24")], mtu=mtu)
-    ep = Endpoint(
-        id="e" * 64,
-        network=net.id,
-        netns="web",
-        ifname="eth0",
-        host_ifname="vethe",
-        mac="02:00:00:00:00:01",
-        ipv4=ip_interface("172.30.0.2/24"),
-    )  # type: ignore[arg-type]
-    return DesiredState(networks={"app": net}, endpoints={ep.id: ep})
+    return one_endpoint_state(mtu)
 
 
 def _healthy() -> Facts:
