@@ -185,3 +185,15 @@ def test_purge_firewall_removes_netds_rules_and_jumps_only(tmp_path: Path) -> No
             saved = in_ns(host.path, "iptables-save").stdout
             assert "NETD" not in saved and "netd:" not in saved
             assert "-A DOCKER-USER -j RETURN" in saved  # a foreign chain keeps its rule
+
+
+def test_default_bridge_default_gateway(tmp_path: Path) -> None:
+    """daemon.json's default-gateway: endpoints of the default bridge route via it, not the bridge address."""
+    config = '[default_bridge]\nbip = "10.124.0.1/24"\ndefault-gateway = "10.124.0.254"\n'
+    with running_host(tmp_path, config=config) as host:
+        host.api.ok("POST", "/v1/netns", {"Name": "d"})
+        ep = host.api.ok("POST", "/v1/networks/bridge/connect", {"Netns": "d"})
+        assert ep["Gateway"] == "10.124.0.254"
+        routes = json.loads(in_ns(host.ns("d"), "ip", "-j", "route", "show", "default").stdout)
+        assert [r["gateway"] for r in routes] == ["10.124.0.254"]
+        assert ping(host.ns("d"), "10.124.0.1")  # the bridge itself is still on-link
