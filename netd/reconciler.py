@@ -92,7 +92,6 @@ class Stats:
                 self.last_success = time.time()
 
 
-
 class Reconciler:
     def __init__(
         self,
@@ -121,7 +120,6 @@ class Reconciler:
     def applied_rules(self) -> Ruleset | None:
         return self._applied_rules
 
-
     def netns_path(self, name: str) -> str:
         return str(self.settings.netns_dir / name)
 
@@ -136,11 +134,11 @@ class Reconciler:
         return await self.kernel.host_prefixes()
 
     async def find_link(self, ifname: str) -> ObservedLink | None:
-        return (await self.kernel.observe([ifname])).by_name.get(ifname)
+        return (await self.kernel.observe([ifname], reader=True)).by_name.get(ifname)
 
     async def observe_host(self) -> ObservedHost:
         """Every link of the daemon's namespace (validating a macvlan/ipvlan parent needs them all)."""
-        return await self.kernel.observe(None)
+        return await self.kernel.observe(None, reader=True)
 
     def _target_path(self, target: str) -> str:
         kind, _, value = target.partition(":")
@@ -439,7 +437,6 @@ class Reconciler:
             raise
         except Exception:
             log.exception("events_stopped")
-
 
     def _event_matters(self, why: str) -> bool:
         """A loss of a link the desired state still wants is drift.  The links netd removes itself (disconnect,

@@ -8,6 +8,7 @@ the path still names the same nsfs inode; a removed or replaced namespace evicts
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ class _NsSocket:
     inode: tuple[int, int]  # (st_dev, st_ino) of the nsfs file when the socket was opened
 
 
+async def _open_socket() -> Any:
+    ipr = AsyncIPRoute()
+    await ipr.setup_endpoint()
+    return ipr
+
+
 class Kernel:
     """Effects on the kernel, all idempotent.  Works on the netns of the thread running the event loop."""
 
@@ -51,6 +58,10 @@ class Kernel:
         self.netns_dir = Path(netns_dir)
         self.host_mnt = host_mount_namespace  # bind-mount named netns from there (see kernel.mountns)
         self._host: Any = None
+        # The service's validation reads (parents, prefixes) run beside a reconcile.  A netlink socket serves one
+        # dump at a time and answers a second with EBUSY, so those reads have a socket of their own.
+        self._reader: Any = None
+        self._opening = asyncio.Lock()
         self._ns: OrderedDict[str, _NsSocket] = OrderedDict()
         self._bridges: dict[str, int] = {}  # bridge name -> ifindex, refreshed by ensure_bridge
         self._dir_ready = False  # netns_dir checked to be a shared mount (once per process)
@@ -58,11 +69,16 @@ class Kernel:
     # ------------------------------------------------------------------------------------------ sockets
 
     async def _host_socket(self) -> Any:
-        if self._host is None:
-            ipr = AsyncIPRoute()
-            await ipr.setup_endpoint()
-            self._host = ipr
+        async with self._opening:  # tasks racing at start-up share one socket
+            if self._host is None:
+                self._host = await _open_socket()
         return self._host
+
+    async def _reader_socket(self) -> Any:
+        async with self._opening:
+            if self._reader is None:
+                self._reader = await _open_socket()
+        return self._reader
 
     async def _adopt_fd(self, path: str, fd: int) -> Any:
         ipr = AsyncIPRoute(fileno=fd)
@@ -112,9 +128,10 @@ class Kernel:
     async def close(self) -> None:
         for path in list(self._ns):
             self._drop(path)
-        if self._host is not None:
-            self._host.close()
-            self._host = None
+        for ipr in (self._host, self._reader):
+            if ipr is not None:
+                ipr.close()
+        self._host = self._reader = None
 
     # ------------------------------------------------------------------------------------------ netns
 
@@ -176,9 +193,11 @@ class Kernel:
 
     # ------------------------------------------------------------------------------------------ links
 
-    async def observe(self, names: Collection[str] | None = None) -> ObservedHost:
-        """Links of the daemon's netns (all of them, or only ``names``: O(1) for a scoped reconcile)."""
-        ipr = await self._host_socket()
+    async def observe(self, names: Collection[str] | None = None, *, reader: bool = False) -> ObservedHost:
+        """Links of the daemon's netns (all of them, or only ``names``: O(1) for a scoped reconcile).
+
+        ``reader=True`` for reads made outside the reconciler's lock: they use their own socket."""
+        ipr = await (self._reader_socket() if reader else self._host_socket())
         for attempt in range(5):
             try:
                 if names is None:
@@ -204,8 +223,9 @@ class Kernel:
         return host
 
     async def host_prefixes(self) -> list[IPNetwork]:
-        """Every prefix the daemon's netns routes or addresses (not default routes): subnets to stay clear of."""
-        ipr = await self._host_socket()
+        """Every prefix the daemon's netns routes or addresses (not default routes): subnets to stay clear of.
+        A validation read: it runs on the reader socket, beside a reconcile."""
+        ipr = await self._reader_socket()
         try:
             routes = [m async for m in await ipr.route("dump")]
             addrs = [m async for m in await ipr.addr("dump")]

@@ -366,6 +366,34 @@ def test_observe_ownership(env: Env) -> None:
     env.run(body)
 
 
+def test_validation_reads_beside_a_reconcile_do_not_collide(env: Env, tmp_path: Path) -> None:
+    """A netlink socket serves one dump at a time (a second gets EBUSY): the service's validation reads run beside
+    a reconcile's dumps, so they must not share its socket.  80 links make each dump span several messages."""
+    batch = tmp_path / "links"
+    batch.write_text("".join(f"link add b{i} type bridge\n" for i in range(80)))
+    sh("ip", "-n", env.host_name, "-batch", str(batch))
+
+    async def body(k: Kernel) -> list[int]:
+        await k.observe()  # the sockets exist before the race
+        await k.host_prefixes()
+        seen: list[int] = []
+
+        async def reconcile() -> None:  # one writer (the reconciler's lock), one reader (the service's lock)
+            for _ in range(10):
+                seen.append(len((await k.observe()).by_name))
+
+        async def validate() -> None:
+            for _ in range(10):
+                seen.append(len((await k.observe(reader=True)).by_name))
+                await k.host_prefixes()
+
+        await asyncio.gather(reconcile(), validate())
+        return seen
+
+    seen = env.run(body)
+    assert seen == [81] * 20
+
+
 # ------------------------------------------------------------------------------------------------ sysctl/events
 
 
