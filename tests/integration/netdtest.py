@@ -40,7 +40,15 @@ def in_ns(path: str, *cmd: str, check: bool = True, timeout: float = 30) -> subp
 
 
 def ping(path: str, addr: str, count: int = 1, wait: float = 1) -> bool:
+    """One echo, one second: for checks that traffic is *blocked* (a reply would be a failure)."""
     r = in_ns(path, "ping", "-n", "-q", "-c", str(count), "-W", str(wait), addr, check=False)
+    return r.returncode == 0
+
+
+def reach(path: str, addr: str, deadline: int = 5) -> bool:
+    """One reply within ``deadline`` seconds, an echo a second: for checks that traffic *passes*.  ARP or IPv6
+    neighbour discovery on a busy machine can outlast a single one-second ping."""
+    r = in_ns(path, "ping", "-n", "-q", "-c", "1", "-w", str(deadline), addr, check=False)
     return r.returncode == 0
 
 

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from netdtest import Host, in_ns, ping, running_host, source_seen_outside
+from netdtest import Host, in_ns, ping, reach, running_host, source_seen_outside
 
 
 def _net(host: Host, name: str, subnet: str | None = None, **kw: object) -> dict[str, object]:
@@ -35,9 +35,9 @@ def test_same_network_pings_and_networks_are_isolated(host: Host) -> None:
     a1 = _attach(host, "a", "a1")
     a2 = _attach(host, "a", "a2")
     b1 = _attach(host, "b", "b1")
-    assert ping(host.ns("a1"), _ip(a2))
-    assert ping(host.ns("a2"), _ip(a1))
-    assert ping(host.ns("a1"), "172.30.1.1")  # the gateway on the bridge
+    assert reach(host.ns("a1"), _ip(a2))
+    assert reach(host.ns("a2"), _ip(a1))
+    assert reach(host.ns("a1"), "172.30.1.1")  # the gateway on the bridge
     assert not ping(host.ns("b1"), _ip(a1))
     assert not ping(host.ns("a1"), _ip(b1))
     # Read the kernel back: the peer is eth0 in the netns with the allocated address and a default route.
@@ -53,7 +53,7 @@ def test_icc_off_blocks_same_network(host: Host) -> None:
     q1 = _attach(host, "quiet", "q1")
     _attach(host, "quiet", "q2")
     assert not ping(host.ns("q2"), _ip(q1))
-    assert ping(host.ns("q2"), "172.30.3.1")  # the host itself stays reachable
+    assert reach(host.ns("q2"), "172.30.3.1")  # the host itself stays reachable
 
 
 def test_nat_to_outside_shows_the_host_address(host: Host) -> None:
@@ -67,7 +67,7 @@ def test_internal_network_has_no_way_out(host: Host) -> None:
     _net(host, "backend", "172.30.5.0/24", Internal=True)
     i1 = _attach(host, "backend", "i1")
     i2 = _attach(host, "backend", "i2")
-    assert ping(host.ns("i1"), _ip(i2))
+    assert reach(host.ns("i1"), _ip(i2))
     assert not ping(host.ns("i1"), host.outside_ip)
     routes = json.loads(in_ns(host.ns("i1"), "ip", "-j", "route", "show", "default").stdout)
     assert routes == []
@@ -105,7 +105,7 @@ def test_ip_range_aux_address_and_static_ip(host: Host) -> None:
     assert status == 409
     link = json.loads(in_ns(host.path, "ip", "-j", "-d", "link", "show", "br-app").stdout)[0]
     assert link["mtu"] == 1400 and link["linkinfo"]["info_kind"] == "bridge"
-    assert ping(host.ns("r1"), "172.30.6.140")
+    assert reach(host.ns("r1"), "172.30.6.140")
 
 
 def test_automatic_subnet_avoids_host_routes(tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_automatic_subnet_avoids_host_routes(tmp_path: Path) -> None:
         assert subnet == "172.19.0.0/16"
         ep = _attach(host, "auto", "x1")
         assert _ip(ep) == "172.19.0.2"
-        assert ping(host.ns("x1"), "172.19.0.1")
+        assert reach(host.ns("x1"), "172.19.0.1")
 
 
 def test_address_exhaustion_is_a_clear_error(host: Host) -> None:
@@ -166,7 +166,7 @@ def test_foreign_namespace_endpoint_is_pruned_when_it_goes(host: Host, tmp_path:
         while os.stat(path).st_ino == own and time.monotonic() < deadline:  # until unshare has switched
             time.sleep(0.02)
         ep = host.api.ok("POST", "/v1/networks/rt/connect", {"NetnsPath": path})
-        assert ping(path, "172.30.9.1")
+        assert reach(path, "172.30.9.1")
         assert ep["Name"] == path
     finally:
         proc.kill()
@@ -197,7 +197,7 @@ def test_drift_is_repaired(host: Host) -> None:
     ep = _attach(host, "heal", "h1")
     in_ns(host.path, "ip", "link", "del", str(ep["HostInterface"]))
     host.api.ok("POST", "/v1/reconcile")
-    assert ping(host.ns("h1"), "172.30.11.1")
+    assert reach(host.ns("h1"), "172.30.11.1")
     in_ns(host.path, "nft", "flush", "ruleset")
 
     deadline = time.monotonic() + 5

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netdtest import Host, in_ns, ping, running_host, source_seen_outside
+from netdtest import Host, in_ns, ping, reach, running_host, source_seen_outside
 
 from netd.ipam import ula_prefix
 
@@ -40,8 +40,8 @@ def test_dual_stack_ping6_tcp_and_kernel_state(host: Host) -> None:
     a = _attach(host, "ds", "a")
     b = _attach(host, "ds", "b", IPv6Address="fd00:10::99")
     assert _ip6(b) == "fd00:10::99" and _ip6(a) == "fd00:10::2"
-    assert ping(host.ns("a"), "fd00:10::99")
-    assert ping(host.ns("a"), str(b["IPv4Address"]).split("/")[0])
+    assert reach(host.ns("a"), "fd00:10::99")
+    assert reach(host.ns("a"), str(b["IPv4Address"]).split("/")[0])
     code = "import socket,sys; s=socket.socket(socket.AF_INET6); s.bind(('::',8080)); s.listen(1); s.accept()"
     srv = subprocess.Popen(["nsenter", f"--net={host.ns('b')}", "python3", "-c", code])
     try:
@@ -77,7 +77,7 @@ def test_v6_isolation_and_icc_off(host: Host) -> None:
     _attach(host, "quiet", "q2")
     assert not ping(host.ns("t1"), _ip6(o1))
     assert not ping(host.ns("q2"), _ip6(q1))
-    assert ping(host.ns("q2"), "fd00:13::1")
+    assert reach(host.ns("q2"), "fd00:13::1")
 
 
 def test_nat66_and_routed_mode(host: Host) -> None:
@@ -88,7 +88,7 @@ def test_nat66_and_routed_mode(host: Host) -> None:
     r1 = _attach(host, "routed", "r1")
     in_ns(host.outside_path, "ip", "-6", "route", "add", "fd00:21::/64", "via", host.uplink_ip6)
     assert source_seen_outside(host, host.ns("r1"), v6=True, port=7778) == _ip6(r1)
-    assert ping(host.outside_path, _ip6(r1))  # reachable from outside: routed, not NATed
+    assert reach(host.outside_path, _ip6(r1))  # reachable from outside: routed, not NATed
     n1 = host.api.ok("GET", "/v1/networks/natted")["Containers"]
     in_ns(host.outside_path, "ip", "-6", "route", "add", "fd00:20::/64", "via", host.uplink_ip6)
     (ep,) = n1.values()
@@ -101,7 +101,7 @@ def test_ipv6_only_network(host: Host) -> None:
     a = _attach(host, "only6", "a")
     _attach(host, "only6", "b")
     assert a["IPv4Address"] == ""
-    assert ping(host.ns("b"), _ip6(a))
+    assert reach(host.ns("b"), _ip6(a))
     v4 = json.loads(in_ns(host.ns("a"), "ip", "-j", "-4", "addr", "show", "eth0").stdout)
     assert v4 == [] or v4[0].get("addr_info") == []
 
@@ -139,7 +139,7 @@ def test_ula_is_stable_and_avoids_host_routes(tmp_path: Path) -> None:
         assert IPv6Network(subnets[1]) == second and str(second).startswith("fd")
         ep = _attach(host, "auto6", "u1")
         assert _ip6(ep) == str(second[2])
-        assert ping(host.ns("u1"), str(second[1]))
+        assert reach(host.ns("u1"), str(second[1]))
         host.api.ok("POST", "/v1/networks/auto6/disconnect", {"Netns": "u1"})
         host.api.ok("DELETE", "/v1/networks/auto6")
         host.stop()
@@ -157,7 +157,7 @@ def test_reboot_restores_v6_and_sighup_enables_default_bridge_v6(tmp_path: Path)
         _attach(host, "ds", "b")
         host.reboot()
         host.start()
-        assert ping(host.ns("b"), _ip6(a))
+        assert reach(host.ns("b"), _ip6(a))
         assert in_ns(host.path, "sysctl", "-n", "net.ipv6.conf.all.forwarding").stdout.strip() == "1"
         assert source_seen_outside(host, host.ns("a"), v6=True) == host.uplink_ip6
         # SIGHUP: turn IPv6 on for the default bridge without a restart
@@ -176,4 +176,4 @@ def test_reboot_restores_v6_and_sighup_enables_default_bridge_v6(tmp_path: Path)
         assert net["EnableIPv6"] is True
         assert [c["Subnet"] for c in net["IPAM"]["Config"]][1] == "fd00:60::/64"
         _attach(host, "bridge", "d6")
-        assert ping(host.ns("d6"), "fd00:60::1")
+        assert reach(host.ns("d6"), "fd00:60::1")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netdtest import NETD, Host, in_ns, ping, running_host
+from netdtest import NETD, Host, in_ns, ping, reach, running_host
 
 DEFAULT_BRIDGE = '[default_bridge]\nbip = "10.123.0.1/24"\nmtu = 1400\n'
 
@@ -25,10 +25,10 @@ def _setup(host: Host) -> None:
 
 
 def _check(host: Host) -> None:
-    assert ping(host.ns("web"), "172.30.20.11")
-    assert ping(host.ns("db"), "172.30.20.10")
+    assert reach(host.ns("web"), "172.30.20.11")
+    assert reach(host.ns("db"), "172.30.20.10")
     assert not ping(host.ns("x"), "172.30.20.10")
-    assert ping(host.ns("db"), host.outside_ip)  # NAT through the uplink
+    assert reach(host.ns("db"), host.outside_ip)  # NAT through the uplink
     br = json.loads(in_ns(host.path, "ip", "-j", "-d", "addr", "show", "netd0").stdout)[0]
     assert br["mtu"] == 1400
     assert [(a["local"], a["prefixlen"]) for a in br["addr_info"] if a["family"] == "inet"] == [("10.123.0.1", 24)]
@@ -160,7 +160,7 @@ def test_killed_mid_operation_leaks_nothing(tmp_path: Path) -> None:
         veths = {link["ifname"] for link in owned if link.get("ifalias", "").startswith("netd:")}
         assert veths == {ep["host_ifname"] for ep in eps}
         for ep in eps:
-            assert ping(host.ns(ep["netns"]), "172.30.22.1")
+            assert reach(host.ns(ep["netns"]), "172.30.22.1")
         # the remaining namespaces still connect, and addresses continue where the state says
         done = {ep["netns"] for ep in eps}
         for i in range(12):
@@ -177,7 +177,7 @@ def test_purge_firewall_removes_netds_rules_and_jumps_only(tmp_path: Path) -> No
             in_ns(host.path, "iptables", "-N", "DOCKER-USER")
             in_ns(host.path, "iptables", "-A", "DOCKER-USER", "-j", "RETURN")
             _setup(host)
-            assert ping(host.ns("web"), "172.30.20.11")
+            assert reach(host.ns("web"), "172.30.20.11")
             host.stop()
             r = in_ns(host.path, NETD, "--purge-firewall")
             assert "removed" in r.stdout
@@ -196,4 +196,4 @@ def test_default_bridge_default_gateway(tmp_path: Path) -> None:
         assert ep["Gateway"] == "10.124.0.254"
         routes = json.loads(in_ns(host.ns("d"), "ip", "-j", "route", "show", "default").stdout)
         assert [r["gateway"] for r in routes] == ["10.124.0.254"]
-        assert ping(host.ns("d"), "10.124.0.1")  # the bridge itself is still on-link
+        assert reach(host.ns("d"), "10.124.0.1")  # the bridge itself is still on-link

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netdtest import Host, in_ns, ping, plug_into_segment, running_host, sh
+from netdtest import Host, in_ns, ping, plug_into_segment, reach, running_host, sh
 
 ROUTER_IP = "10.86.0.1"
 
@@ -66,11 +66,6 @@ def _attach(host: Host, net: str, ns: str, **cfg: object) -> dict[str, object]:
     if ns not in [n["Name"] for n in host.api.ok("GET", "/v1/netns")]:
         host.api.ok("POST", "/v1/netns", {"Name": ns})
     return host.api.ok("POST", f"/v1/networks/{net}/connect", {"Netns": ns, "EndpointConfig": cfg})  # type: ignore[no-any-return]
-
-
-def reach(path: str, addr: str) -> bool:
-    """One reply within 5 s (a ping a second): ARP and a busy machine get time; negative checks use ping()."""
-    return in_ns(path, "ping", "-n", "-q", "-c", "1", "-w", "5", addr, check=False).returncode == 0
 
 
 def _ip(ep: dict[str, object]) -> str:

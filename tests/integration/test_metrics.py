@@ -74,7 +74,7 @@ def test_interface_counters_are_the_kernels(tmp_path: Path) -> None:
     with running_host(tmp_path) as host:
         _, ep2 = _setup(host)
         ip2 = str(ep2["IPv4Address"]).split("/")[0]
-        assert ping(host.ns("m1"), ip2, count=5, wait=1)
+        assert ping(host.ns("m1"), ip2, count=5, wait=1)  # five echoes: the counters below count them
         veths = [
             line.split(": ")[1].split("@")[0]
             for line in in_ns(host.path, "ip", "-o", "link", "show", "type", "veth").stdout.splitlines()

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netdtest import NETD, REPO, Host, in_ns, ping, sh, umount_tree
+from netdtest import NETD, REPO, Host, in_ns, reach, sh, umount_tree
 
 UNIT = REPO / "systemd" / "netd.service"
 
@@ -201,7 +201,7 @@ def test_netns_made_in_a_private_mount_namespace_is_visible_and_usable_outside()
         # usable from outside: the endpoint netd configured inside is there, and packets flow
         addr = in_ns(path, "ip", "-o", "addr", "show", "eth0").stdout
         assert str(ep["IPv4Address"]) in addr
-        assert ping(path, "172.30.62.1")
+        assert reach(path, "172.30.62.1")
         # removal is seen outside too
         host.api.ok("DELETE", "/v1/netns/web")
         assert not os.path.exists(path) and not _nsfs_alive_here(path)
