@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from . import __version__
+from . import __version__, malloc
 from .api import build_app
 from .config import Settings, load_settings
 from .dns import DnsServer
@@ -106,6 +106,7 @@ class Daemon:
         errors = await self.reconciler.reconcile("start")
         if errors:
             log.warning("start_incomplete", errors=errors)
+        malloc.trim()  # the start-up pass decoded every link: give its garbage back
         await self.service.notify_change()  # DNS listeners and resolv.conf files for the replayed state
         s.run_dir.mkdir(parents=True, exist_ok=True)
         sock = s.socket_path
@@ -190,6 +191,7 @@ def _lock(run_dir: Path) -> int:
 
 async def run(settings: Settings, config_path: Path | None) -> int:
     lock_fd = _lock(settings.run_dir)
+    malloc.tune()
     daemon = Daemon(settings, config_path)
     loop = asyncio.get_running_loop()
     reloads: list[asyncio.Task[None]] = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from . import malloc
 from .config import Settings
 from .drivers import network_link_names
 from .drivers.actions import DeleteChildren, EnsureChild, EnsureParent, EnsureShim
@@ -404,6 +405,7 @@ class Reconciler:
                 await self.reconcile(reason)
             except Exception:
                 log.exception("reconcile_crashed", reason=reason)
+            malloc.trim()  # a full pass decodes every link and netns: give its garbage back
 
     async def run_firewall_check(self) -> None:
         """Notice a flushed ruleset (nft flush ruleset, a firewall reload) and put netd's rules back."""
