@@ -8,23 +8,27 @@ link dump does).  Names are resolved by the caller with ``if_nametoindex`` for t
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from dataclasses import dataclass
 
-NETLINK_ROUTE = 0
+from netd.kernel.rtraw import (
+    NETLINK_ROUTE,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    attrs,
+    error_of,
+    messages,
+    request,
+)
+
 RTM_NEWSTATS = 92
 RTM_GETSTATS = 94
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
 IFLA_STATS_LINK_64 = 1
 
-_NLMSG = struct.Struct("=IHHII")
 _STATS_MSG = struct.Struct("=BBHII")  # family, pad1, pad2, ifindex, filter_mask
-_NLATTR = struct.Struct("=HH")
 _STATS64 = struct.Struct("=8Q")  # rx/tx packets, rx/tx bytes, rx/tx errors, rx/tx dropped
 
 
@@ -42,35 +46,24 @@ class LinkCounters:
 
 def _request(seq: int) -> bytes:
     body = _STATS_MSG.pack(socket.AF_UNSPEC, 0, 0, 0, 1 << (IFLA_STATS_LINK_64 - 1))
-    return _NLMSG.pack(_NLMSG.size + len(body), RTM_GETSTATS, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+    return request(RTM_GETSTATS, NLM_F_REQUEST | NLM_F_DUMP, seq, body)
 
 
 def parse(data: bytes, out: dict[int, LinkCounters]) -> bool:
     """Decode one recv() worth of RTM_NEWSTATS messages into ``out``; True when the dump is complete."""
-    pos = 0
-    while pos + _NLMSG.size <= len(data):
-        length, mtype, _flags, _seq, _pid = _NLMSG.unpack_from(data, pos)
-        if length < _NLMSG.size:
-            raise OSError("netlink: malformed message")
+    for mtype, _seq, _pid, pos, end in messages(data):
         if mtype == NLMSG_DONE:
             return True
         if mtype == NLMSG_ERROR:
-            (err,) = struct.unpack_from("=i", data, pos + _NLMSG.size)
-            if err:
-                raise OSError(-err, f"RTM_GETSTATS: {os.strerror(-err)}")
+            err = error_of(data, pos, "RTM_GETSTATS")
+            if err is not None:
+                raise err
             return True
         if mtype == RTM_NEWSTATS:
-            _fam, _p1, _p2, index, _mask = _STATS_MSG.unpack_from(data, pos + _NLMSG.size)
-            apos = pos + _NLMSG.size + _STATS_MSG.size
-            end = pos + length
-            while apos + _NLATTR.size <= end:
-                alen, atype = _NLATTR.unpack_from(data, apos)
-                if alen < _NLATTR.size:
-                    break
-                if atype & 0x3FFF == IFLA_STATS_LINK_64 and alen >= _NLATTR.size + _STATS64.size:
-                    out[index] = LinkCounters(*_STATS64.unpack_from(data, apos + _NLATTR.size))
-                apos += (alen + 3) & ~3
-        pos += (length + 3) & ~3
+            index = _STATS_MSG.unpack_from(data, pos)[3]
+            for atype, vpos, vend in attrs(data, pos + _STATS_MSG.size, end):
+                if atype == IFLA_STATS_LINK_64 and vend - vpos >= _STATS64.size:
+                    out[index] = LinkCounters(*_STATS64.unpack_from(data, vpos))
     return False
 
 
