@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
@@ -95,9 +96,17 @@ def reserved(cfg: IpamConfig) -> set[IPAddress]:
 
 
 def allocate(
-    cfg: IpamConfig, taken: set[IPAddress], requested: IPAddress | None = None, *, network: str
+    cfg: IpamConfig,
+    taken: set[IPAddress],
+    requested: IPAddress | None = None,
+    *,
+    network: str,
+    start: IPAddress | None = None,
 ) -> IPAddress:
-    """Return a free address: the requested one (checked) or the first free one in the ip-range (or subnet)."""
+    """Return a free address: the requested one (checked) or the first free one in the ip-range (or subnet).
+
+    ``start``: every address of the pool below it is known to be taken or reserved, so the scan begins there
+    (and wraps around if the hint was wrong); a caller that keeps it makes the common case O(1) at any size."""
     blocked = reserved(cfg) | taken
     if requested is not None:
         field = "ip" if requested.version == 4 else "ip6"
@@ -115,7 +124,7 @@ def allocate(
             )
         return requested
     pool = cfg.ip_range or cfg.subnet
-    for addr in _hosts(pool):
+    for addr in _hosts(pool, start):
         if addr not in blocked:
             return addr
     where = f"ip-range {cfg.ip_range}" if cfg.ip_range else f"subnet {cfg.subnet}"
@@ -125,11 +134,13 @@ def allocate(
     )
 
 
-def _hosts(net: IPNetwork) -> Iterable[IPAddress]:
-    start = int(net.network_address)
+def _hosts(net: IPNetwork, start: IPAddress | None = None) -> Iterable[IPAddress]:
+    """Every address of ``net`` from ``start`` (if inside it) to the end, then from the beginning."""
+    first = int(net.network_address)
     end = int(net.broadcast_address)
+    begin = int(start) if start is not None and start.version == net.version and start in net else first
     make = IPv4Address if net.version == 4 else IPv6Address
-    for i in range(start, end + 1):
+    for i in itertools.chain(range(begin, end + 1), range(first, begin)):
         yield make(i)
 
 

@@ -56,6 +56,9 @@ class Service:
         # called with the new state after each successful commit (the daemon syncs the DNS listeners and the
         # netns resolv.conf files); its failures are logged, never undo the change
         self.on_change: Callable[[DesiredState], Awaitable[None]] | None = None
+        # (network id, IP version) -> an address below which the pool is full: allocation scans from there
+        # instead of from the pool's start (O(1) per connect at any size; see _release)
+        self._alloc_from: dict[tuple[str, int], IPAddress] = {}
 
     # -- commit ------------------------------------------------------------------------------------------------
 
@@ -69,8 +72,7 @@ class Service:
             links=scope.links | scope_links(old, scope) | scope_links(new, scope),
             targets=scope.targets | scope_targets(old, scope) | scope_targets(new, scope),
         )
-        self.store.save(new)
-        self.state = new
+        self._adopt(new, scope)
         errors = await self.applier.apply(scope, reason=what)
         touched = _scope_ids(scope)
         failed = {k: v for k, v in errors.items() if k in touched}
@@ -78,8 +80,7 @@ class Service:
             await self.notify_change()
             return
         log.warning("change_rolled_back", change=what, errors=failed)
-        self.store.save(old)
-        self.state = old
+        self._adopt(old, scope)
         await self.applier.apply(scope, reason=f"rollback {what}")
         raise KernelError(f"{what} failed and was rolled back: " + "; ".join(failed.values()))
 
@@ -380,6 +381,7 @@ class Service:
             check_connect(net, self.state)
         ep_id = new_id()
         addrs: dict[int, IPv4Interface | IPv6Interface] = {}
+        taken: set[IPAddress] | None = None
         for version, requested in ((4, req.ipv4), (6, req.ipv6)):
             pool = net.pool(version)
             if pool is None:
@@ -389,7 +391,12 @@ class Service:
                         field="ip" if version == 4 else "ip6",
                     )
                 continue
-            addr = ipam.allocate(pool, self._taken(net), requested, network=net.name)
+            if taken is None:
+                taken = self._taken(net)
+            start = self._alloc_from.get((net.id, version))
+            addr = ipam.allocate(pool, taken, requested, network=net.name, start=start)
+            if requested is None and int(addr) < int(pool.subnet.broadcast_address):
+                self._alloc_from[(net.id, version)] = addr + 1
             addrs[version] = ip_interface(f"{addr}/{pool.subnet.prefixlen}")
         used_ifnames = {ep.ifname for ep in existing}
         ifname = next(f"eth{i}" for i in range(len(existing) + 1) if f"eth{i}" not in used_ifnames)
@@ -435,6 +442,29 @@ class Service:
             holders.extend(ports.Holder(m, fams, who) for m in ep.ports)
         return ports.plan_ports(req.ports, families, holders, self.settings.port_range)
 
+    def _adopt(self, new: DesiredState, scope: Scope) -> None:
+        """Persist ``new`` and make it current: the one way the desired state changes after start-up.
+
+        Keeps the allocation hints true: an endpoint of the scope that ``new`` no longer has frees its
+        addresses, so the scan must start at or below them again."""
+        before = self.state
+        self.store.save(new)
+        self.state = new
+        if scope.endpoints is None:
+            self._alloc_from.clear()
+            return
+        for ep_id in scope.endpoints:
+            ep = before.endpoints.get(ep_id)
+            if ep is None or ep_id in new.endpoints:
+                continue
+            for iface in (ep.ipv4, ep.ipv6):
+                if iface is None:
+                    continue
+                key = (ep.network, iface.version)
+                hint = self._alloc_from.get(key)
+                if hint is not None and int(iface.ip) < int(hint):
+                    self._alloc_from[key] = iface.ip
+
     def _taken(self, net: Network) -> set[IPAddress]:
         taken: set[IPAddress] = set()
         for ep in self.state.endpoints_of(net.id):
@@ -472,8 +502,7 @@ class Service:
             for ep_id in gone:
                 ep = new.endpoints.pop(ep_id)
                 log.info("endpoint_pruned", endpoint=ep_id[:12], netns_path=ep.netns_path, reason=why)
-            self.store.save(new)
-            self.state = new
+            self._adopt(new, Scope.of(endpoints=gone))
 
 
 def _scope_ids(scope: Scope) -> set[str]:

@@ -47,6 +47,22 @@ def test_allocate_skips_reserved_and_taken_and_honours_range() -> None:
     assert second == ip_address("172.30.0.130")  # .129 is the aux-address
 
 
+def test_allocate_from_a_hint_wraps_around() -> None:
+    cfg = ipam.validate_pool("10.9.0.0/29")  # .1 gateway, .2-.6 hosts, .7 broadcast
+    taken = {ip_address("10.9.0.2"), ip_address("10.9.0.5"), ip_address("10.9.0.6")}
+
+    def alloc(start: str, extra: tuple[str, ...] = ()) -> str:
+        busy = taken | {ip_address(a) for a in extra}
+        return str(ipam.allocate(cfg, busy, network="n", start=ip_address(start)))
+
+    assert alloc("10.9.0.4") == "10.9.0.4"
+    assert alloc("10.9.0.5") == "10.9.0.3"  # nothing free after the hint: wrapped around
+    assert alloc("10.200.0.1") == "10.9.0.3"  # a hint outside the pool: from the start
+    assert alloc("fd00::5") == "10.9.0.3"
+    with pytest.raises(ConflictError, match="no free address"):
+        alloc("10.9.0.5", extra=("10.9.0.3", "10.9.0.4"))
+
+
 def test_allocate_static() -> None:
     cfg = ipam.validate_pool("172.30.0.0/24")
     assert ipam.allocate(cfg, set(), ip_address("172.30.0.140"), network="n") == ip_address("172.30.0.140")

@@ -64,3 +64,44 @@ def test_successful_apply_persists(tmp_path: Path) -> None:
     net = asyncio.run(svc.create_network({"Name": "x"}))
     assert svc.store.load().networks["x"].id == net.id
     assert str(net.ipam[0].subnet) == "172.16.0.0/16"
+
+
+class FailOnce(FakeApplier):
+    """Fails the apply whose reason starts with ``prefix``, once."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(fail_first=False)
+        self.prefix = prefix
+
+    async def apply(self, scope: Scope, reason: str) -> dict[str, str]:
+        self.calls.append((scope, reason))
+        if reason.startswith(self.prefix):
+            self.prefix = "\0"
+            return {next(iter(scope.endpoints or {"x"})): "veth: create failed: File exists (17)"}
+        return {}
+
+
+def test_addresses_are_the_first_free_ones_after_disconnects_and_rollbacks(tmp_path: Path) -> None:
+    """Allocation scans from a remembered hint (O(1) per connect); a freed or rolled-back address is handed out
+    again before higher ones, as with a scan from the pool's start."""
+    applier = FailOnce("\0")
+    svc = _service(tmp_path, applier)
+
+    async def body() -> list[str]:
+        await svc.create_network({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.1.0.0/24"}]}})
+        ips = []
+        for name in ("c1", "c2", "c3"):
+            await svc.create_netns({"Name": name})
+            ep = await svc.connect("x", {"Netns": name})
+            ips.append(str(ep.ipv4))
+        await svc.disconnect("x", {"Netns": "c2"})
+        await svc.create_netns({"Name": "c4"})
+        applier.prefix = "connect"
+        with pytest.raises(KernelError, match="rolled back"):
+            await svc.connect("x", {"Netns": "c4"})  # would have taken .3; rolled back, .3 is free again
+        ips.append(str((await svc.connect("x", {"Netns": "c4"})).ipv4))
+        await svc.create_netns({"Name": "c5"})
+        ips.append(str((await svc.connect("x", {"Netns": "c5"})).ipv4))
+        return ips
+
+    assert asyncio.run(body()) == ["10.1.0.2/24", "10.1.0.3/24", "10.1.0.4/24", "10.1.0.3/24", "10.1.0.5/24"]
