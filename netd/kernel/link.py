@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -14,6 +13,8 @@ import structlog
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netd.errors import KernelError
+from netd.kernel import nlbatch
+from netd.kernel.nlbatch import IFA_F_NODAD
 from netd.kernel.nlerror import is_errno, kernel_error
 from netd.kernel.observe import IFF_UP, Msg, addresses_by_index, decode_link
 from netd.kernel.sysctl import write_sysctl
@@ -21,7 +22,6 @@ from netd.linkspec import BridgeSpec, ChildSpec, Iface, VethSpec, owner_alias
 
 log = structlog.get_logger()
 
-IFA_F_NODAD = 0x02
 # Links to delete are first moved into this group, then removed with one RTM_DELLINK (one RCU grace period for
 # the whole batch instead of one per link).  ASCII "netd"; never used for anything else.
 TEARDOWN_GROUP = 0x6E657464
@@ -261,14 +261,17 @@ async def configure_peer(nsipr: IPR, spec: VethSpec | ChildSpec, peer_index: int
             index, up = int(msg["index"]), bool(msg["flags"] & IFF_UP)
         else:
             index, up = peer_index, False
-        for iface in spec.addresses:
-            await add_address(nsipr, index, iface)
+        # one datagram, handled in this order by the kernel: addresses, up, then the routes via the gateways
+        msgs = [nlbatch.add_address(index, iface) for iface in spec.addresses]
         if not up:
-            await nsipr.link("set", index=index, state="up")
-        if spec.gateway4 is not None:
-            await nsipr.route("replace", dst="0.0.0.0/0", gateway=str(spec.gateway4), oif=index)
-        if spec.gateway6 is not None:
-            await nsipr.route("replace", dst="::/0", gateway=str(spec.gateway6), oif=index, family=socket.AF_INET6)
+            msgs.append(nlbatch.set_up(index))
+        for gateway in (spec.gateway4, spec.gateway6):
+            if gateway is not None:
+                msgs.append(nlbatch.replace_default_route(index, gateway))
+        results = await nlbatch.run(nsipr, msgs)
+        for i, err in enumerate(results):
+            if err is not None and not (i < len(spec.addresses) and err.code == errno.EEXIST):
+                raise err
     except NetlinkError as exc:
         raise kernel_error(where, "configure", exc) from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import subprocess
 import time
@@ -16,6 +17,7 @@ from kernelenv import Env, mountpoints, nsip, sh
 from pyroute2 import AsyncIPRoute
 
 from netd.errors import KernelError
+from netd.kernel import nlbatch
 from netd.kernel.events import link_events
 from netd.kernel.link import get_link
 from netd.kernel.netlink import Kernel
@@ -418,6 +420,48 @@ def test_get_link_does_not_keep_the_kernels_late_acks(env: Env) -> None:
 
     raw, kept = env.run(body)
     assert raw >= 190 and kept <= 2  # the last call's ack, at most
+
+
+def test_one_datagram_of_requests_runs_in_order_with_an_answer_each(env: Env) -> None:
+    """nlbatch: the default route via a gateway is accepted only because the address and the link-up before it
+    in the same datagram were applied first; a second run reports EEXIST for the addresses only."""
+    sh("ip", "-n", env.host_name, "link", "add", "bv0", "type", "veth", "peer", "name", "bv1")
+
+    async def body(k: Kernel) -> tuple[list[int | None], list[int | None], list[int | None]]:
+        ipr = AsyncIPRoute()
+        await ipr.setup_endpoint()
+        try:
+            index = (await get_link(ipr, "bv0"))["index"]
+            msgs = [
+                nlbatch.add_address(index, ip_interface("10.66.0.2/24")),
+                nlbatch.add_address(index, ip_interface("fd00:66::2/64")),
+                nlbatch.set_up(index),
+                nlbatch.replace_default_route(index, IPv4Address("10.66.0.1")),
+                nlbatch.replace_default_route(index, IPv6Address("fd00:66::1")),
+            ]
+            first = [e and e.code for e in await nlbatch.run(ipr, msgs)]
+            second = [e and e.code for e in await nlbatch.run(ipr, msgs)]
+            offlink = [
+                e and e.code
+                for e in await nlbatch.run(
+                    ipr,
+                    [
+                        nlbatch.replace_default_route(index, IPv4Address("10.99.0.1")),
+                        nlbatch.set_up(index),
+                    ],
+                )
+            ]
+            return first, second, offlink
+        finally:
+            ipr.close()
+
+    first, second, offlink = env.run(body)
+    assert first == [None] * 5
+    assert second == [errno.EEXIST, errno.EEXIST, None, None, None]
+    assert offlink[0] in (errno.ENETUNREACH, errno.EINVAL) and offlink[1] is None  # the next one still ran
+    routes = nsip(env.host_path, "route", "show", "default")
+    assert [(r["gateway"], r["dev"]) for r in routes] == [("10.66.0.1", "bv0")]
+    assert addrs(env.host_path, "bv0") == {"10.66.0.2/24", "fd00:66::2/64"}
 
 
 # ------------------------------------------------------------------------------------------------ sysctl/events
