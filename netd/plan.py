@@ -192,7 +192,7 @@ def build_veth_spec(ep: Endpoint, net: Network, ns_path: str) -> VethSpec:
 
 def _bridge_drift(spec: BridgeSpec, seen: ObservedLink | None) -> str | None:
     if seen is None:
-        return "missing"
+        return VETH_MISSING
     if seen.kind != "bridge":
         return f"{spec.ifname} is a {seen.kind or 'device'}, not a bridge"
     if spec.mtu is not None and seen.mtu != spec.mtu:
@@ -207,9 +207,12 @@ def _bridge_drift(spec: BridgeSpec, seen: ObservedLink | None) -> str | None:
     return None
 
 
+VETH_MISSING = "missing"  # the observe found no link of the name: the kernel layer may create without a check
+
+
 def _veth_drift(spec: VethSpec, seen: ObservedLink | None, bridge: ObservedLink | None) -> str | None:
     if seen is None:
-        return "missing"
+        return VETH_MISSING
     if bridge is None or seen.master != bridge.index:
         return "not attached to its bridge"
     if not seen.up:

@@ -29,6 +29,7 @@ from .linkspec import ObservedHost, ObservedLink
 from .model import DesiredState, Endpoint, IPNetwork
 from .plan import (
     IP6_FORWARD,
+    VETH_MISSING,
     Action,
     DeleteLinks,
     EnsureBridge,
@@ -135,11 +136,11 @@ class Reconciler:
         return await self.kernel.host_prefixes()
 
     async def find_link(self, ifname: str) -> ObservedLink | None:
-        return (await self.kernel.observe([ifname], reader=True)).by_name.get(ifname)
+        return (await self.kernel.observe([ifname])).by_name.get(ifname)
 
     async def observe_host(self) -> ObservedHost:
         """Every link of the daemon's namespace (validating a macvlan/ipvlan parent needs them all)."""
-        return await self.kernel.observe(None, reader=True)
+        return await self.kernel.observe(None)
 
     def _target_path(self, target: str) -> str:
         kind, _, value = target.partition(":")
@@ -322,8 +323,8 @@ class Reconciler:
                 self._mark_owned(name, False)
             case EnsureBridge(spec=spec):
                 await self.kernel.ensure_bridge(spec)
-            case EnsureVeth(spec=spec):
-                await self.kernel.ensure_veth(spec)
+            case EnsureVeth(spec=spec, reason=reason):
+                await self.kernel.ensure_veth(spec, seen_missing=reason == VETH_MISSING)
             case DeleteLinks(ifnames=names):
                 await self.kernel.delete_links(names)
             case SetSysctl(key=key, value=value):

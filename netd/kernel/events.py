@@ -10,23 +10,25 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-import struct
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
-from ipaddress import ip_address, ip_interface
 
 import structlog
 
-from netd.kernel.observe import IFF_UP, RT_SCOPE_LINK
 from netd.kernel.rtraw import (
+    IFF_UP,
     NETLINK_ROUTE,
-    NLM_F_DUMP,
-    NLM_F_REQUEST,
     NLMSG_ERROR,
-    attrs,
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_GETLINK,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    decode_addr,
+    decode_link,
+    dump_request,
     error_of,
     messages,
-    request,
 )
 from netd.linkspec import Iface
 
@@ -38,15 +40,7 @@ RTMGRP_IPV6_IFADDR = 0x100
 GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 RESYNC = "resync"
 
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_DELADDR = 20, 21
-IFLA_IFNAME, IFLA_MASTER = 3, 10
-IFA_ADDRESS, IFA_LOCAL = 1, 2
 SO_RCVBUFFORCE = 33  # socket.SO_RCVBUFFORCE is missing on some builds
-
-_IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
-_U32 = struct.Struct("=I")
 DUMP_SEQ = 1
 RECV_SIZE = 1 << 16  # a dump datagram is at most 32 KiB
 
@@ -71,36 +65,18 @@ Event = LinkMsg | AddrMsg
 
 
 def _link(data: bytes, pos: int, end: int, deleted: bool) -> LinkMsg:
-    _family, _type, index, flags, _change = _IFINFO.unpack_from(data, pos)
-    ifname, master = "", None
-    for atype, vpos, vend in attrs(data, pos + _IFINFO.size, end):
-        if atype == IFLA_IFNAME:
-            ifname = data[vpos:vend].split(b"\0", 1)[0].decode(errors="replace")
-        elif atype == IFLA_MASTER and vend - vpos >= 4:
-            master = _U32.unpack_from(data, vpos)[0] or None
-    return LinkMsg(deleted, index, ifname, bool(flags & IFF_UP), master)
+    raw = decode_link(data, pos, end)
+    return LinkMsg(deleted, raw.index, raw.ifname, bool(raw.flags & IFF_UP), raw.master)
 
 
 def _addr(data: bytes, pos: int, end: int, deleted: bool) -> AddrMsg | None:
-    family, prefixlen, _flags, scope, index = _IFADDR.unpack_from(data, pos)
-    size = {socket.AF_INET: 4, socket.AF_INET6: 16}.get(family)
-    if size is None:
-        return None
-    if family == socket.AF_INET6 and scope == RT_SCOPE_LINK:
-        return AddrMsg(deleted, index, None)
-    found: dict[int, bytes] = {}
-    for atype, vpos, vend in attrs(data, pos + _IFADDR.size, end):
-        if atype in (IFA_ADDRESS, IFA_LOCAL) and vend - vpos == size:
-            found[atype] = data[vpos:vend]
-    raw = found.get(IFA_LOCAL) or found.get(IFA_ADDRESS)  # IPv4 point-to-point: IFA_LOCAL is ours
-    if raw is None:
-        return None
-    return AddrMsg(deleted, index, ip_interface(f"{ip_address(raw)}/{prefixlen}"))
+    found = decode_addr(data, pos, end)
+    return AddrMsg(deleted, found[0], found[1]) if found is not None else None
 
 
 def decode(data: bytes, own_pid: int) -> Iterator[tuple[bool, Event]]:
     """(is a reply to our own dump, event) per link/address message.  Raises the error answering our dump."""
-    for mtype, seq, pid, pos, end in messages(data):
+    for mtype, _flags, seq, pid, pos, end in messages(data):
         mine = pid == own_pid and seq == DUMP_SEQ
         if mtype in (RTM_NEWLINK, RTM_DELLINK):
             yield mine, _link(data, pos, end, mtype == RTM_DELLINK)
@@ -162,7 +138,7 @@ def _open(rcvbuf: int) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind((0, GROUPS))
         # seed the tracker: subscribed first, so nothing that happens during the dump is missed
-        sock.send(request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, DUMP_SEQ, _IFINFO.pack(0, 0, 0, 0, 0)))
+        sock.send(dump_request(RTM_GETLINK, DUMP_SEQ))
     except BaseException:
         sock.close()
         raise

@@ -9,15 +9,17 @@ the path still names the same nsfs inode; a removed or replaced namespace evicts
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+import errno
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
 from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
+from pyroute2.netlink.exceptions import NetlinkError
 
 from netd.errors import KernelError
 from netd.kernel import child as childops
@@ -28,7 +30,29 @@ from netd.kernel import sysctl as sysctlops
 from netd.kernel.events import link_events
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.observe import build_observed, prefixes_of
-from netd.linkspec import BridgeSpec, ChildSpec, NsRef, ObservedChild, ObservedHost, ParentSpec, ShimSpec, VethSpec
+from netd.kernel.rtraw import (
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RawLink,
+    decode_addr,
+    decode_link,
+    dump_request,
+    get_link_request,
+)
+from netd.kernel.rtsock import DumpInterrupted, RouteSocket
+from netd.linkspec import (
+    BridgeSpec,
+    ChildSpec,
+    Iface,
+    NsRef,
+    ObservedChild,
+    ObservedHost,
+    ParentSpec,
+    ShimSpec,
+    VethSpec,
+)
 from netd.model import IPNetwork
 
 log = structlog.get_logger()
@@ -45,6 +69,33 @@ class _NsSocket:
     inode: tuple[int, int]  # (st_dev, st_ino) of the nsfs file when the socket was opened
 
 
+async def _read_links(
+    rs: RouteSocket, names: Collection[str] | None
+) -> tuple[list[RawLink], dict[int, list[Iface]]]:
+    links: list[RawLink] = []
+    if names is None:
+        answer = await rs.ask(partial(dump_request, RTM_GETLINK), "link dump")
+        links = [decode_link(data, m.start, m.end) for m, data in answer if m.type == RTM_NEWLINK]
+    else:
+        for name in sorted(set(names)):
+            try:
+                answer = await rs.ask(partial(get_link_request, ifname=name), f'link "{name}"')
+            except OSError as exc:
+                if exc.errno == errno.ENODEV:
+                    continue
+                raise
+            links += [decode_link(data, m.start, m.end) for m, data in answer if m.type == RTM_NEWLINK]
+    addrs: dict[int, list[Iface]] = defaultdict(list)
+    # all addresses, or (strict checking) only those of the links found: the kernel walks just those
+    for index in [0] if names is None else [link.index for link in links]:
+        answer = await rs.ask(partial(dump_request, RTM_GETADDR, index=index), "address dump")
+        for m, data in answer:
+            found = decode_addr(data, m.start, m.end) if m.type == RTM_NEWADDR else None
+            if found is not None and found[1] is not None:
+                addrs[found[0]].append(found[1])
+    return links, addrs
+
+
 async def _open_socket() -> Any:
     ipr = AsyncIPRoute()
     await ipr.setup_endpoint()
@@ -58,8 +109,9 @@ class Kernel:
         self.netns_dir = Path(netns_dir)
         self.host_mnt = host_mount_namespace  # bind-mount named netns from there (see kernel.mountns)
         self._host: Any = None
-        # The service's validation reads (parents, prefixes) run beside a reconcile.  A netlink socket serves one
-        # dump at a time and answers a second with EBUSY, so those reads have a socket of their own.
+        # The service's validation reads (host prefixes) run beside a reconcile.  A netlink socket serves one
+        # dump at a time and answers a second with EBUSY, so those reads have a socket of their own (observe
+        # opens a raw socket per call).
         self._reader: Any = None
         self._opening = asyncio.Lock()
         self._ns: OrderedDict[str, _NsSocket] = OrderedDict()
@@ -193,27 +245,20 @@ class Kernel:
 
     # ------------------------------------------------------------------------------------------ links
 
-    async def observe(self, names: Collection[str] | None = None, *, reader: bool = False) -> ObservedHost:
-        """Links of the daemon's netns (all of them, or only ``names``: O(1) for a scoped reconcile).
-
-        ``reader=True`` for reads made outside the reconciler's lock: they use their own socket."""
-        ipr = await (self._reader_socket() if reader else self._host_socket())
+    async def observe(self, names: Collection[str] | None = None) -> ObservedHost:
+        """Links of the daemon's netns (all of them, or only ``names``: O(1) for a scoped reconcile), with
+        their addresses.  Read on a raw socket of its own (see kernel.rtsock)."""
         for attempt in range(5):
             try:
-                if names is None:
-                    links = [m async for m in await ipr.link("dump")]
-                else:
-                    found = [await linkops.get_link(ipr, n) for n in sorted(set(names))]
-                    links = [m for m in found if m is not None]
-                # addresses live on bridges and uplinks only (host veth ports have none): a small dump
-                addrs = [m async for m in await ipr.addr("dump")]
+                with RouteSocket() as rs:
+                    links, addrs = await _read_links(rs, names)
                 break
-            except NetlinkDumpInterrupted:  # the link table changed during the dump: take a new one
+            except DumpInterrupted:  # the link table changed during the dump: take a new one
                 if attempt == 4:
                     raise KernelError(
                         "host links: dump failed: interrupted 5 times; links keep changing"
                     ) from None
-            except NetlinkError as exc:
+            except OSError as exc:
                 raise kernel_error("host links", "dump", exc) from exc
         host = build_observed(links, addrs)
         if names is None:
@@ -247,17 +292,19 @@ class Kernel:
         self._bridges[name] = int(msg["index"])
         return self._bridges[name]
 
-    async def ensure_veth(self, spec: VethSpec) -> None:
+    async def ensure_veth(self, spec: VethSpec, *, seen_missing: bool = False) -> None:
+        """``seen_missing``: an observe of this reconcile found no link of the name (see link.ensure_veth)."""
         ipr = await self._host_socket()
         bridge = await self._bridge_index(spec.bridge)
         try:
-            await linkops.ensure_veth(ipr, self.ns_socket, spec, bridge)
+            await linkops.ensure_veth(ipr, self.ns_socket, spec, bridge, seen_missing=seen_missing)
         except KernelError:
             # the bridge was recreated behind our back (stale cached ifindex): refresh and retry once
             self._bridges.pop(spec.bridge, None)
             if await self._bridge_index(spec.bridge) == bridge:
                 raise
-            await linkops.ensure_veth(ipr, self.ns_socket, spec, await self._bridge_index(spec.bridge))
+            bridge = await self._bridge_index(spec.bridge)
+            await linkops.ensure_veth(ipr, self.ns_socket, spec, bridge, seen_missing=seen_missing)
 
     async def peer_exists(self, spec: VethSpec) -> bool:
         try:

@@ -21,7 +21,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from netd.kernel.observe import IFF_UP
+from netd.kernel.rtraw import IFF_UP
 from netd.linkspec import Iface
 
 IFA_F_NODAD = 0x02

@@ -4,43 +4,54 @@ from __future__ import annotations
 
 import socket
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Interface, IPv6Interface, ip_interface, ip_network
 from typing import Any
 
+from netd.kernel.rtraw import IFF_UP, RT_SCOPE_LINK, RawLink
 from netd.linkspec import Iface, ObservedHost, ObservedLink, owner_of
 from netd.model import IPNetwork
-
-IFF_UP = 0x1
-RT_SCOPE_LINK = 253
 
 Msg = Any  # a pyroute2 nlmsg (untyped)
 
 
-def link_kind(msg: Msg) -> str:
-    kind = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
-    if kind:
-        return str(kind)
-    return "loopback" if msg.get_attr("IFLA_IFNAME") == "lo" else "device"
-
-
-def decode_link(msg: Msg, addresses: tuple[Iface, ...] = ()) -> ObservedLink:
+def raw_of(msg: Msg) -> RawLink:
+    """The fields netd reads of a pyroute2-decoded RTM_NEWLINK."""
     master = msg.get_attr("IFLA_MASTER")
     lower = msg.get_attr("IFLA_LINK")
     vlan_id = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_ID")
-    return ObservedLink(
+    return RawLink(
         index=int(msg["index"]),
         ifname=str(msg.get_attr("IFLA_IFNAME")),
-        kind=link_kind(msg),
-        owner=owner_of(msg.get_attr("IFLA_IFALIAS")),
+        flags=int(msg["flags"]),
+        kind=str(msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""),
+        alias=msg.get_attr("IFLA_IFALIAS"),
         mtu=int(msg.get_attr("IFLA_MTU") or 0),
-        up=bool(msg["flags"] & IFF_UP),
         master=int(master) if master else None,
         mac=str(msg.get_attr("IFLA_ADDRESS") or ""),
-        addresses=addresses,
         link_index=int(lower) if lower else None,
         vlan_id=int(vlan_id) if vlan_id is not None else None,
     )
+
+
+def observed_link(raw: RawLink, addresses: tuple[Iface, ...] = ()) -> ObservedLink:
+    return ObservedLink(
+        index=raw.index,
+        ifname=raw.ifname,
+        kind=raw.kind or ("loopback" if raw.ifname == "lo" else "device"),
+        owner=owner_of(raw.alias),
+        mtu=raw.mtu,
+        up=bool(raw.flags & IFF_UP),
+        master=raw.master,
+        mac=raw.mac,
+        addresses=addresses,
+        link_index=raw.link_index,
+        vlan_id=raw.vlan_id,
+    )
+
+
+def decode_link(msg: Msg, addresses: tuple[Iface, ...] = ()) -> ObservedLink:
+    return observed_link(raw_of(msg), addresses)
 
 
 def decode_addr(msg: Msg) -> Iface | None:
@@ -70,11 +81,10 @@ def addresses_by_index(msgs: Iterable[Msg]) -> dict[int, list[Iface]]:
     return out
 
 
-def build_observed(links: Iterable[Msg], addrs: Iterable[Msg]) -> ObservedHost:
-    by_idx = addresses_by_index(addrs)
+def build_observed(links: Iterable[RawLink], addrs: Mapping[int, Sequence[Iface]]) -> ObservedHost:
     host = ObservedHost()
-    for msg in links:
-        link = decode_link(msg, tuple(by_idx.get(int(msg["index"]), ())))
+    for raw in links:
+        link = observed_link(raw, tuple(addrs.get(raw.index, ())))
         host.by_name[link.ifname] = link
         host.by_index[link.index] = link
         if link.owner is None:

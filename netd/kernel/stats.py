@@ -51,7 +51,7 @@ def _request(seq: int) -> bytes:
 
 def parse(data: bytes, out: dict[int, LinkCounters]) -> bool:
     """Decode one recv() worth of RTM_NEWSTATS messages into ``out``; True when the dump is complete."""
-    for mtype, _seq, _pid, pos, end in messages(data):
+    for mtype, _flags, _seq, _pid, pos, end in messages(data):
         if mtype == NLMSG_DONE:
             return True
         if mtype == NLMSG_ERROR:

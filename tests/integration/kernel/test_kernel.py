@@ -21,6 +21,7 @@ from netd.kernel import nlbatch
 from netd.kernel.events import link_events
 from netd.kernel.link import get_link
 from netd.kernel.netlink import Kernel
+from netd.kernel.observe import decode_addr, decode_link
 from netd.linkspec import BridgeSpec, NsRef, VethSpec, owner_alias
 
 V4 = ip_interface("10.77.0.1/24")
@@ -259,6 +260,31 @@ def test_veth_connect_ping_and_idempotent(env: Env) -> None:
     assert ping(env.host_path, "10.77.0.11")
 
 
+def test_create_first_falls_back_when_the_name_is_taken(env: Env) -> None:
+    """seen_missing (the observe found no link) makes ensure_veth create without a check; if the name is taken
+    after all, it falls back to the checks: its own healthy veth is left as it is, a foreign link is refused and
+    left alone, and the peer in the namespace is not touched."""
+    sh("ip", "-n", env.host_name, "link", "add", "vh2", "type", "bridge")
+
+    async def body(k: Kernel) -> str:
+        await k.ensure_bridge(bridge())
+        for n in (1, 2):
+            await k.ensure_netns(f"c{n}")
+        await k.ensure_veth(veth(env, 1), seen_missing=True)
+        before = link(env, "vh1")["ifindex"]
+        await k.ensure_veth(veth(env, 1), seen_missing=True)  # a stale "missing": verified, not recreated
+        assert link(env, "vh1")["ifindex"] == before
+        with pytest.raises(KernelError) as exc:
+            await k.ensure_veth(veth(env, 2), seen_missing=True)
+        return str(exc.value)
+
+    message = env.run(body)
+    assert 'an interface of kind "bridge" owned by nobody already has this name' in message
+    assert link(env, "vh2")["ifname"] == "vh2"  # the foreign bridge is still there
+    assert addrs(env.ns("c1"), "eth0") == {"10.77.0.11/24", "fd00:77::b/64"}
+    assert [x["ifname"] for x in nsip(env.ns("c2"), "link")] == ["lo"]  # nothing half-made
+
+
 def test_veth_repairs_half_built(env: Env) -> None:
     async def body(k: Kernel) -> None:
         await k.ensure_bridge(bridge())
@@ -389,7 +415,7 @@ def test_validation_reads_beside_a_reconcile_do_not_collide(env: Env, tmp_path: 
 
         async def validate() -> None:
             for _ in range(10):
-                seen.append(len((await k.observe(reader=True)).by_name))
+                seen.append(len((await k.observe()).by_name))
                 await k.host_prefixes()
 
         await asyncio.gather(reconcile(), validate())
@@ -462,6 +488,57 @@ def test_one_datagram_of_requests_runs_in_order_with_an_answer_each(env: Env) ->
     routes = nsip(env.host_path, "route", "show", "default")
     assert [(r["gateway"], r["dev"]) for r in routes] == [("10.66.0.1", "bv0")]
     assert addrs(env.host_path, "bv0") == {"10.66.0.2/24", "fd00:66::2/64"}
+
+
+def test_raw_observe_reads_what_pyroute2_decodes(env: Env) -> None:
+    """observe decodes links and addresses from raw netlink; pyroute2's full decoder must agree, link by link,
+    and a scoped observe gets each link's own addresses (filtered in the kernel) and no one else's."""
+    for cmd in (
+        "link add br-r type bridge",
+        "link set br-r alias netd:net9 mtu 1400 up",
+        "addr add 10.55.0.1/24 dev br-r",
+        "addr add fd00:55::1/64 dev br-r",
+        "link add rv0 type veth peer name rv1",
+        "link set rv0 master br-r alias netd:ep9",
+        "addr add 10.56.0.1/24 dev rv1",
+        "link add mv0 link rv1 type macvlan mode bridge",
+    ):
+        sh("ip", "-n", env.host_name, *cmd.split())
+
+    def sort_addresses(link: Any) -> Any:
+        return replace(link, addresses=tuple(sorted(link.addresses, key=str)))
+
+    async def body(k: Kernel) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        ipr = AsyncIPRoute()
+        await ipr.setup_endpoint()
+        try:
+            by_index: dict[int, list[Any]] = {}
+            for m in [m async for m in await ipr.addr("dump")]:
+                iface = decode_addr(m)
+                if iface is not None:
+                    by_index.setdefault(int(m["index"]), []).append(iface)
+            expected = {}
+            for m in [m async for m in await ipr.link("dump")]:
+                link = decode_link(m, tuple(by_index.get(int(m["index"]), ())))
+                expected[link.ifname] = sort_addresses(link)
+        finally:
+            ipr.close()
+
+        def norm(host: Any) -> dict[str, Any]:
+            return {
+                n: replace(link, addresses=tuple(sorted(link.addresses, key=str)))
+                for n, link in host.by_name.items()
+            }
+
+        return expected, norm(await k.observe()), norm(await k.observe(["br-r", "rv1", "absent0"]))
+
+    expected, full, scoped = env.run(body)
+    assert full == expected
+    assert set(full) == {"lo", "br-r", "rv0", "rv1", "mv0"}
+    assert full["br-r"].owner == "net9" and full["br-r"].kind == "bridge" and full["br-r"].mtu == 1400
+    assert full["mv0"].kind == "macvlan" and full["mv0"].link_index == full["rv1"].index
+    assert scoped == {n: expected[n] for n in ("br-r", "rv1")}
+    assert {str(a) for a in scoped["br-r"].addresses} == {"10.55.0.1/24", "fd00:55::1/64"}
 
 
 # ------------------------------------------------------------------------------------------------ sysctl/events
