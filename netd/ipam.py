@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from .errors import ConflictError, InvalidError
-from .model import IPAddress, IpamConfig, IPNetwork
+from .model import DesiredState, Endpoint, IPAddress, IpamConfig, IPNetwork
 
 MAX_PREFIX = {4: 30, 6: 126}
 
@@ -107,11 +107,11 @@ def allocate(
 
     ``start``: every address of the pool below it is known to be taken or reserved, so the scan begins there
     (and wraps around if the hint was wrong); a caller that keeps it makes the common case O(1) at any size."""
-    blocked = reserved(cfg) | taken
+    blocked = reserved(cfg)  # small; ``taken`` can be large and is not copied
     if requested is not None:
         field = "ip" if requested.version == 4 else "ip6"
         _check_inside(requested, cfg.subnet, field)
-        if requested in reserved(cfg):
+        if requested in blocked:
             raise ConflictError(
                 f"network {network!r}: {requested} is reserved (gateway, aux-address or network address); "
                 "pick another address",
@@ -125,7 +125,7 @@ def allocate(
         return requested
     pool = cfg.ip_range or cfg.subnet
     for addr in _hosts(pool, start):
-        if addr not in blocked:
+        if addr not in blocked and addr not in taken:
             return addr
     where = f"ip-range {cfg.ip_range}" if cfg.ip_range else f"subnet {cfg.subnet}"
     raise ConflictError(
@@ -180,3 +180,69 @@ def overlapping(subnet: IPNetwork, others: Mapping[str, Iterable[IPNetwork]]) ->
             if other.version == subnet.version and subnet.overlaps(other):
                 return owner, other
     return None
+
+
+class AddressBook:
+    """Per network, the addresses its endpoints hold and where the next scan starts, kept in step with the
+    desired state so that a connect costs O(1) at any size (a scan of every endpoint per connect did not).
+
+    Built lazily from the state; :meth:`changed` must see every change of the endpoints (the service calls it
+    from its one place that swaps the state).  The scan start is a hint below which the pool is full: an
+    endpoint that goes lowers it, so the address handed out is still the first free one."""
+
+    def __init__(self) -> None:
+        self._taken: dict[str, set[IPAddress]] = {}  # network id -> held addresses
+        self._start: dict[tuple[str, int], IPAddress] = {}  # (network id, IP version) -> scan start
+        # (network id, IP version) -> (the address a scan picked, the start after it), until it is committed
+        self._picked: dict[tuple[str, int], tuple[IPAddress, IPAddress | None]] = {}
+
+    def taken(self, state: DesiredState, net_id: str) -> set[IPAddress]:
+        held = self._taken.get(net_id)
+        if held is None:
+            held = self._taken[net_id] = {a for ep in state.endpoints_of(net_id) for a in _addresses(ep)}
+        return held
+
+    def start(self, net_id: str, version: int) -> IPAddress | None:
+        return self._start.get((net_id, version))
+
+    def picked(self, net_id: str, pool: IpamConfig, addr: IPAddress) -> None:
+        """``addr`` was picked by a scan: once an endpoint holds it (:meth:`changed`), the next scan starts
+        after it (everything between the scan's start and ``addr`` was taken or reserved)."""
+        after = addr + 1 if int(addr) < int(pool.subnet.broadcast_address) else None
+        self._picked[(net_id, addr.version)] = (addr, after)
+
+    def changed(self, before: DesiredState, after: DesiredState, endpoint_ids: Iterable[str] | None) -> None:
+        """The endpoints ``endpoint_ids`` (None: any) may differ between ``before`` and ``after``."""
+        if endpoint_ids is None:
+            self._taken.clear()
+            self._start.clear()
+            self._picked.clear()
+            return
+        for ep_id in endpoint_ids:
+            old, new = before.endpoints.get(ep_id), after.endpoints.get(ep_id)
+            if old is new:
+                continue
+            kept = set(_addresses(new)) if new is not None else set()
+            if old is not None:
+                for addr in _addresses(old):
+                    if addr in kept:
+                        continue
+                    self._taken.get(old.network, set()).discard(addr)
+                    start = self._start.get((old.network, addr.version))
+                    if start is not None and int(addr) < int(start):
+                        self._start[(old.network, addr.version)] = addr
+            if new is None:
+                continue
+            if new.network in self._taken:
+                self._taken[new.network].update(kept)
+            for addr in kept:
+                key = (new.network, addr.version)
+                pick = self._picked.get(key)
+                if pick is not None and pick[0] == addr:
+                    del self._picked[key]
+                    if pick[1] is not None:
+                        self._start[key] = pick[1]
+
+
+def _addresses(ep: Endpoint) -> list[IPAddress]:
+    return [iface.ip for iface in (ep.ipv4, ep.ipv6) if iface is not None]

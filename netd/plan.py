@@ -113,24 +113,29 @@ def scope_links(state: DesiredState, scope: Scope) -> frozenset[str]:
     for net in state.networks.values():
         if scope.has_network(net.id):
             names |= network_link_names(net)
-    for ep in state.endpoints.values():
-        if scope.has_endpoint(ep.id):
-            if ep.host_ifname:
-                names.add(ep.host_ifname)
-            ep_net = state.network_by_id(ep.network)
-            if ep_net is not None:
-                names |= network_link_names(ep_net)
+    for ep in _endpoints_in(state, scope):
+        if ep.host_ifname:
+            names.add(ep.host_ifname)
+        ep_net = state.network_by_id(ep.network)
+        if ep_net is not None:
+            names |= network_link_names(ep_net)
     return frozenset(names)
+
+
+def _endpoints_in(state: DesiredState, scope: Scope) -> Iterable[Endpoint]:
+    """The endpoints of ``scope``: by id lookups for a scoped change, not a pass over all of them."""
+    if scope.endpoints is None:
+        return state.endpoints.values()
+    return [ep for i in scope.endpoints if (ep := state.endpoints.get(i)) is not None]
 
 
 def scope_targets(state: DesiredState, scope: Scope) -> frozenset[str]:
     """The namespaces (Endpoint.target) holding macvlan/ipvlan children of the endpoints in scope."""
     out = set()
-    for ep in state.endpoints.values():
-        if scope.has_endpoint(ep.id):
-            net = state.network_by_id(ep.network)
-            if net is not None and is_link_network(net):
-                out.add(ep.target)
+    for ep in _endpoints_in(state, scope):
+        net = state.network_by_id(ep.network)
+        if net is not None and is_link_network(net):
+            out.add(ep.target)
     return frozenset(out)
 
 

@@ -152,9 +152,8 @@ class Published:
 def published(state: DesiredState, usable: set[str]) -> dict[str, list[Published]]:
     """Published ports by network id (of the networks in ``usable``), sorted; one pass over the endpoints."""
     out: dict[str, list[Published]] = {}
-    for ep in sorted(state.endpoints.values(), key=lambda e: e.id):
-        if not ep.ports or ep.network not in usable:
-            continue
+    with_ports = [ep for ep in state.endpoints.values() if ep.ports and ep.network in usable]
+    for ep in sorted(with_ports, key=lambda e: e.id):  # sort the few with ports, not every endpoint
         for m in ep.ports:
             for iface in (ep.ipv4, ep.ipv6):
                 if iface is None or (m.host_ip is not None and m.host_ip.version != iface.version):

@@ -354,7 +354,12 @@ class Reconciler:
     async def _ensure_route_localnet(self, state: DesiredState, scope: Scope) -> None:
         """127.0.0.1:<published port> from the host needs route_localnet=1 on the bridge (as Docker sets it)."""
         touched = {n.id for n in state.networks.values() if n.driver == "bridge" and scope.has_network(n.id)}
-        touched |= {ep.network for ep in state.endpoints.values() if ep.ports and scope.has_endpoint(ep.id)}
+        if scope.endpoints is None:
+            touched |= {ep.network for ep in state.endpoints.values() if ep.ports}
+        else:  # a scoped change: look at its own endpoints only
+            touched |= {ep.network for i in scope.endpoints if (ep := state.endpoints.get(i)) and ep.ports}
+        if not touched:
+            return
         for net_id in published(state, touched):
             net = state.network_by_id(net_id)
             if net is None or net.pool(4) is None:

@@ -22,7 +22,7 @@ from .config import Settings
 from .drivers import build_link_network, check_connect, is_link_network, link_driver
 from .errors import ConflictError, InvalidError, KernelError, NotFoundError
 from .linkspec import ObservedHost, ObservedLink
-from .model import DesiredState, Endpoint, IPAddress, IpamConfig, IPNetwork, Netns, Network, PortMapping
+from .model import DesiredState, Endpoint, IpamConfig, IPNetwork, Netns, Network, PortMapping
 from .naming import bridge_name, host_veth_name, mac_for, new_id, validate_name
 from .plan import Scope, scope_links, scope_targets
 from .request import Connect, NetworkCreate, Target, parse_connect, parse_network_create, parse_target
@@ -56,9 +56,7 @@ class Service:
         # called with the new state after each successful commit (the daemon syncs the DNS listeners and the
         # netns resolv.conf files); its failures are logged, never undo the change
         self.on_change: Callable[[DesiredState], Awaitable[None]] | None = None
-        # (network id, IP version) -> an address below which the pool is full: allocation scans from there
-        # instead of from the pool's start (O(1) per connect at any size; see _release)
-        self._alloc_from: dict[tuple[str, int], IPAddress] = {}
+        self.addresses = ipam.AddressBook()  # held addresses and scan starts, per network (see _adopt)
 
     # -- commit ------------------------------------------------------------------------------------------------
 
@@ -381,7 +379,6 @@ class Service:
             check_connect(net, self.state)
         ep_id = new_id()
         addrs: dict[int, IPv4Interface | IPv6Interface] = {}
-        taken: set[IPAddress] | None = None
         for version, requested in ((4, req.ipv4), (6, req.ipv6)):
             pool = net.pool(version)
             if pool is None:
@@ -391,12 +388,11 @@ class Service:
                         field="ip" if version == 4 else "ip6",
                     )
                 continue
-            if taken is None:
-                taken = self._taken(net)
-            start = self._alloc_from.get((net.id, version))
+            taken = self.addresses.taken(self.state, net.id)
+            start = self.addresses.start(net.id, version)
             addr = ipam.allocate(pool, taken, requested, network=net.name, start=start)
-            if requested is None and int(addr) < int(pool.subnet.broadcast_address):
-                self._alloc_from[(net.id, version)] = addr + 1
+            if requested is None:
+                self.addresses.picked(net.id, pool, addr)
             addrs[version] = ip_interface(f"{addr}/{pool.subnet.prefixlen}")
         used_ifnames = {ep.ifname for ep in existing}
         ifname = next(f"eth{i}" for i in range(len(existing) + 1) if f"eth{i}" not in used_ifnames)
@@ -443,36 +439,12 @@ class Service:
         return ports.plan_ports(req.ports, families, holders, self.settings.port_range)
 
     def _adopt(self, new: DesiredState, scope: Scope) -> None:
-        """Persist ``new`` and make it current: the one way the desired state changes after start-up.
-
-        Keeps the allocation hints true: an endpoint of the scope that ``new`` no longer has frees its
-        addresses, so the scan must start at or below them again."""
+        """Persist ``new`` and make it current: the one way the desired state changes after start-up (so the
+        address book sees every change of the endpoints)."""
         before = self.state
         self.store.save(new)
         self.state = new
-        if scope.endpoints is None:
-            self._alloc_from.clear()
-            return
-        for ep_id in scope.endpoints:
-            ep = before.endpoints.get(ep_id)
-            if ep is None or ep_id in new.endpoints:
-                continue
-            for iface in (ep.ipv4, ep.ipv6):
-                if iface is None:
-                    continue
-                key = (ep.network, iface.version)
-                hint = self._alloc_from.get(key)
-                if hint is not None and int(iface.ip) < int(hint):
-                    self._alloc_from[key] = iface.ip
-
-    def _taken(self, net: Network) -> set[IPAddress]:
-        taken: set[IPAddress] = set()
-        for ep in self.state.endpoints_of(net.id):
-            if ep.ipv4 is not None:
-                taken.add(ep.ipv4.ip)
-            if ep.ipv6 is not None:
-                taken.add(ep.ipv6.ip)
-        return taken
+        self.addresses.changed(before, new, scope.endpoints)
 
     async def disconnect(self, network: str, body: Any) -> None:
         if not isinstance(body, dict):
