@@ -67,10 +67,11 @@ class Daemon:
         self.runner: web.AppRunner | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
-    async def _state_changed(self, state: DesiredState) -> None:
-        """After each commit: DNS listeners for new networks (existing sockets kept), netns resolv.conf files."""
+    async def _state_changed(self, state: DesiredState, netns: frozenset[str] | None) -> None:
+        """After each commit: DNS listeners for new networks (existing sockets kept), netns resolv.conf files
+        (only those of ``netns`` when the change named them)."""
         await self.dns.sync(state)
-        self.resolv_conf.sync(state)
+        self.resolv_conf.sync(state, netns)
 
     def status(self) -> dict[str, Any]:
         st = self.service.state

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -72,9 +73,11 @@ def render(nameserver: IPAddress, host: HostResolv, netns: str, network: str) ->
     return "\n".join(lines) + "\n"
 
 
-def wanted_resolvers(state: DesiredState) -> dict[str, tuple[IPAddress, str]]:
+def wanted_resolvers(
+    state: DesiredState, names: Collection[str] | None = None
+) -> dict[str, tuple[IPAddress, str]]:
     """netns name -> (resolver address, network name), for each netd netns on a user-defined network (first one
-    connected wins)."""
+    connected wins); only the namespaces ``names`` if given."""
     resolvers = {}
     for net in state.networks.values():
         addr = resolver_address(net)
@@ -83,6 +86,8 @@ def wanted_resolvers(state: DesiredState) -> dict[str, tuple[IPAddress, str]]:
     out: dict[str, tuple[IPAddress, str]] = {}
     for ep in state.endpoints.values():  # insertion order: the order they were connected
         if ep.netns is None or ep.netns in out or ep.netns not in state.netns:
+            continue
+        if names is not None and ep.netns not in names:
             continue
         if (r := resolvers.get(ep.network)) is not None:
             out[ep.netns] = r
@@ -103,32 +108,50 @@ class ResolvConfWriter:
         # so a connect costs the same with 10 or 1000 namespaces
         self._written: dict[str, str] | None = None
         self._rendered: dict[str, tuple[IPAddress, str, HostResolv]] = {}
+        self._synced_host: HostResolv | None = None  # the host config of the last full pass
 
-    def sync(self, state: DesiredState) -> None:
+    def sync(self, state: DesiredState, only: Collection[str] | None = None) -> None:
+        """Make the files match ``state``: every namespace's, or (``only``) just those namespaces' after the
+        first full pass, so a connect costs the same with 10 or 1000 namespaces."""
+        if only is not None and self._written is not None and self._synced_host is self.host:
+            want = wanted_resolvers(state, only)
+            for name in only:
+                if name in want:
+                    self._put(name, *want[name], self._written)
+                elif name in self._written:
+                    self._forget(self.dir / name, self._written)
+            return
         want = wanted_resolvers(state)
         first = self._written is None
         written = {} if self._written is None else self._written
         for name, (addr, network) in want.items():
-            seen = self._rendered.get(name)
-            if name in written and seen is not None and seen[:2] == (addr, network) and seen[2] is self.host:
-                continue  # rendering is what costs: only for namespaces whose resolver or host config changed
-            text = render(addr, self.host, name, network)
-            self._rendered[name] = (addr, network, self.host)
-            if written.get(name) == text:
-                continue
-            try:
-                self._write(name, text)
-                written[name] = text
-            except OSError as e:
-                log.error("resolv_conf_write_failed", netns=name, path=str(self.dir / name), error=str(e))
+            self._put(name, addr, network, written)
         gone = [self.dir / n for n in written if n not in want]
         if first and self.dir.is_dir():
             gone = [d for d in self.dir.iterdir() if d.name not in want]
         for d in gone:
-            self._remove(d)
-            written.pop(d.name, None)
-            self._rendered.pop(d.name, None)
+            self._forget(d, written)
         self._written = written
+        self._synced_host = self.host
+
+    def _put(self, name: str, addr: IPAddress, network: str, written: dict[str, str]) -> None:
+        seen = self._rendered.get(name)
+        if name in written and seen is not None and seen[:2] == (addr, network) and seen[2] is self.host:
+            return  # rendering is what costs: only for namespaces whose resolver or host config changed
+        text = render(addr, self.host, name, network)
+        self._rendered[name] = (addr, network, self.host)
+        if written.get(name) == text:
+            return
+        try:
+            self._write(name, text)
+            written[name] = text
+        except OSError as e:
+            log.error("resolv_conf_write_failed", netns=name, path=str(self.dir / name), error=str(e))
+
+    def _forget(self, d: Path, written: dict[str, str]) -> None:
+        self._remove(d)
+        written.pop(d.name, None)
+        self._rendered.pop(d.name, None)
 
     def _write(self, name: str, text: str) -> None:
         f = self.dir / name / "resolv.conf"

@@ -55,7 +55,8 @@ class Service:
         self.lock = asyncio.Lock()
         # called with the new state after each successful commit (the daemon syncs the DNS listeners and the
         # netns resolv.conf files); its failures are logged, never undo the change
-        self.on_change: Callable[[DesiredState], Awaitable[None]] | None = None
+        # the second argument names the only namespaces whose endpoints changed (None: anything may have)
+        self.on_change: Callable[[DesiredState, frozenset[str] | None], Awaitable[None]] | None = None
         self.addresses = ipam.AddressBook()  # held addresses and scan starts, per network (see _adopt)
 
     # -- commit ------------------------------------------------------------------------------------------------
@@ -75,18 +76,18 @@ class Service:
         touched = _scope_ids(scope)
         failed = {k: v for k, v in errors.items() if k in touched}
         if not failed:
-            await self.notify_change()
+            await self.notify_change(_touched_netns(old, new, scope))
             return
         log.warning("change_rolled_back", change=what, errors=failed)
         self._adopt(old, scope)
         await self.applier.apply(scope, reason=f"rollback {what}")
         raise KernelError(f"{what} failed and was rolled back: " + "; ".join(failed.values()))
 
-    async def notify_change(self) -> None:
+    async def notify_change(self, netns: frozenset[str] | None = None) -> None:
         if self.on_change is None:
             return
         try:
-            await self.on_change(self.state)
+            await self.on_change(self.state, netns)
         except Exception as e:  # DNS/resolv.conf trouble must not fail (or undo) a committed change
             log.error("change_hook_failed", error=str(e), kind=type(e).__name__)
 
@@ -475,6 +476,19 @@ class Service:
                 ep = new.endpoints.pop(ep_id)
                 log.info("endpoint_pruned", endpoint=ep_id[:12], netns_path=ep.netns_path, reason=why)
             self._adopt(new, Scope.of(endpoints=gone))
+
+
+def _touched_netns(old: DesiredState, new: DesiredState, scope: Scope) -> frozenset[str] | None:
+    """The netns whose endpoints a scoped change touched; None when networks changed (any namespace may)."""
+    if scope.networks is None or scope.networks or scope.endpoints is None or scope.netns is None:
+        return None
+    names = set(scope.netns)
+    for ep_id in scope.endpoints:
+        for state in (old, new):
+            ep = state.endpoints.get(ep_id)
+            if ep is not None and ep.netns is not None:
+                names.add(ep.netns)
+    return frozenset(names)
 
 
 def _scope_ids(scope: Scope) -> set[str]:

@@ -101,3 +101,18 @@ def test_writer_owns_only_its_files(tmp_path: Path) -> None:
     w.sync(_state(_ep(a, "solo", "172.31.1.4/24"), nets=[a]))
     w.sync(_state(nets=[a]))
     assert not (tmp_path / "netns" / "solo").exists()  # the directory goes with netd's only file
+
+
+def test_a_scoped_sync_touches_only_the_named_namespaces(tmp_path: Path) -> None:
+    app = _net("app", "10.20.0.0/24")
+    a, b = _ep(app, "a", "10.20.0.2/24"), _ep(app, "b", "10.20.0.3/24")
+    writer = ResolvConfWriter(tmp_path, HostResolv())
+    writer.sync(_state(a, nets=[app]))  # the first pass is a full one
+    assert (tmp_path / "a" / "resolv.conf").read_text().startswith(MARKER)
+    (tmp_path / "a" / "resolv.conf").write_text(MARKER + "\n# edited\n")  # outside the scope: left as it is
+    writer.sync(_state(a, b, nets=[app]), frozenset({"b"}))
+    assert "nameserver 10.20.0.1" in (tmp_path / "b" / "resolv.conf").read_text()
+    assert (tmp_path / "a" / "resolv.conf").read_text().endswith("# edited\n")
+    writer.sync(_state(a, nets=[app]), frozenset({"b"}))  # b disconnected
+    assert not (tmp_path / "b" / "resolv.conf").exists()
+    assert build_files(_state(a, nets=[app]), HostResolv()).keys() == {"a"}
