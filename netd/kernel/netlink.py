@@ -4,6 +4,10 @@ Sockets into other namespaces are made fork-free: a fresh thread ``setns()``es, 
 socket and hands the fd to ``AsyncIPRoute(fileno=...)`` in the event loop's thread (about 1 ms, against 25-40 ms
 for pyroute2's fork-based ``netns=``).  A cached socket keeps its namespace alive, so each use first checks that
 the path still names the same nsfs inode; a removed or replaced namespace evicts the entry.
+
+Writes go through pyroute2.  The hot reads (observe, events, the lookup after a create) use a raw socket and
+:mod:`netd.kernel.rtraw`, which decodes only the fields netd uses: pyroute2 decodes every attribute, and that
+was most of a connect's observe time (see rtsock).
 """
 
 from __future__ import annotations
