@@ -112,11 +112,9 @@ class Kernel:
     def __init__(self, netns_dir: Path, host_mount_namespace: str = "") -> None:
         self.netns_dir = Path(netns_dir)
         self.host_mnt = host_mount_namespace  # bind-mount named netns from there (see kernel.mountns)
+        # The reconciler's socket.  A netlink socket serves one dump at a time and answers a second with EBUSY,
+        # so the reads made beside a reconcile (observe, host_prefixes) open a socket of their own per call.
         self._host: Any = None
-        # The service's validation reads (host prefixes) run beside a reconcile.  A netlink socket serves one
-        # dump at a time and answers a second with EBUSY, so those reads have a socket of their own (observe
-        # opens a raw socket per call).
-        self._reader: Any = None
         self._opening = asyncio.Lock()
         self._ns: OrderedDict[str, _NsSocket] = OrderedDict()
         self._bridges: dict[str, int] = {}  # bridge name -> ifindex, refreshed by ensure_bridge
@@ -129,12 +127,6 @@ class Kernel:
             if self._host is None:
                 self._host = await _open_socket()
         return self._host
-
-    async def _reader_socket(self) -> Any:
-        async with self._opening:
-            if self._reader is None:
-                self._reader = await _open_socket()
-        return self._reader
 
     async def _adopt_fd(self, path: str, fd: int) -> Any:
         ipr = AsyncIPRoute(fileno=fd)
@@ -184,10 +176,9 @@ class Kernel:
     async def close(self) -> None:
         for path in list(self._ns):
             self._drop(path)
-        for ipr in (self._host, self._reader):
-            if ipr is not None:
-                ipr.close()
-        self._host = self._reader = None
+        if self._host is not None:
+            self._host.close()
+            self._host = None
 
     # ------------------------------------------------------------------------------------------ netns
 
@@ -273,13 +264,15 @@ class Kernel:
 
     async def host_prefixes(self) -> list[IPNetwork]:
         """Every prefix the daemon's netns routes or addresses (not default routes): subnets to stay clear of.
-        A validation read: it runs on the reader socket, beside a reconcile."""
-        ipr = await self._reader_socket()
+        A validation read beside a reconcile (network create only): a socket of its own for the call."""
+        ipr = await _open_socket()
         try:
             routes = [m async for m in await ipr.route("dump")]
             addrs = [m async for m in await ipr.addr("dump")]
         except NetlinkError as exc:
             raise kernel_error("host routes", "dump", exc) from exc
+        finally:
+            ipr.close()
         return prefixes_of(routes, addrs)
 
     async def ensure_bridge(self, spec: BridgeSpec) -> None:
