@@ -60,3 +60,15 @@ class StateError(NetdError):
     """The state file is corrupt or of a newer schema; netd refuses to overwrite it."""
 
     code = "state"
+
+
+class StorageError(NetdError):
+    """The state directory could not be written (full, over quota, read-only or failing): the change that needed
+    it was not made, in memory, on disk or in the kernel.  ``no_space``: full or over quota (HTTP 507), else 503."""
+
+    code = "storage"
+
+    def __init__(self, message: str, *, errno: int | None = None, no_space: bool = False) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.no_space = no_space

@@ -1,0 +1,206 @@
+"""The state store on a failing disk: a write that does not complete changes nothing, in memory or on disk.
+
+A ``Disk`` stands in for a nearly full filesystem: ``os.write`` writes at most the bytes still free (a short
+write), then raises ENOSPC, exactly as the kernel does on a full filesystem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from netd import state as state_mod
+from netd.config import Settings
+from netd.errors import StorageError
+from netd.model import DesiredState, Netns
+from netd.plan import Scope
+from netd.service import Service
+from netd.state import StateStore
+
+REAL_WRITE = os.write
+
+
+class Disk:
+    """``free`` bytes left; ``None``: unlimited.  Counts the writes it refused."""
+
+    def __init__(self, free: int | None = None, err: int = errno.ENOSPC) -> None:
+        self.free = free
+        self.err = err
+        self.refused = 0
+
+    def write(self, fd: int, data: bytes) -> int:
+        if self.free is None:
+            return REAL_WRITE(fd, data)
+        if self.free == 0:
+            self.refused += 1
+            raise OSError(self.err, os.strerror(self.err))
+        n = REAL_WRITE(fd, bytes(data[: self.free]))
+        self.free -= n
+        return n
+
+
+@pytest.fixture
+def disk(monkeypatch: pytest.MonkeyPatch) -> Disk:
+    d = Disk()
+    monkeypatch.setattr(os, "write", d.write)
+    return d
+
+
+def _with(state: DesiredState, *names: str) -> DesiredState:
+    new = state.copy_for_change()
+    for name in names:
+        new.netns[name] = Netns(name=name)
+    return new
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def _started(tmp_path: Path) -> tuple[StateStore, DesiredState]:
+    """A store with a snapshot and a journal of two records."""
+    store = StateStore(tmp_path / "state.json")
+    store.load()
+    s1 = _with(DesiredState(), "a")
+    store.save(s1)
+    s2 = _with(s1, "b", "c")
+    store.save(s2)
+    return store, s2
+
+
+@pytest.mark.parametrize("free", [0, 10, 60])
+def test_a_short_journal_append_leaves_the_journal_as_it_was(tmp_path: Path, disk: Disk, free: int) -> None:
+    store, s2 = _started(tmp_path)
+    before = _files(tmp_path)
+    disk.free = free  # 60: the first of two records fits, the second does not
+    s3 = _with(s2, "d" * 40, "e" * 40)
+    with pytest.raises(StorageError) as e:
+        store.save(s3)
+    assert e.value.no_space
+    assert str(tmp_path) in e.value.message and "free space" in e.value.message
+    assert _files(tmp_path) == before  # no torn record, no stray file
+    assert StateStore(tmp_path / "state.json").load() == s2
+    disk.free = None  # space freed: the same change is stored whole, and the next one after it
+    store.save(s3)
+    s4 = _with(s3, "f")
+    store.save(s4)
+    assert StateStore(tmp_path / "state.json").load() == s4
+
+
+def test_a_failed_fsync_is_a_storage_error_and_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, s2 = _started(tmp_path)
+    before = _files(tmp_path)
+
+    def eio(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", eio)
+    with pytest.raises(StorageError) as e:
+        store.save(_with(s2, "d"))
+    assert not e.value.no_space and "Input/output error" in e.value.message
+    monkeypatch.undo()
+    assert _files(tmp_path) == before
+    assert StateStore(tmp_path / "state.json").load() == s2
+
+
+def test_a_write_that_makes_no_progress_does_not_spin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, s2 = _started(tmp_path)
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)
+    with pytest.raises(StorageError):
+        store.save(_with(s2, "d"))
+
+
+@pytest.mark.parametrize(("err", "no_space"), [(errno.EDQUOT, True), (errno.EROFS, False), (errno.EIO, False)])
+def test_storage_errors_say_why(tmp_path: Path, disk: Disk, err: int, no_space: bool) -> None:
+    store, s2 = _started(tmp_path)
+    disk.free, disk.err = 0, err
+    with pytest.raises(StorageError) as e:
+        store.save(_with(s2, "d"))
+    assert e.value.no_space is no_space
+    assert os.strerror(err) in e.value.message and str(tmp_path) in e.value.message
+
+
+def test_a_failed_compaction_keeps_the_change_in_the_journal(
+    tmp_path: Path, disk: Disk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compaction needs room for a whole snapshot; the change itself only for its records.  When the snapshot does
+    not fit, the change stays acknowledged in the journal, the old snapshot stays, and compaction is tried again
+    at the next save."""
+    monkeypatch.setattr(state_mod, "COMPACT_EVERY", 2)
+    store, s2 = _started(tmp_path)  # three records: compaction is due at the next save
+    snapshot = (tmp_path / "state.json").read_bytes()
+    s3 = _with(s2, "d" * 40)
+    record = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in state_mod.diff(s2, s3))
+    disk.free = len(record) + 20  # room for the change's record, not for a snapshot of everything
+    with capture_logs() as logs:
+        store.save(s3)
+    assert any(e["event"] == "state_compaction_failed" for e in logs)
+    assert (tmp_path / "state.json").read_bytes() == snapshot
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert StateStore(tmp_path / "state.json").load() == s3
+    disk.free = None
+    s4 = _with(s3, "e")
+    store.save(s4)  # compaction is retried
+    assert not (tmp_path / "state.json.journal").exists()
+    assert json.loads((tmp_path / "state.json").read_bytes())["netns"].keys() == s4.netns.keys()
+    assert StateStore(tmp_path / "state.json").load() == s4
+
+
+def test_a_snapshot_that_cannot_be_written_replaces_nothing(tmp_path: Path, disk: Disk) -> None:
+    """A save with no load before it writes a whole snapshot: a short one must never replace the good one."""
+    store, s2 = _started(tmp_path)
+    StateStore(tmp_path / "state.json").save(s2)  # never loaded: a snapshot holding everything, no journal
+    before = _files(tmp_path)
+    disk.free = 20
+    fresh = StateStore(tmp_path / "state.json")  # never loaded: its save is a snapshot
+    with pytest.raises(StorageError):
+        fresh.save(_with(s2, "x"))
+    assert _files(tmp_path) == before
+    assert StateStore(tmp_path / "state.json").load() == s2
+
+
+def test_stale_temp_files_are_removed_at_load(tmp_path: Path) -> None:
+    store, s2 = _started(tmp_path)
+    (tmp_path / ".state.json.4242.tmp").write_bytes(b'{"schema_version":1,"netw')
+    (tmp_path / "state.json.prev.tmp").write_bytes(b"{}")
+    assert StateStore(tmp_path / "state.json").load() == s2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.journal"]
+
+
+def test_a_torn_tail_is_truncated_before_the_next_append(tmp_path: Path) -> None:
+    store, s2 = _started(tmp_path)
+    journal = tmp_path / "state.json.journal"
+    good = journal.read_bytes()
+    torn = b'{"op":"put","map":"ne'
+    journal.write_bytes(good + torn)  # a crash mid-append
+    reopened = StateStore(tmp_path / "state.json")
+    with capture_logs() as logs:
+        assert reopened.load() == s2
+    assert journal.read_bytes() == good
+    event = next(e for e in logs if e["event"] == "state_journal_torn_record_truncated")
+    assert event["bytes"] == len(torn)
+    s3 = _with(s2, "d")
+    reopened.save(s3)  # appended after the last complete record, not glued onto the torn one
+    assert StateStore(tmp_path / "state.json").load() == s3
+
+
+class NeverCalled:
+    async def apply(self, scope: Scope, reason: str) -> dict[str, str]:
+        raise AssertionError(f"the kernel was asked to apply {reason!r}")
+
+
+def test_a_change_that_cannot_be_stored_reaches_neither_memory_nor_kernel(tmp_path: Path, disk: Disk) -> None:
+    store = StateStore(tmp_path / "state.json")
+    svc = Service(Settings(state_dir=tmp_path), store, store.load(), NeverCalled())  # type: ignore[arg-type]
+    before = svc.state
+    disk.free = 0
+    with pytest.raises(StorageError):
+        asyncio.run(svc.create_netns({"Name": "web"}))
+    assert svc.state is before
+    assert StateStore(tmp_path / "state.json").load() == before
