@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from .errors import NetdError
+from .errors import NetdError, StorageError
 from .ops_api import Ops, add_ops_routes, timed
 from .service import Service
 from .views import endpoint_view, netns_view, network_view
@@ -24,6 +24,7 @@ STATUS_OF_CODE = {
     "kernel": 500,
     "firewall": 500,
     "state": 503,
+    "storage": 503,  # read-only or failing disk; a full one (or over quota) is 507, see error_middleware
     "internal": 500,
 }
 
@@ -44,6 +45,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except NetdError as e:
         status = STATUS_OF_CODE.get(e.code, 500)
+        if isinstance(e, StorageError) and e.no_space:
+            status = 507  # Insufficient Storage
         log.info("api_error", method=request.method, path=request.path, code=e.code, error=e.message)
         return _error(status, e.code, e.message, e.field)
     except web.HTTPException as e:

@@ -63,8 +63,8 @@ class StateError(NetdError):
 
 
 class StorageError(NetdError):
-    """The state directory could not be written (full, over quota, read-only or failing): the change that needed
-    it was not made, in memory, on disk or in the kernel.  ``no_space``: full or over quota (HTTP 507), else 503."""
+    """The state directory could not be written (full, over quota, read-only or failing): the change that
+    needed it was not made, in memory, on disk or in the kernel.  ``no_space``: full or over quota (HTTP 507)."""
 
     code = "storage"
 

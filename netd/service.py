@@ -20,7 +20,7 @@ import structlog
 from . import ipam, ports
 from .config import Settings
 from .drivers import build_link_network, check_connect, is_link_network, link_driver
-from .errors import ConflictError, InvalidError, KernelError, NotFoundError
+from .errors import ConflictError, InvalidError, KernelError, NotFoundError, StorageError
 from .linkspec import ObservedHost, ObservedLink
 from .model import DesiredState, Endpoint, IpamConfig, IPNetwork, Netns, Network, PortMapping
 from .naming import bridge_name, host_veth_name, mac_for, new_id, validate_name
@@ -79,7 +79,12 @@ class Service:
             await self.notify_change(_touched_netns(old, new, scope))
             return
         log.warning("change_rolled_back", change=what, errors=failed)
-        self._adopt(old, scope)
+        try:
+            self._adopt(old, scope)
+        except StorageError as e:  # the client is told it failed: memory and kernel go back all the same; the
+            # store still holds ``new`` as saved, so its next successful save writes the difference back
+            log.error("rollback_not_stored", change=what, error=e.message)
+            self._adopt(old, scope, persist=False)
         await self.applier.apply(scope, reason=f"rollback {what}")
         raise KernelError(f"{what} failed and was rolled back: " + "; ".join(failed.values()))
 
@@ -439,11 +444,12 @@ class Service:
             holders.extend(ports.Holder(m, fams, who) for m in ep.ports)
         return ports.plan_ports(req.ports, families, holders, self.settings.port_range)
 
-    def _adopt(self, new: DesiredState, scope: Scope) -> None:
+    def _adopt(self, new: DesiredState, scope: Scope, persist: bool = True) -> None:
         """Persist ``new`` and make it current: the one way the desired state changes after start-up (so the
-        address book sees every change of the endpoints)."""
+        address book sees every change of the endpoints).  A save that fails (StorageError) changes nothing."""
         before = self.state
-        self.store.save(new)
+        if persist:
+            self.store.save(new)
         self.state = new
         self.addresses.changed(before, new, scope.endpoints)
 
@@ -475,7 +481,10 @@ class Service:
             for ep_id in gone:
                 ep = new.endpoints.pop(ep_id)
                 log.info("endpoint_pruned", endpoint=ep_id[:12], netns_path=ep.netns_path, reason=why)
-            self._adopt(new, Scope.of(endpoints=gone))
+            try:
+                self._adopt(new, Scope.of(endpoints=gone))
+            except StorageError as e:  # kept until a later pass can store their removal; the pass goes on
+                log.error("endpoint_prune_not_stored", endpoints=len(gone), error=e.message)
 
 
 def _touched_netns(old: DesiredState, new: DesiredState, scope: Scope) -> frozenset[str] | None:

@@ -28,7 +28,8 @@ def _second_endpoint(s: DesiredState, **changes: object) -> None:
         "ipv4": IPv4Interface("172.30.0.3/24"),
     }
     fields.update(changes)
-    s.endpoints[OTHER_EP] = ep.model_copy(update=fields)
+    new = ep.model_copy(update=fields)
+    s.endpoints[new.id] = new
     s.netns.setdefault("db", Netns(name="db"))
 
 
@@ -99,7 +100,7 @@ def test_inconsistency_made_by_the_journal_is_refused(tmp_path: Path) -> None:
     broken = s.copy_for_change()
     same_address(broken)
     store.save(broken)
-    with pytest.raises(StateError, match="172.30.0.2"):
+    with pytest.raises(StateError, match=r"172\.30\.0\.2"):
         StateStore(path).load()
 
 
@@ -108,7 +109,8 @@ def test_a_consistent_state_loads(tmp_path: Path) -> None:
     _other_network(s)
     _second_endpoint(s)  # one more endpoint on "app", in another namespace, with its own address
     _second_endpoint(s, id="c" * 64, netns="db", ifname="eth1", network=OTHER_NET, ipv4=None)
-    macvlan = Network(id="d" * 64, name="mv", driver="macvlan", bridge="", ipam=[ipam.validate_pool("10.9.0.0/24")])
+    pool = ipam.validate_pool("10.9.0.0/24")
+    macvlan = Network(id="d" * 64, name="mv", driver="macvlan", bridge="", ipam=[pool])
     s.networks["mv"] = macvlan
     s.networks["mv2"] = macvlan.model_copy(update={"id": "9" * 64, "name": "mv2", "ipam": []})  # both bridge ""
     s.endpoints["8" * 64] = Endpoint(

@@ -11,13 +11,14 @@ import errno
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from netd import state as state_mod
 from netd.config import Settings
-from netd.errors import StorageError
+from netd.errors import KernelError, StorageError
 from netd.model import DesiredState, Netns
 from netd.plan import Scope
 from netd.service import Service
@@ -63,12 +64,16 @@ def _files(d: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
 
+def _lines(records: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+
+
 def _started(tmp_path: Path) -> tuple[StateStore, DesiredState]:
-    """A store with a snapshot and a journal of two records."""
-    store = StateStore(tmp_path / "state.json")
-    store.load()
+    """A store with a snapshot (one netns) and a journal of two records."""
     s1 = _with(DesiredState(), "a")
-    store.save(s1)
+    StateStore(tmp_path / "state.json").save(s1)  # never loaded: a snapshot
+    store = StateStore(tmp_path / "state.json")
+    assert store.load() == s1
     s2 = _with(s1, "b", "c")
     store.save(s2)
     return store, s2
@@ -136,8 +141,7 @@ def test_a_failed_compaction_keeps_the_change_in_the_journal(
     store, s2 = _started(tmp_path)  # three records: compaction is due at the next save
     snapshot = (tmp_path / "state.json").read_bytes()
     s3 = _with(s2, "d" * 40)
-    record = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in state_mod.diff(s2, s3))
-    disk.free = len(record) + 20  # room for the change's record, not for a snapshot of everything
+    disk.free = len(_lines(state_mod.diff(s2, s3))) + 20  # room for the change's record, not for a snapshot
     with capture_logs() as logs:
         store.save(s3)
     assert any(e["event"] == "state_compaction_failed" for e in logs)
@@ -154,7 +158,7 @@ def test_a_failed_compaction_keeps_the_change_in_the_journal(
 
 def test_a_snapshot_that_cannot_be_written_replaces_nothing(tmp_path: Path, disk: Disk) -> None:
     """A save with no load before it writes a whole snapshot: a short one must never replace the good one."""
-    store, s2 = _started(tmp_path)
+    _store, s2 = _started(tmp_path)
     StateStore(tmp_path / "state.json").save(s2)  # never loaded: a snapshot holding everything, no journal
     before = _files(tmp_path)
     disk.free = 20
@@ -166,15 +170,20 @@ def test_a_snapshot_that_cannot_be_written_replaces_nothing(tmp_path: Path, disk
 
 
 def test_stale_temp_files_are_removed_at_load(tmp_path: Path) -> None:
-    store, s2 = _started(tmp_path)
-    (tmp_path / ".state.json.4242.tmp").write_bytes(b'{"schema_version":1,"netw')
-    (tmp_path / "state.json.prev.tmp").write_bytes(b"{}")
+    _store, s2 = _started(tmp_path)
+    (tmp_path / ".state.json.99999999.tmp").write_bytes(b'{"schema_version":1,"netw')  # no such process
+    (tmp_path / ".state.json.prev.99999999.tmp").write_bytes(b"{}")
+    (tmp_path / "state.json.prev.tmp").write_bytes(b"{}")  # as older versions named it
+    busy = tmp_path / f".state.json.{os.getppid()}.tmp"  # a live process's snapshot under way: left alone
+    busy.write_bytes(b"{")
     assert StateStore(tmp_path / "state.json").load() == s2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.journal"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([busy.name, "state.json", "state.json.journal"])
 
 
-def test_a_torn_tail_is_truncated_before_the_next_append(tmp_path: Path) -> None:
-    store, s2 = _started(tmp_path)
+def test_a_torn_tail_is_cut_off_before_the_next_append(tmp_path: Path) -> None:
+    """A load only reads (tools and tests read a running daemon's state, whose append may be under way); the
+    store's first append cuts the torn record off, so the new record is not glued onto it."""
+    _store, s2 = _started(tmp_path)
     journal = tmp_path / "state.json.journal"
     good = journal.read_bytes()
     torn = b'{"op":"put","map":"ne'
@@ -182,11 +191,13 @@ def test_a_torn_tail_is_truncated_before_the_next_append(tmp_path: Path) -> None
     reopened = StateStore(tmp_path / "state.json")
     with capture_logs() as logs:
         assert reopened.load() == s2
-    assert journal.read_bytes() == good
+    assert next(e for e in logs if e["event"] == "state_journal_torn_record")["bytes"] == len(torn)
+    s3 = _with(s2, "d")
+    with capture_logs() as logs:
+        reopened.save(s3)
     event = next(e for e in logs if e["event"] == "state_journal_torn_record_truncated")
     assert event["bytes"] == len(torn)
-    s3 = _with(s2, "d")
-    reopened.save(s3)  # appended after the last complete record, not glued onto the torn one
+    assert journal.read_bytes() == good + _lines(state_mod.diff(s2, s3))
     assert StateStore(tmp_path / "state.json").load() == s3
 
 
@@ -204,3 +215,34 @@ def test_a_change_that_cannot_be_stored_reaches_neither_memory_nor_kernel(tmp_pa
         asyncio.run(svc.create_netns({"Name": "web"}))
     assert svc.state is before
     assert StateStore(tmp_path / "state.json").load() == before
+
+
+class FailsAndFillsTheDisk:
+    """The kernel refuses the change, and the disk fills up before the rollback is stored."""
+
+    def __init__(self, disk: Disk) -> None:
+        self.disk = disk
+        self.reasons: list[str] = []
+
+    async def apply(self, scope: Scope, reason: str) -> dict[str, str]:
+        self.reasons.append(reason)
+        if len(self.reasons) == 1:
+            self.disk.free = 0
+            return {next(iter(scope.netns or {"x"})): "netns web: mount failed: Operation not permitted (1)"}
+        return {}
+
+
+def test_a_rollback_that_cannot_be_stored_still_goes_back(tmp_path: Path, disk: Disk) -> None:
+    """The change was refused to the client, so memory and kernel go back to the old state; the file, which
+    still holds the change, is corrected by the next save that succeeds."""
+    store = StateStore(tmp_path / "state.json")
+    applier = FailsAndFillsTheDisk(disk)
+    svc = Service(Settings(state_dir=tmp_path), store, store.load(), applier)  # type: ignore[arg-type]
+    before = svc.state
+    with pytest.raises(KernelError, match="rolled back"):
+        asyncio.run(svc.create_netns({"Name": "web"}))
+    assert svc.state is before
+    assert applier.reasons == ["netns create web", "rollback netns create web"]
+    disk.free = None
+    asyncio.run(svc.create_netns({"Name": "db"}))
+    assert set(StateStore(tmp_path / "state.json").load().netns) == {"db"}
