@@ -1,13 +1,15 @@
 """The state file: the desired state as a versioned JSON snapshot plus a journal of the changes since.
 
-A change appends one JSON line per object put or deleted to ``state.json.journal`` and fsyncs it: its cost does
-not grow with the number of endpoints (rewriting a 1000-endpoint snapshot took ~9 ms per change).  Every
-``COMPACT_EVERY`` records (or at a save without a load before it) the whole state is written as a new snapshot
-(temp file, fsync, rename, fsync of the directory; the replaced snapshot is kept as ``state.json.prev``) and the
-journal starts again.  Records are idempotent (put / delete by key), so a crash between the snapshot's rename and
-the journal's removal replays to the same state.  A torn last line (a crash mid-append) is ignored at load and
-cut off before the next append; anything else that does not parse, a newer schema, or a state whose objects
-conflict (``state_check``) stops netd with a message naming the file: it is never overwritten.
+A change appends one JSON line to ``state.json.journal`` and fsyncs it: a record putting or deleting one object,
+or a ``batch`` of such records when the change touches several (so a crash never leaves half a change, which
+could replay as an inconsistent state).  Its cost does not grow with the number of endpoints (rewriting a
+1000-endpoint snapshot took ~9 ms per change).  Every ``COMPACT_EVERY`` records (or at a save without a load
+before it) the whole state is written as a new snapshot (temp file, fsync, rename, fsync of the directory; the
+replaced snapshot is kept as ``state.json.prev``) and the journal starts again.  Records are idempotent (put /
+delete by key), so a crash between the snapshot's rename and the journal's removal replays to the same state.
+A torn last line (a crash mid-append) is ignored at load and cut off before the next append; anything else
+that does not parse, a newer schema, or a state whose objects conflict (``state_check``) stops netd with a
+message naming the file: it is never overwritten.
 
 A write that does not complete (a short write or ENOSPC on a full disk, EDQUOT, EROFS, EIO, a failed fsync)
 raises ``StorageError`` and leaves the files as they were: a journal append is truncated back to its previous
@@ -112,16 +114,17 @@ class StateStore:
                 bytes=len(torn),
                 note="a crash mid-write; ignored, and cut off before the next append",
             )
+        records = 0
         for n, line in enumerate(lines, 1):
             try:
-                _apply(state, json.loads(line))
+                records += _apply(state, json.loads(line))
             except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValidationError) as e:
                 what = _first_error(e) if isinstance(e, ValidationError) else str(e)
                 raise StateError(
                     f"state journal {self.journal}: line {n} is not a valid record ({what}); netd will not "
                     f"overwrite it. Move it away to start from {self.path} alone"
                 ) from e
-        return len(lines), len(raw) - len(torn)
+        return records, len(raw) - len(torn)
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files (``.state.json.<pid>.tmp``, ``.state.json.prev.<pid>.tmp``) of processes that are gone: a
@@ -161,8 +164,9 @@ class StateStore:
                 )
 
     def _append(self, records: list[dict[str, Any]]) -> None:
-        """All of ``records`` after the last complete record, fsync'd; on any failure the journal is cut back."""
-        data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+        """``records`` as one line after the last complete record, fsync'd; on failure the journal is cut back."""
+        line = records[0] if len(records) == 1 else {"op": "batch", "records": records}
+        data = json.dumps(line, separators=(",", ":")).encode() + b"\n"
         self._mkdir()
         new_file = not self.journal.exists()
         try:
@@ -303,7 +307,15 @@ def diff(old: DesiredState, new: DesiredState) -> list[dict[str, Any]]:
     return out
 
 
-def _apply(state: DesiredState, record: dict[str, Any]) -> None:
+def _apply(state: DesiredState, record: dict[str, Any]) -> int:
+    """Apply one journal line; the number of object records in it."""
+    if record["op"] == "batch":
+        inner = record["records"]
+        if not isinstance(inner, list) or not all(isinstance(r, dict) and r.get("op") != "batch" for r in inner):
+            raise TypeError("a batch holds a list of put/del records")
+        for r in inner:
+            _apply(state, r)
+        return len(inner)
     model = MAPS.get(record["map"])
     if model is None:
         raise KeyError(f"unknown map {record['map']!r}")
@@ -314,6 +326,7 @@ def _apply(state: DesiredState, record: dict[str, Any]) -> None:
         target.pop(record["key"], None)
     else:
         raise KeyError(f"unknown op {record['op']!r}")
+    return 1
 
 
 def _first_error(e: ValidationError) -> str:

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from netd import state as state_mod
 from netd.config import Settings
-from netd.errors import KernelError, StorageError
+from netd.errors import KernelError, StateError, StorageError
 from netd.model import DesiredState, Netns
 from netd.plan import Scope
 from netd.service import Service
@@ -246,3 +246,37 @@ def test_a_rollback_that_cannot_be_stored_still_goes_back(tmp_path: Path, disk: 
     disk.free = None
     asyncio.run(svc.create_netns({"Name": "db"}))
     assert set(StateStore(tmp_path / "state.json").load().netns) == {"db"}
+
+
+def test_a_change_is_all_or_nothing_at_any_cut(tmp_path: Path) -> None:
+    """A crash can cut an append anywhere (SIGKILL stops a multi-page write between pages): whatever prefix of a
+    change's bytes reached the disk, the journal loads as before the change or, complete, as after it, never as a
+    half change (here: the netns gone but its endpoint kept, which the load would refuse as inconsistent)."""
+    store, s2 = _started(tmp_path)
+    journal = tmp_path / "state.json.journal"
+    good = journal.read_bytes()
+    s3 = _with(s2, "d", "e")
+    del s3.netns["a"]
+    store.save(s3)  # three records
+    change = journal.read_bytes()[len(good) :]
+    for cut in range(1, len(change)):
+        journal.write_bytes(good + change[:cut])
+        assert StateStore(tmp_path / "state.json").load() == s2, cut
+    journal.write_bytes(good + change)
+    assert StateStore(tmp_path / "state.json").load() == s3
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"op":"batch","records":{"op":"del"}}',
+        b'{"op":"batch","records":[3]}',
+        b'{"op":"batch","records":[{"op":"batch","records":[]}]}',
+    ],
+)
+def test_a_malformed_batch_is_refused(tmp_path: Path, line: bytes) -> None:
+    _started(tmp_path)
+    journal = tmp_path / "state.json.journal"
+    journal.write_bytes(journal.read_bytes() + line + b"\n")
+    with pytest.raises(StateError, match="line 2 is not a valid record"):  # after the one line of _started
+        StateStore(tmp_path / "state.json").load()
