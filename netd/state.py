@@ -47,7 +47,7 @@ class StateStore:
         self.backup = path.with_name(path.name + ".prev")
         self.journal = path.with_name(path.name + ".journal")
         self._saved: DesiredState | None = None  # what the files hold now
-        self._records = 0  # lines in the journal
+        self._records = 0  # object records in the journal (a batch line holds several)
         self._journal_size = 0  # bytes of complete records in the journal: anything after them is cut off
 
     # -- load --------------------------------------------------------------------------------------------------
@@ -186,9 +186,11 @@ class StateStore:
                 _fsync_dir(self.path.parent)
         except OSError as e:
             self._cut_back(fd, good)
-            raise self._storage_error(e, f"appending to {self.journal.name}") from e
-        finally:
             os.close(fd)
+            if new_file:
+                _remove(self.journal)
+            raise self._storage_error(e, f"appending to {self.journal.name}") from e
+        os.close(fd)
         self._journal_size = min(size, good) + len(data)
 
     def _cut_back(self, fd: int, size: int) -> None:
@@ -241,13 +243,13 @@ class StateStore:
         where = self.path.parent
         num = e.errno or 0
         if num in NO_SPACE:
-            todo = f"free space on the filesystem of {where} (see df {where}) or raise its quota, then retry"
+            todo = f"Free space on the filesystem of {where} (see df {where}) or raise its quota, then retry"
         elif num == errno.EROFS:
-            todo = f"remount the filesystem of {where} read-write, then retry"
+            todo = f"Remount the filesystem of {where} read-write, then retry"
         elif num == errno.EIO:
-            todo = f"check the disk that holds {where} (dmesg), then retry"
+            todo = f"Check the disk that holds {where} (dmesg), then retry"
         else:
-            todo = f"check {where} (owner, permissions, mount), then retry"
+            todo = f"Check {where} (owner, permissions, mount), then retry"
         reason = f"{e.strerror or os.strerror(num)} ({errno.errorcode.get(num, num)})"
         log.error("state_write_failed", path=str(where), action=action, error=reason)
         return StorageError(

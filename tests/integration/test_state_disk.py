@@ -89,7 +89,8 @@ def test_full_state_disk_answers_507_and_changes_nothing(tmp_path: Path) -> None
             assert status == 507, err
             assert err["error"]["code"] == "storage"
             message = err["error"]["message"]
-            assert str(state_dir) in message and "No space left on device" in message and "free space" in message
+            assert str(state_dir) in message and "No space left on device" in message
+            assert f"Free space on the filesystem of {state_dir}" in message
             assert host.kernel_snapshot() == kernel
             assert host.state_bytes() == stored
             assert _temp_files(state_dir) == []

@@ -88,7 +88,7 @@ def test_a_short_journal_append_leaves_the_journal_as_it_was(tmp_path: Path, dis
     with pytest.raises(StorageError) as e:
         store.save(s3)
     assert e.value.no_space
-    assert str(tmp_path) in e.value.message and "free space" in e.value.message
+    assert str(tmp_path) in e.value.message and "Free space on" in e.value.message
     assert _files(tmp_path) == before  # no torn record, no stray file
     assert StateStore(tmp_path / "state.json").load() == s2
     disk.free = None  # space freed: the same change is stored whole, and the next one after it
@@ -280,3 +280,14 @@ def test_a_malformed_batch_is_refused(tmp_path: Path, line: bytes) -> None:
     journal.write_bytes(journal.read_bytes() + line + b"\n")
     with pytest.raises(StateError, match="line 2 is not a valid record"):  # after the one line of _started
         StateStore(tmp_path / "state.json").load()
+
+
+def test_a_first_append_that_fails_leaves_no_journal(tmp_path: Path, disk: Disk) -> None:
+    s1 = _with(DesiredState(), "a")
+    StateStore(tmp_path / "state.json").save(s1)
+    store = StateStore(tmp_path / "state.json")
+    store.load()
+    disk.free = 10
+    with pytest.raises(StorageError):
+        store.save(_with(s1, "b"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
