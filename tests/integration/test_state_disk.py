@@ -155,3 +155,22 @@ def test_failed_compaction_keeps_the_change_in_the_journal(tmp_path: Path) -> No
         assert not journal.exists()
         assert json.loads((state_dir / "state.json").read_bytes())["netns"].keys() == {"c1", "c2", "c3"}
         assert _temp_files(state_dir) == []
+
+
+def test_read_only_state_disk_answers_503(tmp_path: Path) -> None:
+    with tiny_tmpfs(tmp_path / "state") as state_dir, running_host(tmp_path, start=False) as host:
+        host.start()
+        host.api.ok("POST", "/v1/netns", {"Name": "c1"})
+        kernel, stored = host.kernel_snapshot(), host.state_bytes()
+        sh("mount", "-o", "remount,ro", str(state_dir))
+        try:
+            status, err = host.api.request("POST", "/v1/networks/bridge/connect", {"Netns": "c1"})
+            assert status == 503, err
+            assert err["error"]["code"] == "storage" and "Read-only file system" in err["error"]["message"]
+            assert f"Remount the filesystem of {state_dir} read-write" in err["error"]["message"]
+            assert host.kernel_snapshot() == kernel
+        finally:
+            sh("mount", "-o", "remount,rw", str(state_dir))
+        assert host.state_bytes() == stored
+        host.api.ok("POST", "/v1/networks/bridge/connect", {"Netns": "c1"})
+        assert len(host.stored_state()["endpoints"]) == 1
