@@ -7,11 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from .errors import NetdError, StorageError
+from .errors import InvalidError, NetdError, StorageError
 from .ops_api import Ops, add_ops_routes, timed
 from .service import Service
+from .strict import parse_json
 from .views import endpoint_view, netns_view, network_view
 
 log = structlog.get_logger()
@@ -57,15 +58,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def _body(request: web.Request) -> Any:
-    raw = await request.read()
+    """The JSON body, parsed strictly (:func:`netd.strict.parse_json`); an uncompressed body only."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise InvalidError(
+            f"Content-Encoding {encoding!r} is not accepted: send the JSON body uncompressed",
+            field="Content-Encoding",
+        )
+    try:
+        raw = await request.read()
+    except web.RequestPayloadError as e:  # a body that does not match its framing (chunks, length)
+        raise InvalidError(f"request body could not be read: {e}", field="body") from e
     if not raw:
         return {}
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        from .errors import InvalidError
-
-        raise InvalidError(f"request body is not valid JSON: {e}", field="body") from e
+    return parse_json(raw)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -137,6 +143,8 @@ def build_app(
 
     @routes.post("/v1/reconcile")
     async def reconcile(request: web.Request) -> web.Response:
+        if await _body(request) != {}:
+            raise InvalidError("POST /v1/reconcile takes no body (or {})", field="body")
         errors = await service.reconcile_all()
         rec = status()["reconcile"]
         return _json({"changes": rec["last_changes"], "errors": errors, "reconcile": rec})

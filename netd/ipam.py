@@ -9,16 +9,44 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import re
 from collections.abc import Iterable, Mapping
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_interface, ip_network
 
 from .errors import ConflictError, InvalidError
 from .model import DesiredState, Endpoint, IPAddress, IpamConfig, IPNetwork
 
 MAX_PREFIX = {4: 30, 6: 126}
+# an address, optionally with a prefix length: ASCII hex digits, ':' and '.' only (no %zone, no netmask form)
+_ADDR_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?")
+# ranges no network may use: the kernel or every host treats them specially (RFC 6890 special purpose)
+UNUSABLE: tuple[tuple[IPNetwork, str], ...] = (
+    (IPv4Network("0.0.0.0/8"), "'this network' (0.0.0.0/8)"),
+    (IPv4Network("127.0.0.0/8"), "loopback (127.0.0.0/8)"),
+    (IPv4Network("169.254.0.0/16"), "link-local (169.254.0.0/16)"),
+    (IPv4Network("224.0.0.0/4"), "multicast (224.0.0.0/4)"),
+    (IPv4Network("240.0.0.0/4"), "reserved (240.0.0.0/4, with the broadcast address)"),
+    (IPv6Network("::/127"), "the unspecified or loopback address (::/127)"),
+    (IPv6Network("::ffff:0:0/96"), "IPv4-mapped (::ffff:0:0/96)"),
+    (IPv6Network("fe80::/10"), "link-local (fe80::/10)"),
+    (IPv6Network("fec0::/10"), "deprecated site-local (fec0::/10)"),
+    (IPv6Network("ff00::/8"), "multicast (ff00::/8)"),
+)
+
+
+def _check_text(value: str, field: str, what: str) -> None:
+    if not _ADDR_TEXT.fullmatch(value):
+        raise InvalidError(
+            f"{field} {value!r} is not a valid {what}: write it as digits, '.'/':' and an optional /PREFIX, "
+            "without spaces or a %zone",
+            field=field,
+        )
 
 
 def parse_network(value: str, field: str) -> IPNetwork:
+    _check_text(value, field, "CIDR")
+    if "/" not in value:
+        raise InvalidError(f"{field} {value!r} is not a valid CIDR: add the prefix length, e.g. /24", field=field)
     try:
         return ip_network(value, strict=True)
     except ValueError as e:
@@ -29,10 +57,25 @@ def parse_network(value: str, field: str) -> IPNetwork:
 
 
 def parse_address(value: str, field: str) -> IPAddress:
+    """An address, as Docker takes it; a ``/PREFIX`` suffix is allowed but must be a valid prefix length."""
+    _check_text(value, field, "IP address")
     try:
-        return ip_address(value.split("/", 1)[0] if "/" in value else value)
+        if "/" in value:
+            return ip_interface(value).ip
+        return ip_address(value)
     except ValueError as e:
-        raise InvalidError(f"{field} {value!r} is not a valid IP address", field=field) from e
+        raise InvalidError(f"{field} {value!r} is not a valid IP address: {e}", field=field) from e
+
+
+def check_usable(net: IPNetwork, field: str) -> None:
+    """Refuse subnets in (or around) special-purpose ranges: loopback, multicast, link-local, reserved."""
+    for special, what in UNUSABLE:
+        if special.version == net.version and net.overlaps(special):
+            raise InvalidError(
+                f"{field} {net} overlaps {what}, which cannot be a network's subnet; use a private range "
+                "such as 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or fd00::/8",
+                field=field,
+            )
 
 
 def first_host(subnet: IPNetwork) -> IPAddress:
@@ -47,6 +90,7 @@ def validate_pool(
 ) -> IpamConfig:
     """Check one IPAM.Config entry; the gateway defaults to the subnet's first address."""
     net = parse_network(subnet, "subnet")
+    check_usable(net, "subnet")
     if net.prefixlen > MAX_PREFIX[net.version]:
         raise InvalidError(
             f"subnet {net} is too small: use a prefix of /{MAX_PREFIX[net.version]} or shorter", field="subnet"

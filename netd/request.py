@@ -15,7 +15,8 @@ from .drivers.base import LinkOptions
 from .errors import InvalidError
 from .ipam import parse_address
 from .model import IPAddress, PortMapping
-from .naming import validate_ifname, validate_name
+from .naming import validate_ifname, validate_name, validate_netns_name
+from .strict import ascii_int, is_dns_name
 
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
@@ -26,6 +27,17 @@ OPT_ENABLE_V4 = "com.docker.network.enable_ipv4"
 BRIDGE_OPTIONS = (OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_GW_MODE_V6, OPT_ENABLE_V4)
 GATEWAY_MODES = ("nat", "routed")
 DRIVERS = ("bridge", *LINK_DRIVERS)
+NETWORK_CREATE_FIELDS = (
+    "Name",
+    "Driver",
+    "Internal",
+    "EnableIPv6",
+    "IPAM",
+    "Options",
+    "Labels",
+    "CheckDuplicate",
+    "Attachable",
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,37 @@ def _bool(body: dict[str, Any], key: str) -> bool:
     return value
 
 
+def _opt_obj(body: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    """An optional object field: absent or null is empty; anything but an object (``[]``, ``0``) is refused."""
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidError(f"{what} must be an object, not {_json_type(value)}", field=what)
+    return value
+
+
+def _opt_list(body: dict[str, Any], key: str, what: str, field: str) -> list[Any]:
+    value = body.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidError(f"{what} must be a list, not {_json_type(value)}", field=field)
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list"}
+    return names.get(type(value), "an object" if isinstance(value, dict) else type(value).__name__)
+
+
+def _known(body: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    for key in body:
+        if key not in known:
+            prefix = f"{where}: " if where else ""
+            raise InvalidError(f"{prefix}unknown field {key!r} (known: {', '.join(sorted(known))})", field=key)
+
+
 def _str_map(value: Any, key: str) -> dict[str, str]:
     if value is None:
         return {}
@@ -117,37 +160,27 @@ def parse_bool_option(key: str, value: str) -> bool:
 
 def parse_network_create(body: Any) -> NetworkCreate:
     b = _obj(body, "network create")
-    known = {
-        "Name",
-        "Driver",
-        "Internal",
-        "EnableIPv6",
-        "IPAM",
-        "Options",
-        "Labels",
-        "CheckDuplicate",
-        "Attachable",
-    }
-    for key in b:
-        if key not in known:
-            raise InvalidError(f"unknown field {key!r} (known: {', '.join(sorted(known))})", field=key)
+    _known(b, NETWORK_CREATE_FIELDS, "")
     name = validate_name(_str(b, "Name", required=True) or "", "network")
     driver = _str(b, "Driver") or "bridge"
     if driver not in DRIVERS:
         raise InvalidError(f"unknown driver {driver!r}; supported: {', '.join(DRIVERS)}", field="Driver")
-    ipam = b.get("IPAM") or {}
-    if not isinstance(ipam, dict):
-        raise InvalidError("IPAM must be an object", field="IPAM")
-    if (ipam.get("Driver") or "default") != "default":
+    for flag in ("CheckDuplicate", "Attachable"):  # Docker's; accepted (netd always checks, always attaches)
+        if b.get(flag) is not None:
+            _bool(b, flag)
+    _str_map(b.get("Labels"), "Labels")
+    ipam = _opt_obj(b, "IPAM", "IPAM")
+    _known(ipam, ("Driver", "Config", "Options"), "IPAM")
+    if (_str(ipam, "Driver") or "default") != "default":
         raise InvalidError(
             f"IPAM driver {ipam.get('Driver')!r} is not supported; use default", field="IPAM.Driver"
         )
-    configs = ipam.get("Config") or []
-    if not isinstance(configs, list):
-        raise InvalidError("IPAM.Config must be a list", field="IPAM.Config")
+    _str_map(ipam.get("Options"), "IPAM.Options")
+    configs = _opt_list(ipam, "Config", "IPAM.Config", "IPAM.Config")
     pools = []
     for i, c in enumerate(configs):
         c = _obj(c, f"IPAM.Config[{i}]")
+        _known(c, ("Subnet", "Gateway", "IPRange", "AuxiliaryAddresses"), f"IPAM.Config[{i}]")
         subnet = _str(c, "Subnet")
         pool = PoolRequest(
             subnet=subnet,
@@ -170,12 +203,7 @@ def parse_network_create(body: Any) -> NetworkCreate:
         validate_ifname(bridge, OPT_BRIDGE_NAME)
     mtu: int | None = None
     if OPT_MTU in options:
-        try:
-            mtu = int(options[OPT_MTU])
-        except ValueError:
-            mtu = -1
-        if not 68 <= mtu <= 65535:
-            raise InvalidError(f"option {OPT_MTU}={options[OPT_MTU]!r}: MTU must be 68-65535", field=OPT_MTU)
+        mtu = ascii_int(options[OPT_MTU], OPT_MTU, 68, 65535, "an MTU", label=f"option {OPT_MTU}")
     gw_mode = options.get(OPT_GW_MODE_V6, "nat")
     if gw_mode not in GATEWAY_MODES:
         raise InvalidError(
@@ -205,6 +233,15 @@ def parse_network_create(body: Any) -> NetworkCreate:
     )
 
 
+def parse_netns_create(body: Any) -> str:
+    """``POST /v1/netns``: ``{"Name": "web"}``; the name is a string that is a DNS name (see naming)."""
+    b = _obj(body, "netns create")
+    _known(b, ("Name",), "netns create")
+    name = _str(b, "Name", required=True)
+    assert name is not None
+    return validate_netns_name(name)
+
+
 def parse_target(body: dict[str, Any]) -> Target:
     netns = _str(body, "Netns")
     path = _str(body, "NetnsPath")
@@ -224,14 +261,10 @@ def parse_target(body: dict[str, Any]) -> Target:
 
 def parse_connect(body: Any) -> Connect:
     b = _obj(body, "network connect")
-    known = {"Netns", "NetnsPath", "EndpointConfig", "Ports"}
-    for key in b:
-        if key not in known:
-            raise InvalidError(f"unknown field {key!r} (known: {', '.join(sorted(known))})", field=key)
+    _known(b, ("Netns", "NetnsPath", "EndpointConfig", "Ports"), "")
     target = parse_target(b)
-    cfg = b.get("EndpointConfig") or {}
-    cfg = _obj(cfg, "EndpointConfig")
-    ipam = _obj(cfg.get("IPAMConfig") or {}, "EndpointConfig.IPAMConfig")
+    cfg = _opt_obj(b, "EndpointConfig", "EndpointConfig")
+    ipam = _opt_obj(cfg, "IPAMConfig", "EndpointConfig.IPAMConfig")
     v4 = _str(ipam, "IPv4Address")
     v6 = _str(ipam, "IPv6Address")
     ipv4 = parse_address(v4, "ip") if v4 else None
@@ -240,8 +273,8 @@ def parse_connect(body: Any) -> Connect:
         raise InvalidError(f"ip {v4!r} is not an IPv4 address (use --ip6)", field="ip")
     if ipv6 is not None and ipv6.version != 6:
         raise InvalidError(f"ip6 {v6!r} is not an IPv6 address", field="ip6")
-    aliases_raw = cfg.get("Aliases") or []
-    if not isinstance(aliases_raw, list) or not all(isinstance(a, str) for a in aliases_raw):
+    aliases_raw = _opt_list(cfg, "Aliases", "Aliases", "alias")
+    if not all(isinstance(a, str) for a in aliases_raw):
         raise InvalidError("Aliases must be a list of names", field="alias")
     aliases = [validate_dns_name(a) for a in aliases_raw]
     ports = parse_ports(b.get("Ports"))
@@ -266,16 +299,23 @@ def parse_ports(raw: Any) -> list[PortMapping]:
             if key not in ("HostIp", "HostPort", "ContainerPort", "Proto"):
                 known = "ContainerPort, HostIp, HostPort, Proto"
                 raise InvalidError(f"{where}: unknown field {key!r} (known: {known})", field="publish")
-        proto = entry.get("Proto") or "tcp"
+        proto = entry.get("Proto")
+        proto = "tcp" if proto is None or proto == "" else proto
         if not isinstance(proto, str) or proto.lower() not in PORT_PROTOS:
             raise InvalidError(f"{where}.Proto {proto!r}: use one of {', '.join(PORT_PROTOS)}", field="publish")
-        host_ip_text = entry.get("HostIp") or ""
+        host_ip_text = entry.get("HostIp")
+        host_ip_text = "" if host_ip_text is None else host_ip_text
         if not isinstance(host_ip_text, str):
             raise InvalidError(f"{where}.HostIp must be a string (an IP address)", field="publish")
         try:
             host_ip = ip_address(host_ip_text.strip("[]")) if host_ip_text else None
         except ValueError:
             raise InvalidError(f"{where}.HostIp {host_ip_text!r} is not an IP address", field="publish") from None
+        if host_ip is not None and ("%" in host_ip_text or host_ip.is_multicast):
+            raise InvalidError(
+                f"{where}.HostIp {host_ip_text!r}: use a unicast address of this host, without a %zone",
+                field="publish",
+            )
         out.append(
             PortMapping(
                 host_ip=host_ip,
@@ -288,8 +328,8 @@ def parse_ports(raw: Any) -> list[PortMapping]:
 
 
 def _port(value: Any, where: str, *, zero_ok: bool) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 5:
+        value = int(value)  # Docker sends strings; ASCII digits only (int() takes "1_0" and any script's digits)
     low = 0 if zero_ok else 1
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
         hint = " (0: netd picks a free host port)" if zero_ok else ""
@@ -298,11 +338,10 @@ def _port(value: Any, where: str, *, zero_ok: bool) -> int:
 
 
 def validate_dns_name(name: str) -> str:
-    labels = name.rstrip(".").split(".")
-    ok = 0 < len(name) <= 253 and all(
-        0 < len(lbl) <= 63 and lbl[0] != "-" and lbl[-1] != "-" and all(ch.isalnum() or ch in "-_" for ch in lbl)
-        for lbl in labels
-    )
-    if not ok:
-        raise InvalidError(f"alias {name!r} is not a valid DNS name", field="alias")
+    if not is_dns_name(name):
+        raise InvalidError(
+            f"alias {name!r} is not a valid DNS name: use ASCII letters, digits and '-' (not first or last), "
+            "dots between labels of at most 63, 253 in all",
+            field="alias",
+        )
     return name.lower()

@@ -23,9 +23,17 @@ from .drivers import build_link_network, check_connect, is_link_network, link_dr
 from .errors import ConflictError, InvalidError, KernelError, NotFoundError, StorageError
 from .linkspec import ObservedHost, ObservedLink
 from .model import DesiredState, Endpoint, IpamConfig, IPNetwork, Netns, Network, PortMapping
-from .naming import bridge_name, host_veth_name, mac_for, new_id, validate_name
+from .naming import bridge_name, host_veth_name, mac_for, new_id
 from .plan import Scope, scope_links, scope_targets
-from .request import Connect, NetworkCreate, Target, parse_connect, parse_network_create, parse_target
+from .request import (
+    Connect,
+    NetworkCreate,
+    Target,
+    parse_connect,
+    parse_netns_create,
+    parse_network_create,
+    parse_target,
+)
 from .state import StateStore
 
 log = structlog.get_logger()
@@ -321,9 +329,7 @@ class Service:
     # -- netns -------------------------------------------------------------------------------------------------
 
     async def create_netns(self, body: Any) -> Netns:
-        if not isinstance(body, dict):
-            raise InvalidError("the request body must be a JSON object with Name", field="body")
-        name = validate_name(str(body.get("Name") or ""), "netns")
+        name = parse_netns_create(body)
         async with self.lock:
             if name in self.state.netns:
                 raise ConflictError(f"netns {name!r} already exists", field="name")
