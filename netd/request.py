@@ -259,6 +259,12 @@ def parse_target(body: dict[str, Any]) -> Target:
     return Target(netns_path=path)
 
 
+def parse_disconnect(body: Any) -> Target:
+    b = _obj(body, "network disconnect")
+    _known(b, ("Netns", "NetnsPath"), "network disconnect")
+    return parse_target(b)
+
+
 def parse_connect(body: Any) -> Connect:
     b = _obj(body, "network connect")
     _known(b, ("Netns", "NetnsPath", "EndpointConfig", "Ports"), "")

@@ -30,9 +30,9 @@ from .request import (
     NetworkCreate,
     Target,
     parse_connect,
+    parse_disconnect,
     parse_netns_create,
     parse_network_create,
-    parse_target,
 )
 from .state import StateStore
 
@@ -460,9 +460,7 @@ class Service:
         self.addresses.changed(before, new, scope.endpoints)
 
     async def disconnect(self, network: str, body: Any) -> None:
-        if not isinstance(body, dict):
-            raise InvalidError("the request body must be a JSON object", field="body")
-        target = parse_target(body)
+        target = parse_disconnect(body)
         async with self.lock:
             net = self.get_network(network)
             ep = self._find_endpoint(net, target)

@@ -14,7 +14,7 @@ from netd import ipam
 from netd.api import _body, error_middleware
 from netd.errors import InvalidError
 from netd.naming import validate_ifname, validate_name, validate_netns_name
-from netd.request import parse_connect, parse_netns_create, parse_network_create
+from netd.request import parse_connect, parse_disconnect, parse_netns_create, parse_network_create
 from netd.strict import ascii_int, is_dns_name, parse_json
 
 MTU = "com.docker.network.driver.mtu"
@@ -178,6 +178,17 @@ def test_bad_netns_create_names_the_field(what: str, body: Any, field: str) -> N
     with pytest.raises(InvalidError) as e:
         parse_netns_create(body)
     assert e.value.field == field, e.value.message
+
+
+def test_disconnect_refuses_unknown_fields() -> None:
+    """A typo (or any extra field) used to be ignored and the disconnect went ahead."""
+    with pytest.raises(InvalidError) as e:
+        parse_disconnect({"Netns": "web", "Force": "yes"})
+    assert e.value.field == "Force"
+    with pytest.raises(InvalidError) as e:
+        parse_disconnect([])
+    assert e.value.field == "body"
+    assert parse_disconnect({"Netns": "web"}).netns == "web"
 
 
 def test_good_input_still_passes() -> None:
