@@ -31,6 +31,7 @@ from netd.kernel import link as linkops
 from netd.kernel import netns as nsops
 from netd.kernel import parent as parentops
 from netd.kernel import sysctl as sysctlops
+from netd.kernel import vxlan as vxlanops
 from netd.kernel.events import link_events
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.observe import build_observed, prefixes_of
@@ -58,6 +59,7 @@ from netd.linkspec import (
     VethSpec,
 )
 from netd.model import IPNetwork
+from netd.vxlanspec import EntryPlan, ObservedEntries, ObservedVxlan, PeerEntry, VxlanSpec
 
 log = structlog.get_logger()
 
@@ -351,6 +353,35 @@ class Kernel:
 
     async def delete_children(self, children: Sequence[tuple[str, str]]) -> None:
         await childops.delete_children(self.ns_socket, children)
+
+    # ------------------------------------------------------------------------------------------ overlay (VXLAN)
+
+    async def ensure_vxlan(self, spec: VxlanSpec) -> bool:
+        """Create, or verify and repair, an overlay network's VXLAN device on its bridge (ensure the bridge
+        first).  True when the device is new (created or recreated): its entries must be written again."""
+        _index, made = await vxlanops.ensure_vxlan(await self._host_socket(), spec)
+        return made
+
+    async def observe_vxlan(self, ifname: str) -> ObservedVxlan | None:
+        return await vxlanops.observe_vxlan(await self._host_socket(), ifname)
+
+    async def observe_vxlan_entries(self, ifname: str) -> ObservedEntries:
+        """The device's own FDB entries (NTF_SELF) and its neighbour entries."""
+        return await vxlanops.observe_entries(await vxlanops.device_index(await self._host_socket(), ifname))
+
+    async def ensure_vxlan_peers(self, ifname: str, peers: Sequence[PeerEntry]) -> EntryPlan:
+        """Make the device's FDB and neighbour entries exactly those of ``peers`` (replace what is missing or
+        wrong, delete the rest), in batches; returns what it changed."""
+        return await vxlanops.ensure_peers(await self._host_socket(), ifname, peers)
+
+    async def apply_vxlan_entries(self, ifname: str, plan: EntryPlan) -> None:
+        """Write ``plan`` as it is (deletes, then FDB and neighbour replaces), in batches."""
+        ipr = await self._host_socket()
+        await vxlanops.apply_entries(ipr, ifname, await vxlanops.device_index(ipr, ifname), plan)
+
+    async def delete_vxlan(self, ifname: str) -> None:
+        """Remove the device (its entries go with it); missing is fine."""
+        await self.delete_links([ifname])
 
     # ------------------------------------------------------------------------------------------ sysctl
 
