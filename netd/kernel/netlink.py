@@ -376,8 +376,7 @@ class Kernel:
 
     async def apply_vxlan_entries(self, ifname: str, plan: EntryPlan) -> None:
         """Write ``plan`` as it is (deletes, then FDB and neighbour replaces), in batches."""
-        ipr = await self._host_socket()
-        await vxlanops.apply_entries(ipr, ifname, await vxlanops.device_index(ipr, ifname), plan)
+        await vxlanops.apply_entries(ifname, await vxlanops.device_index(await self._host_socket(), ifname), plan)
 
     async def delete_vxlan(self, ifname: str) -> None:
         """Remove the device (its entries go with it); missing is fine."""

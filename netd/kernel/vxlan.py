@@ -10,36 +10,36 @@ written with NLM_F_REPLACE so a stale or learned entry is overwritten, never ans
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from ipaddress import ip_address
 from typing import Any
 
 import structlog
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
 from netd.errors import KernelError
-from netd.kernel import nlbatch
+from netd.kernel import ndraw
 from netd.kernel.link import IPR, get_link
-from netd.kernel.ndraw import (
-    NTF_SELF,
-    NUD_PERMANENT,
-    RTM_DELNEIGH,
-    RTM_NEWNEIGH,
-    decode_fdb,
-    decode_neigh,
-    dump_request,
-)
+from netd.kernel.ndraw import RTM_NEWNEIGH, decode_fdb, decode_neigh, dump_request
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.observe import Msg, decode_link
-from netd.kernel.rtraw import RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, decode_addr
+from netd.kernel.rtraw import (
+    NLMSG_ERROR,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    decode_addr,
+    error_of,
+    messages,
+)
 from netd.kernel.rtraw import decode_link as decode_raw_link
 from netd.kernel.rtraw import dump_request as link_dump_request
-from netd.kernel.rtsock import DumpInterrupted, RouteSocket
+from netd.kernel.rtsock import RECV_SIZE, SOL_NETLINK, DumpInterrupted, RouteSocket
 from netd.linkspec import owner_alias, owner_of
 from netd.vxlanspec import (
     Addr,
@@ -57,9 +57,13 @@ from netd.vxlanspec import (
 
 log = structlog.get_logger()
 
-# Messages per datagram: each is acked, and the acks of one datagram must fit the socket's receive buffer
-# (a lost ack would leave the request waiting).  See bench/vxlan_entries.py.
+# Requests per datagram: each is acked, and the acks of one datagram must fit the socket's receive buffer
+# (RCVBUF; about 1 KiB of buffer per ack).  See bench/vxlan_entries.py.
 BATCH = 256
+RCVBUF = 1 << 20
+SO_RCVBUFFORCE = 33
+NETLINK_CAP_ACK = 10
+Build = Callable[[int], bytes]  # a request for a sequence number
 NOT_OURS_HINT = "remove it or give the overlay network another device name"
 
 
@@ -264,66 +268,63 @@ async def observe_entries(ifindex: int) -> ObservedEntries:
     raise AssertionError("unreachable")
 
 
-def _ndmsg(mtype: int, family: int, ifindex: int, attrs: list[tuple[str, str]], flags: int = 0) -> Any:
-    msg = ndmsg()
-    msg["family"] = family
-    msg["ifindex"] = ifindex
-    msg["flags"] = flags
-    msg["attrs"] = attrs
-    msg["header"]["type"] = mtype
-    if mtype == RTM_NEWNEIGH:
-        msg["state"] = NUD_PERMANENT
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
-    else:
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
-    return msg
+def _grow_rcvbuf(sock: socket.socket) -> None:
+    """Room for a whole batch's acks: the kernel handles a datagram's requests before netd reads an answer,
+    and an ack that does not fit is dropped (the socket overruns)."""
+    sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # an error does not echo the request
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+    except PermissionError:  # without CAP_NET_ADMIN: up to net.core.rmem_max
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
 
 
-def _ip_family(ip: Addr) -> int:
-    return socket.AF_INET if ip.version == 4 else socket.AF_INET6
+async def write_entries(ifname: str, reqs: Sequence[tuple[Build, str]], action: str, missing_ok: bool) -> None:
+    """Send the requests ``reqs`` (builder of the message for a sequence number, what it is) in datagrams of
+    BATCH; every one is acked, the first error is raised (ENOENT/ESRCH ignored with ``missing_ok``)."""
+    if not reqs:
+        return
+    loop = asyncio.get_running_loop()
+    with RouteSocket() as rs:
+        _grow_rcvbuf(rs.sock)
+        for start in range(0, len(reqs), BATCH):
+            chunk = reqs[start : start + BATCH]
+            first = rs.seq + 1
+            rs.seq += len(chunk)
+            try:
+                await loop.sock_sendall(rs.sock, b"".join(build(first + i) for i, (build, _) in enumerate(chunk)))
+                pending = len(chunk)
+                while pending:
+                    data = await loop.sock_recv(rs.sock, RECV_SIZE)
+                    for msg in messages(data):
+                        i = msg.seq - first
+                        if msg.type != NLMSG_ERROR or not 0 <= i < len(chunk):
+                            continue
+                        pending -= 1
+                        err = error_of(data, msg.start, chunk[i][1])
+                        if err is not None and not (missing_ok and err.errno in (errno.ENOENT, errno.ESRCH)):
+                            raise kernel_error(f"{_obj(ifname)}: {chunk[i][1]}", action, err)
+            except OSError as exc:  # the socket itself (ENOBUFS: acks lost)
+                raise kernel_error(
+                    _obj(ifname), f"{action} entries", exc, "retry; a reconcile writes them again"
+                ) from exc
 
 
-def fdb_put(ifindex: int, e: FdbEntry) -> Any:
-    assert e.dst is not None
-    attrs = [("NDA_LLADDR", e.mac), ("NDA_DST", str(e.dst))]
-    return _ndmsg(RTM_NEWNEIGH, socket.AF_BRIDGE, ifindex, attrs, NTF_SELF)
-
-
-def fdb_del(ifindex: int, mac: str) -> Any:
-    """The whole entry of ``mac`` (every remote of it)."""
-    return _ndmsg(RTM_DELNEIGH, socket.AF_BRIDGE, ifindex, [("NDA_LLADDR", mac)], NTF_SELF)
-
-
-def neigh_put(ifindex: int, e: NeighEntry) -> Any:
-    return _ndmsg(RTM_NEWNEIGH, _ip_family(e.ip), ifindex, [("NDA_DST", str(e.ip)), ("NDA_LLADDR", e.mac)])
-
-
-def neigh_del(ifindex: int, e: NeighEntry) -> Any:
-    return _ndmsg(RTM_DELNEIGH, _ip_family(e.ip), ifindex, [("NDA_DST", str(e.ip))])
-
-
-async def _run(ipr: IPR, msgs: Sequence[tuple[Any, str]], ifname: str, action: str, missing_ok: bool) -> None:
-    for start in range(0, len(msgs), BATCH):
-        chunk = msgs[start : start + BATCH]
-        results = await nlbatch.run(ipr, [m for m, _ in chunk])
-        for (_, what), err in zip(chunk, results, strict=True):
-            if err is not None and not (missing_ok and err.code in (errno.ENOENT, errno.ESRCH)):
-                raise kernel_error(f"{_obj(ifname)}: {what}", action, err)
-
-
-async def apply_entries(ipr: IPR, ifname: str, ifindex: int, plan: EntryPlan) -> None:
+async def apply_entries(ifname: str, ifindex: int, plan: EntryPlan) -> None:
     """Deletes first (so a MAC whose entry is replaced whole is not deleted after its new entry), then the FDB
     entries, then the neighbour entries (the proxy answers with a MAC the FDB already knows)."""
-    try:
-        if plan.fdb_del or plan.neigh_del:
-            dels = [(fdb_del(ifindex, mac), f"fdb {mac}") for mac in dict.fromkeys(e.mac for e in plan.fdb_del)]
-            dels += [(neigh_del(ifindex, e), f"neighbour {e.ip}") for e in plan.neigh_del]
-            await _run(ipr, dels, ifname, "delete", missing_ok=True)
-        puts = [(fdb_put(ifindex, e), f"fdb {e.mac} -> {e.dst}") for e in plan.fdb_put]
-        puts += [(neigh_put(ifindex, e), f"neighbour {e.ip} -> {e.mac}") for e in plan.neigh_put]
-        await _run(ipr, puts, ifname, "replace", missing_ok=False)
-    except NetlinkError as exc:
-        raise kernel_error(_obj(ifname), "write entries", exc) from exc
+    dels: list[tuple[Build, str]] = [
+        (partial(ndraw.fdb_del, ifindex=ifindex, mac=mac), f"fdb {mac}")
+        for mac in dict.fromkeys(e.mac for e in plan.fdb_del)
+    ]
+    dels += [(partial(ndraw.neigh_del, ifindex=ifindex, ip=e.ip), f"neighbour {e.ip}") for e in plan.neigh_del]
+    await write_entries(ifname, dels, "delete", missing_ok=True)
+    puts: list[tuple[Build, str]] = [
+        (partial(ndraw.fdb_put, ifindex=ifindex, e=e), f"fdb {e.mac} -> {e.dst}") for e in plan.fdb_put
+    ]
+    puts += [
+        (partial(ndraw.neigh_put, ifindex=ifindex, e=e), f"neighbour {e.ip} -> {e.mac}") for e in plan.neigh_put
+    ]
+    await write_entries(ifname, puts, "replace", missing_ok=False)
     if plan:
         log.info(
             "vxlan_entries_applied",
@@ -340,5 +341,5 @@ async def ensure_peers(ipr: IPR, ifname: str, peers: Sequence[PeerEntry]) -> Ent
     index = await device_index(ipr, ifname)
     plan = plan_entries(list(peers), await observe_entries(index))
     if plan:
-        await apply_entries(ipr, ifname, index, plan)
+        await apply_entries(ifname, index, plan)
     return plan
