@@ -243,6 +243,20 @@ def build_entries(peers: tuple[PeerEntry, ...] | list[PeerEntry]) -> tuple[list[
     return sorted(fdb.values(), key=lambda e: e.mac), sorted(neigh.values(), key=lambda n: (n.ip.version, n.ip))
 
 
+def check_vtep_family(peers: tuple[PeerEntry, ...] | list[PeerEntry], local: Addr | None) -> None:
+    """A VXLAN device sends over one IP version (its local address's): a peer on the other is unreachable."""
+    if local is None:
+        return
+    for peer in peers:
+        if peer.vtep.version != local.version:
+            raise InvalidError(
+                f"peer {peer.mac}: node address {peer.vtep} is IPv{peer.vtep.version} but this node's VXLAN "
+                f"device sends from {local} (IPv{local.version}); give every node an advertise address of one "
+                "IP version",
+                field="vtep",
+            )
+
+
 def plan_entries(peers: tuple[PeerEntry, ...] | list[PeerEntry], seen: ObservedEntries) -> EntryPlan:
     """Entries to replace (missing, pointing elsewhere, not permanent) and to delete (not wanted: stale peers,
     learned entries, an all-zero flooding entry)."""

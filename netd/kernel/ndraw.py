@@ -3,10 +3,9 @@ pure entry types of :mod:`netd.vxlanspec`, and the replace/delete requests.
 
 A VXLAN device of an overlay network carries an FDB entry and one or two neighbour entries per remote endpoint
 (thousands).  pyroute2 decodes every attribute of every message, this reads the three netd needs; and writing
-through pyroute2 cost ~0.55 ms of Python per entry even batched, ~37 us raw (bench/vxlan_entries.py).
-The dumps ask
-the kernel to filter by device (NDA_IFINDEX; the RouteSocket turns strict checking on).  Pure: bytes in, values
-out.
+through pyroute2 cost ~0.55 ms of Python per entry even batched, ~37 us raw (bench/vxlan_entries.py).  The
+dumps ask the kernel to filter by device (NDA_IFINDEX; the RouteSocket turns strict checking on).  Pure: bytes
+in, values out.
 """
 
 from __future__ import annotations

@@ -5,7 +5,11 @@ entries (observe, replace, delete, in batches).  Thin: netlink in, KernelError o
 The device: learning off, ``proxy`` on (the VXLAN driver answers ARP and neighbour solicitations from its own
 neighbour table, so they never cross the underlay), no group, no default remote, l2miss/l3miss off.  An entry:
 FDB "MAC -> remote node" (AF_BRIDGE, NTF_SELF, NUD_PERMANENT) and neighbour "address -> MAC" (NUD_PERMANENT),
-written with NLM_F_REPLACE so a stale or learned entry is overwritten, never answered with EEXIST.
+written with NLM_F_REPLACE so a stale or learned entry is overwritten, never answered with EEXIST.  The device
+itself goes through pyroute2; the entries (thousands) are packed raw and sent in batches (netd.kernel.ndraw).
+
+The kernel flushes a device's neighbour entries when it goes down: after ensure_vxlan has brought a device
+back up, ensure_peers writes them again (it always compares with what the kernel has).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from netd.vxlanspec import (
     ObservedVxlan,
     PeerEntry,
     VxlanSpec,
+    check_vtep_family,
     overlay_mtu,
     plan_entries,
     plan_vxlan,
@@ -338,7 +343,11 @@ async def apply_entries(ifname: str, ifindex: int, plan: EntryPlan) -> None:
 
 async def ensure_peers(ipr: IPR, ifname: str, peers: Sequence[PeerEntry]) -> EntryPlan:
     """Make the device's entries exactly those of ``peers``; returns what was changed (empty: nothing)."""
-    index = await device_index(ipr, ifname)
+    seen = await observe_vxlan(ipr, ifname)
+    if seen is None:
+        raise KernelError(f"{_obj(ifname)}: not found; ensure the overlay network's VXLAN device first")
+    check_vtep_family(list(peers), seen.local)
+    index = seen.index
     plan = plan_entries(list(peers), await observe_entries(index))
     if plan:
         await apply_entries(ifname, index, plan)

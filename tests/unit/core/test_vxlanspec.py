@@ -188,3 +188,33 @@ def test_raw_decoders() -> None:
 def test_spec_replace_revalidates() -> None:
     with pytest.raises(InvalidError, match="port"):
         replace(spec(), port=0)
+
+
+def test_raw_requests_carry_what_the_decoders_read() -> None:
+    from netd.kernel.ndraw import RTM_DELNEIGH, RTM_NEWNEIGH, fdb_del, fdb_put, neigh_del, neigh_put
+    from netd.kernel.rtraw import messages
+
+    v6 = ip_address("fd00::2")
+    for data, mtype in (
+        (fdb_put(5, 7, FdbEntry(MAC1, B)), RTM_NEWNEIGH),
+        (neigh_put(6, 7, NeighEntry(v6, MAC1)), RTM_NEWNEIGH),
+        (fdb_del(7, 7, MAC1), RTM_DELNEIGH),
+        (neigh_del(8, 7, v6), RTM_DELNEIGH),
+    ):
+        (msg,) = messages(data)
+        assert msg.type == mtype and msg.flags & 0x4  # acked
+        if mtype == RTM_NEWNEIGH:
+            assert msg.flags & 0x100 and msg.flags & 0x400  # NLM_F_REPLACE | NLM_F_CREATE
+    put = fdb_put(1, 7, FdbEntry(MAC1, B))
+    assert decode_fdb(put, 16, len(put), 7) == FdbEntry(MAC1, B)
+    put = neigh_put(1, 7, NeighEntry(v6, MAC1))
+    assert decode_neigh(put, 16, len(put), 7) == NeighEntry(v6, MAC1)
+
+
+def test_vtep_family_must_match_the_device() -> None:
+    from netd.vxlanspec import check_vtep_family
+
+    check_vtep_family([PeerEntry(MAC1, (), B)], A)
+    check_vtep_family([PeerEntry(MAC1, (), B)], None)
+    with pytest.raises(InvalidError, match="one IP version"):
+        check_vtep_family([PeerEntry(MAC1, (), ip_address("2001:db8::2"))], A)
