@@ -32,6 +32,8 @@ from netd.kernel.ndraw import RTM_NEWNEIGH, decode_fdb, decode_neigh, dump_reque
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.observe import Msg, decode_link
 from netd.kernel.rtraw import (
+    IFINFO,
+    NLM_F_REQUEST,
     NLMSG_ERROR,
     RTM_GETADDR,
     RTM_GETLINK,
@@ -40,6 +42,7 @@ from netd.kernel.rtraw import (
     decode_addr,
     error_of,
     messages,
+    request,
 )
 from netd.kernel.rtraw import decode_link as decode_raw_link
 from netd.kernel.rtraw import dump_request as link_dump_request
@@ -122,29 +125,35 @@ async def observe_vxlan(ipr: IPR, ifname: str) -> ObservedVxlan | None:
     return vxlan_of(msg)
 
 
+def _link_by_index_request(seq: int, index: int) -> bytes:
+    return request(RTM_GETLINK, NLM_F_REQUEST, seq, IFINFO.pack(0, 0, index, 0, 0))
+
+
 async def underlay_mtu(local: Addr) -> int:
     """The MTU of the interface that holds ``local`` (the node's advertise address)."""
-    with RouteSocket() as rs:
-        answer = await rs.ask(partial(link_dump_request, RTM_GETADDR), "address dump")
-        index = next(
-            (
-                found[0]
-                for m, data in answer
-                if m.type == RTM_NEWADDR
-                and (found := decode_addr(data, m.start, m.end)) is not None
-                and found[1] is not None
-                and found[1].ip == local
-            ),
-            None,
-        )
-        if index is None:
-            raise KernelError(
-                f"underlay address {local}: not configured on any interface of this host; "
-                "set [cluster] advertise_address to one of this host's addresses"
+    try:
+        with RouteSocket() as rs:
+            answer = await rs.ask(partial(link_dump_request, RTM_GETADDR), "address dump")
+            index = next(
+                (
+                    found[0]
+                    for m, data in answer
+                    if m.type == RTM_NEWADDR
+                    and (found := decode_addr(data, m.start, m.end)) is not None
+                    and found[1] is not None
+                    and found[1].ip == local
+                ),
+                None,
             )
-        links = await rs.ask(partial(link_dump_request, RTM_GETLINK), "link dump")
-        found_links = (decode_raw_link(data, m.start, m.end) for m, data in links if m.type == RTM_NEWLINK)
-        mtu = next((lk.mtu for lk in found_links if lk.index == index), 0)
+            if index is None:
+                raise KernelError(
+                    f"underlay address {local}: not configured on any interface of this host; "
+                    "set [cluster] advertise_address to one of this host's addresses"
+                )
+            links = await rs.ask(partial(_link_by_index_request, index=index), f"link {index}")
+    except OSError as exc:
+        raise kernel_error(f"underlay address {local}", "look up its interface", exc) from exc
+    mtu = next((decode_raw_link(data, m.start, m.end).mtu for m, data in links if m.type == RTM_NEWLINK), 0)
     if not mtu:
         raise KernelError(f"underlay address {local}: its interface vanished; retry")
     return mtu
