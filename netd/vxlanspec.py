@@ -4,8 +4,9 @@ Per overlay network on a node: a bridge (a :class:`netd.linkspec.BridgeSpec`, th
 VXLAN device enslaved to it (:class:`VxlanSpec`).  Remote endpoints are programmed statically on the VXLAN
 device, as Docker's overlay driver and flannel's vxlan backend do: a forwarding (FDB) entry "endpoint MAC ->
 remote node's underlay address" and a neighbour entry "endpoint address -> MAC" per address, both permanent.
-Learning is off and ``proxy`` is on (the VXLAN driver answers ARP/ND from the neighbour table), with no
-group, no default remote and no all-zero FDB entry: nothing is flooded, an unknown MAC or address is dropped.
+Learning is off (as flannel's default; Docker's driver turns learning and l2miss/l3miss on) and ``proxy`` is on
+(the VXLAN driver answers ARP/ND from the neighbour table), with no group, no default remote and no all-zero FDB
+entry: nothing is flooded, an unknown MAC or address is dropped.
 
 ``plan_vxlan`` and ``plan_entries`` compare what is wanted with what the kernel reported and say what to do.
 """
