@@ -35,6 +35,15 @@ class NsRef:
 
 
 @dataclass(frozen=True)
+class NsProbe:
+    """What a namespace path names: ``ident`` (st_dev, st_ino) of a live network namespace, or ``problem``."""
+
+    ident: tuple[int, int] | None
+    problem: str = ""  # "does not exist", "is a FIFO", ...; "" when ident is set
+    own: str = ""  # "netd" / "init": the daemon's own or PID 1's namespace (never to be connected)
+
+
+@dataclass(frozen=True)
 class BridgeSpec:
     ifname: str
     owner: str  # network id; alias netd:<owner> unless adopted

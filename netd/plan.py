@@ -250,7 +250,9 @@ def plan(
         actions.append(SetSysctl(IP6_FORWARD, "1"))
 
     for name in sorted(desired.netns):
-        if scope.has_netns(name) and name not in observed.netns_alive:
+        # alive but without netd's marker: made by a netd killed before it wrote the marker (older versions
+        # marked after the mount); the action writes the marker, so netns rm removes the mount
+        if scope.has_netns(name) and (name not in observed.netns_alive or name not in observed.netns_owned):
             actions.append(EnsureNetns(name, owner=name))
 
     for net in desired.networks.values():

@@ -25,7 +25,7 @@ from .firewall.base import FirewallBackend
 from .firewall.rules import Ruleset, build_ruleset, udp_changes
 from .kernel import conntrack
 from .kernel.netlink import Kernel
-from .linkspec import ObservedHost, ObservedLink
+from .linkspec import NsProbe, ObservedHost, ObservedLink
 from .model import DesiredState, Endpoint, IPNetwork
 from .plan import (
     IP6_FORWARD,
@@ -131,6 +131,19 @@ class Reconciler:
     def ns_inode(self, path: str) -> int | None:
         """The namespace's inode if ``path`` is a live network namespace, else None."""
         return self.kernel.ns_identity(path)
+
+    def ns_probe(self, path: str) -> NsProbe:
+        return self.kernel.ns_probe(path)
+
+    async def ns_has_link(self, path: str, ifname: str) -> bool:
+        return await self.kernel.ns_has_link(path, ifname)
+
+    def netns_foreign(self, name: str) -> str | None:
+        """The path of a live namespace of that name netd did not make (no marker), else None."""
+        path = self.netns_path(name)
+        if (self.owned_dir / name).exists() or not self.kernel.ns_alive(path):
+            return None
+        return path
 
     async def host_prefixes(self) -> list[IPNetwork]:
         return await self.kernel.host_prefixes()
@@ -316,8 +329,10 @@ class Reconciler:
     async def _execute(self, action: Action) -> None:
         match action:
             case EnsureNetns(name=name):
-                await self.kernel.ensure_netns(name)
+                # the marker first: a kill between the two leaves a marker without a mount, which the next
+                # reconcile finishes (desired) or removes (not desired); never a mount netd does not know
                 self._mark_owned(name, True)
+                await self.kernel.ensure_netns(name)
             case RemoveNetns(name=name):
                 await self.kernel.remove_netns(name)
                 self._mark_owned(name, False)

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from ipaddress import IPv4Interface, IPv6Interface, IPv6Network, ip_interface
 from typing import Any, Protocol
 
@@ -21,9 +22,10 @@ from . import ipam, ports
 from .config import Settings
 from .drivers import build_link_network, check_connect, is_link_network, link_driver
 from .errors import ConflictError, InvalidError, KernelError, NotFoundError, StorageError
-from .linkspec import ObservedHost, ObservedLink
+from .linkspec import NsProbe, ObservedHost, ObservedLink
 from .model import DesiredState, Endpoint, IpamConfig, IPNetwork, Netns, Network, PortMapping
 from .naming import bridge_name, host_veth_name, mac_for, new_id
+from .nsident import NamespaceIndex, check_netns_path, free_ifname, spelling
 from .plan import Scope, scope_links, scope_targets
 from .request import (
     Connect,
@@ -50,7 +52,9 @@ class Applier(Protocol):
     async def host_prefixes(self) -> list[IPNetwork]: ...
     async def find_link(self, ifname: str) -> ObservedLink | None: ...
     async def observe_host(self) -> ObservedHost: ...
-    def ns_inode(self, path: str) -> int | None: ...
+    def ns_probe(self, path: str) -> NsProbe: ...
+    async def ns_has_link(self, path: str, ifname: str) -> bool: ...
+    def netns_foreign(self, name: str) -> str | None: ...
     def netns_path(self, name: str) -> str: ...
 
 
@@ -66,6 +70,7 @@ class Service:
         # the second argument names the only namespaces whose endpoints changed (None: anything may have)
         self.on_change: Callable[[DesiredState, frozenset[str] | None], Awaitable[None]] | None = None
         self.addresses = ipam.AddressBook()  # held addresses and scan starts, per network (see _adopt)
+        self.namespaces = NamespaceIndex(applier.ns_probe, applier.netns_path)  # identity by inode
 
     # -- commit ------------------------------------------------------------------------------------------------
 
@@ -333,6 +338,13 @@ class Service:
         async with self.lock:
             if name in self.state.netns:
                 raise ConflictError(f"netns {name!r} already exists", field="name")
+            foreign = self.applier.netns_foreign(name)
+            if foreign is not None:
+                raise ConflictError(
+                    f"netns {name!r}: {foreign} already exists and was not made by netd; netd does not adopt "
+                    f"it: remove it (ip netns del {name}) or choose another name",
+                    field="Name",
+                )
             ns = Netns(name=name, created=now())
             new = self.state.copy_for_change()
             new.netns[name] = ns
@@ -352,6 +364,7 @@ class Service:
             self.get_netns(name)
             new = self.state.copy_for_change()
             del new.netns[name]
+            self.namespaces.forget(name)
             gone = {ep.id for ep in new.endpoints_in(f"netns:{name}")}
             for ep_id in gone:
                 del new.endpoints[ep_id]
@@ -364,31 +377,36 @@ class Service:
         req = parse_connect(body)
         async with self.lock:
             net = self.get_network(network)
-            ep = self._build_endpoint(net, req)
+            ep = await self._build_endpoint(net, req)
             new = self.state.copy_for_change()
             new.endpoints[ep.id] = ep
             await self._commit(new, Scope.of(endpoints=[ep.id]), f"connect {req.target.describe()} to {net.name}")
             log.info("endpoint_connected", network=net.name, target=ep.target, ip=str(ep.ipv4), ifname=ep.ifname)
             return ep
 
-    def _build_endpoint(self, net: Network, req: Connect) -> Endpoint:
+    async def _build_endpoint(self, net: Network, req: Connect) -> Endpoint:
         target = req.target
         inode: int | None = None
         if target.netns is not None:
             self.get_netns(target.netns)
+            path = self.applier.netns_path(target.netns)
+            found = self.applier.ns_probe(path)
         else:
             assert target.netns_path is not None
-            inode = self.applier.ns_inode(target.netns_path)
-            if inode is None:
-                raise NotFoundError(
-                    f"{target.netns_path} is not a network namespace (is the process still running?)",
-                    field="NetnsPath",
-                )
-        existing = self.state.endpoints_in(target.key())
-        if any(ep.network == net.id for ep in existing):
-            raise ConflictError(f"{target.describe()} is already connected to network {net.name!r}")
+            path = target.netns_path
+            found = self.applier.ns_probe(path)
+            check_netns_path(path, found)
+            assert found.ident is not None
+            inode = found.ident[1]
+        existing = self.namespaces.endpoints_in(self.state, target, found)
+        for ep in existing:
+            if ep.network == net.id:
+                as_ = "" if ep.target == target.key() else f" (as {spelling(ep)})"
+                raise ConflictError(f"{target.describe()} is already connected to network {net.name!r}{as_}")
         if is_link_network(net):
             check_connect(net, self.state)
+        has_link = None if found.ident is None else partial(self.applier.ns_has_link, path)
+        ifname = await free_ifname(target, {ep.ifname for ep in existing}, has_link)
         ep_id = new_id()
         addrs: dict[int, IPv4Interface | IPv6Interface] = {}
         for version, requested in ((4, req.ipv4), (6, req.ipv6)):
@@ -406,8 +424,6 @@ class Service:
             if requested is None:
                 self.addresses.picked(net.id, pool, addr)
             addrs[version] = ip_interface(f"{addr}/{pool.subnet.prefixlen}")
-        used_ifnames = {ep.ifname for ep in existing}
-        ifname = next(f"eth{i}" for i in range(len(existing) + 1) if f"eth{i}" not in used_ifnames)
         v4 = addrs.get(4)
         v6 = addrs.get(6)
         port_list = self._plan_ports(net, req, frozenset(addrs)) if req.ports else []

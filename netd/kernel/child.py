@@ -15,6 +15,7 @@ from pyroute2.netlink.rtnl.ifinfmsg.plugins.ipvlan import ipvlan as _ipvlan_nla
 
 from netd.errors import KernelError
 from netd.kernel.link import configure_peer, get_link
+from netd.kernel.netns import open_netns
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.observe import addresses_by_index, decode_link
 from netd.kernel.parent import MACVLAN_MODES
@@ -73,7 +74,7 @@ async def ensure_child(ipr: IPR, ns_socket: NsSocket, spec: ChildSpec) -> None:
 
 async def _create(ipr: IPR, spec: ChildSpec, parent_index: int, obj: str) -> None:
     try:
-        nsfd = os.open(spec.netns.path, os.O_RDONLY | os.O_CLOEXEC)
+        nsfd = open_netns(spec.netns.path)  # never blocks on a FIFO put in its place
     except OSError as exc:
         raise kernel_error(obj, "open the namespace", exc, "the namespace does not exist (any more)") from exc
     kw: dict[str, Any] = {"ifname": spec.peer_ifname, "kind": spec.kind, "link": parent_index, "net_ns_fd": nsfd}

@@ -15,6 +15,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from netd.errors import KernelError
 from netd.kernel import nlbatch
+from netd.kernel.netns import open_netns
 from netd.kernel.nlbatch import IFA_F_NODAD
 from netd.kernel.nlerror import KernelOpError, is_errno, kernel_error
 from netd.kernel.observe import Msg, addresses_by_index, decode_link
@@ -235,7 +236,7 @@ async def _create_veth(
     ipr: IPR, ns_socket: NsSocket, spec: VethSpec, bridge_index: int, obj: str, *, clear_stale: bool = True
 ) -> None:
     try:
-        nsfd = os.open(spec.netns.path, os.O_RDONLY | os.O_CLOEXEC)
+        nsfd = open_netns(spec.netns.path)  # never blocks on a FIFO put in its place
     except OSError as exc:
         raise kernel_error(
             f"{obj}: netns {spec.netns.path}", "open", exc, "the namespace does not exist (any more)"
@@ -276,12 +277,22 @@ async def _create_veth(
 
 
 async def _clear_stale_peer(ns_socket: NsSocket, spec: VethSpec) -> bool:
-    """EEXIST on create: if a leftover veth of the peer's name sits in the target netns, delete it."""
+    """EEXIST on create: if a leftover veth *of netd's* (its alias) of the peer's name sits in the target netns,
+    delete it.  Anything else there (a container runtime's eth0) is not netd's to touch: the create fails."""
     nsipr = await ns_socket(spec.netns.path)
     msg = await get_link(nsipr, spec.peer_ifname)
-    if msg is None or decode_link(msg).kind != "veth":
+    if msg is None:
         return False
-    log.warning("stale_peer_removed", ifname=spec.peer_ifname, netns=spec.netns.path)
+    link = decode_link(msg)
+    if link.owner is None:
+        raise KernelError(
+            f'peer "{spec.peer_ifname}" in {spec.netns.path}: an interface of kind "{link.kind or "device"}" '
+            "not made by netd already has this name; netd leaves it alone: disconnect and connect again "
+            "(netd then picks a free ethN), or remove that interface"
+        )
+    if link.kind != "veth" or link.owner == spec.owner:
+        return False
+    log.warning("stale_peer_removed", ifname=spec.peer_ifname, netns=spec.netns.path, owner=link.owner)
     await nsipr.link("del", index=msg["index"])
     return True
 
@@ -299,8 +310,9 @@ async def configure_peer(nsipr: IPR, spec: VethSpec | ChildSpec, peer_index: int
             index, up = peer_index, False
         # one datagram, handled in this order by the kernel: addresses, up, then the routes via the gateways
         msgs = [nlbatch.add_address(index, iface) for iface in spec.addresses]
-        if not up:
-            msgs.append(nlbatch.set_up(index))
+        if not up:  # a fresh veth peer gets netd's alias with it: what is not marked is never deleted
+            fresh_veth = peer_index is not None and isinstance(spec, VethSpec)
+            msgs.append(nlbatch.set_up(index, owner_alias(spec.owner) if fresh_veth else None))
         for gateway in (spec.gateway4, spec.gateway6):
             if gateway is not None:
                 msgs.append(nlbatch.replace_default_route(index, gateway))

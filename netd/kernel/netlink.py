@@ -51,6 +51,7 @@ from netd.linkspec import (
     BridgeSpec,
     ChildSpec,
     Iface,
+    NsProbe,
     NsRef,
     ObservedChild,
     ObservedHost,
@@ -196,13 +197,24 @@ class Kernel:
     @staticmethod
     def ns_identity(path: str) -> int | None:
         """The inode of the live network namespace at ``path`` (None if there is none): a reused PID's
-        /proc/PID/ns/net names another namespace and has another inode."""
-        if not nsops.ns_alive(path):
-            return None
+        /proc/PID/ns/net names another namespace and has another inode.  Never blocks (see netns.open_netns)."""
+        found = nsops.probe(path)
+        return found.ident[1] if found.ident is not None else None
+
+    @staticmethod
+    def ns_probe(path: str) -> NsProbe:
+        """What ``path`` is (a live network namespace, netd's own, a FIFO...), without blocking."""
+        return nsops.probe(path)
+
+    async def ns_has_link(self, path: str, ifname: str) -> bool:
+        """Whether the namespace at ``path`` has a link of that name (netd's or anyone's).  One get on the
+        namespace's cached socket: a dump there could clash with a reconcile's (EBUSY)."""
+        nsipr = await self.ns_socket(path)
         try:
-            return nsops.ns_inode(path)[1]
-        except OSError:
-            return None
+            return await linkops.get_link(nsipr, ifname) is not None
+        except NetlinkError as exc:
+            self._drop(path)
+            raise kernel_error(f'link "{ifname}" in {path}', "get", exc) from exc
 
     async def ensure_netns(self, name: str) -> bool:
         path = self.netns_path(name)

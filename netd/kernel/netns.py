@@ -14,11 +14,13 @@ import errno
 import fcntl
 import os
 import socket
+import stat
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 from netd.kernel.mountns import HostMount
+from netd.linkspec import NsProbe
 
 T = TypeVar("T")
 
@@ -29,6 +31,8 @@ MS_SHARED = 1 << 20
 MNT_DETACH = 2
 NS_GET_NSTYPE = 0xB703
 NETLINK_ROUTE = 0
+OWN_NS = "/proc/thread-self/ns/net"  # the calling thread's: netd's own in the event loop's thread
+INIT_NS = "/proc/1/ns/net"  # the host's initial namespace (unreadable when PID 1 holds more capabilities)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
@@ -55,7 +59,7 @@ def umount_detach(target: str) -> None:
 
 def setns_net(path: str) -> None:
     """Move the *calling thread* into the network namespace at ``path``."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_netns(path)
     try:
         _check(_libc.setns(fd, CLONE_NEWNET), "setns", path)
     finally:
@@ -109,18 +113,96 @@ def netlink_fd_in(path: str) -> int:
     return netlink_fd()
 
 
-def ns_alive(path: str) -> bool:
-    """True if ``path`` is an nsfs file of a live *network* namespace."""
+class NotANamespace(OSError):
+    """``path`` exists but is not a live network namespace; ``what`` says what it is ("is a FIFO")."""
+
+    def __init__(self, path: str, what: str) -> None:
+        super().__init__(errno.EINVAL, f"{path} {what}, not a network namespace", path)
+        self.what = what
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "is a FIFO"),
+    (stat.S_ISDIR, "is a directory"),
+    (stat.S_ISSOCK, "is a socket"),
+    (stat.S_ISCHR, "is a character device"),
+    (stat.S_ISBLK, "is a block device"),
+    (stat.S_ISLNK, "is a symbolic link"),
+)
+_NS_KINDS = {
+    0x00020000: "a mount",
+    0x20000000: "a PID",
+    0x04000000: "a UTS",
+    0x08000000: "an IPC",
+    0x10000000: "a user",
+    0x02000000: "a cgroup",
+    0x00000080: "a time",
+}
+
+
+def _nsfs_dev() -> int:
+    """st_dev of nsfs (one internal mount: every namespace file, bind-mounted or not, has it)."""
+    return os.stat("/proc/thread-self/ns/net").st_dev
+
+
+def open_netns(path: str) -> int:
+    """An O_RDONLY fd of the network namespace at ``path``, never blocking: the path is opened with O_PATH
+    first (which does not open a FIFO or a device), checked to be an nsfs file of a network namespace, and only
+    then reopened through /proc/self/fd.  Raises NotANamespace (what it is instead) or OSError (ENOENT...)."""
+    pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
+        st = os.fstat(pfd)
+        for test, what in _KINDS:
+            if test(st.st_mode):
+                raise NotANamespace(path, what)
+        if st.st_dev != _nsfs_dev():
+            raise NotANamespace(path, "is a regular file")
+        fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    finally:
+        os.close(pfd)
     try:
-        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
     except OSError:
-        return False  # ENOTTY: a plain file (e.g. left behind after a reboot)
+        os.close(fd)
+        raise NotANamespace(path, "is an nsfs file but no namespace") from None
+    if kind != CLONE_NEWNET:
+        os.close(fd)
+        raise NotANamespace(path, f"is {_NS_KINDS.get(kind, 'another kind of')} namespace")
+    return fd
+
+
+def probe(path: str) -> NsProbe:
+    """Never blocks (see open_netns).  Compares with the calling thread's namespace: call from the event
+    loop's thread (netd's namespace), not from a thread that setns()ed."""
+    try:
+        fd = open_netns(path)
+    except NotANamespace as exc:
+        return NsProbe(None, exc.what)
+    except OSError as exc:
+        why = "does not exist" if exc.errno == errno.ENOENT else f"cannot be opened ({exc.strerror})"
+        return NsProbe(None, why)
+    try:
+        st = os.fstat(fd)
     finally:
         os.close(fd)
+    ident = (st.st_dev, st.st_ino)
+    own = ""
+    for who, ns in (("netd", OWN_NS), ("init", INIT_NS)):
+        with contextlib.suppress(OSError):
+            mine = os.stat(ns)
+            if (mine.st_dev, mine.st_ino) == ident:
+                own = who
+                break
+    return NsProbe(ident, own=own)
+
+
+def ns_alive(path: str) -> bool:
+    """True if ``path`` is an nsfs file of a live *network* namespace (never blocks on a FIFO or device)."""
+    try:
+        os.close(open_netns(path))
+    except OSError:
+        return False  # missing, a plain file (e.g. left behind after a reboot), a FIFO...
+    return True
 
 
 def ns_inode(path: str) -> tuple[int, int]:

@@ -49,11 +49,14 @@ def add_address(index: int, iface: Iface) -> Any:
     return msg
 
 
-def set_up(index: int) -> Any:
+def set_up(index: int, alias: str | None = None) -> Any:
+    """IFF_UP, and with ``alias`` the interface alias (netd's ownership marker) in the same request."""
     msg = ifinfmsg()
     msg["index"] = index
     msg["flags"] = IFF_UP
     msg["change"] = IFF_UP
+    if alias is not None:
+        msg["attrs"] = [("IFLA_IFALIAS", alias)]
     msg["header"]["type"] = RTM_NEWLINK
     msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
     return msg

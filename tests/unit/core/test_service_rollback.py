@@ -9,7 +9,7 @@ import pytest
 
 from netd.config import Settings
 from netd.errors import KernelError
-from netd.linkspec import ObservedLink
+from netd.linkspec import NsProbe, ObservedLink
 from netd.model import IPNetwork
 from netd.plan import Scope
 from netd.service import Service
@@ -33,7 +33,13 @@ class FakeApplier:
     async def find_link(self, ifname: str) -> ObservedLink | None:
         return None
 
-    def ns_inode(self, path: str) -> int | None:
+    def ns_probe(self, path: str) -> NsProbe:
+        return NsProbe(None, "does not exist")
+
+    async def ns_has_link(self, path: str, ifname: str) -> bool:
+        return False
+
+    def netns_foreign(self, name: str) -> str | None:
         return None
 
     def netns_path(self, name: str) -> str:
