@@ -290,7 +290,7 @@ async def _clear_stale_peer(ns_socket: NsSocket, spec: VethSpec) -> bool:
             "not made by netd already has this name; netd leaves it alone: disconnect and connect again "
             "(netd then picks a free ethN), or remove that interface"
         )
-    if link.kind != "veth" or link.owner == spec.owner:
+    if link.kind != "veth":
         return False
     log.warning("stale_peer_removed", ifname=spec.peer_ifname, netns=spec.netns.path, owner=link.owner)
     await nsipr.link("del", index=msg["index"])

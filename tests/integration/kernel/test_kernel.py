@@ -345,6 +345,24 @@ def test_veth_stale_peer_name_in_netns(env: Env) -> None:
     env.run(body)
 
 
+def test_veth_foreign_peer_name_in_netns_is_kept(env: Env) -> None:
+    """An eth0 netd did not make (no alias) in the target namespace is never deleted: the create fails clearly."""
+
+    async def body(k: Kernel) -> None:
+        await k.ensure_bridge(bridge())
+        await k.ensure_netns("c1")
+        ns = str(env.netns_dir / "c1")
+        sh("nsenter", f"--net={ns}", "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "theirs")
+        with pytest.raises(KernelError, match="not made by netd already has this name"):
+            await k.ensure_veth(veth(env, 1))
+        assert sh("nsenter", f"--net={ns}", "ip", "-o", "link", "show", "eth0").returncode == 0
+        assert await k.ns_has_link(ns, "eth0")
+        await k.ensure_veth(replace(veth(env, 1), peer_ifname="eth1"))
+        assert sh("nsenter", f"--net={ns}", "ip", "-o", "link", "show", "eth1").stdout.count("netd:ep1") == 1
+
+    env.run(body)
+
+
 # ------------------------------------------------------------------------------------------------ delete/observe
 
 
