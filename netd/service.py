@@ -70,7 +70,8 @@ class Service:
         # the second argument names the only namespaces whose endpoints changed (None: anything may have)
         self.on_change: Callable[[DesiredState, frozenset[str] | None], Awaitable[None]] | None = None
         self.addresses = ipam.AddressBook()  # held addresses and scan starts, per network (see _adopt)
-        self.namespaces = NamespaceIndex(applier.ns_probe, applier.netns_path)  # identity by inode
+        # namespace identity by inode (looked up on the applier when used: narrow fakes need not have it)
+        self.namespaces = NamespaceIndex(lambda p: self.applier.ns_probe(p), lambda n: self.applier.netns_path(n))
 
     # -- commit ------------------------------------------------------------------------------------------------
 

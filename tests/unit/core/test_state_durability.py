@@ -205,6 +205,9 @@ class NeverCalled:
     async def apply(self, scope: Scope, reason: str) -> dict[str, str]:
         raise AssertionError(f"the kernel was asked to apply {reason!r}")
 
+    def netns_foreign(self, name: str) -> str | None:  # netns create asks: is the name mounted by another tool?
+        return None
+
 
 def test_a_change_that_cannot_be_stored_reaches_neither_memory_nor_kernel(tmp_path: Path, disk: Disk) -> None:
     store = StateStore(tmp_path / "state.json")
@@ -230,6 +233,9 @@ class FailsAndFillsTheDisk:
             self.disk.free = 0
             return {next(iter(scope.netns or {"x"})): "netns web: mount failed: Operation not permitted (1)"}
         return {}
+
+    def netns_foreign(self, name: str) -> str | None:
+        return None
 
 
 def test_a_rollback_that_cannot_be_stored_still_goes_back(tmp_path: Path, disk: Disk) -> None:
