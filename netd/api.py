@@ -162,6 +162,8 @@ def build_app(
     middlewares = [error_middleware]
     if ops is not None and ops.observe is not None:
         middlewares.insert(0, timed(ops.observe))  # outermost: sees the status error_middleware chose
+    if ops is not None and ops.inflight is not None:
+        middlewares.insert(0, ops.inflight.middleware())  # a request stuck for long stops the watchdog
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     app.add_routes(routes)
     return app

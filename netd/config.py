@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     reconcile_interval: float = Field(default=120.0, gt=0, description="seconds between full drift checks")
     firewall_check_interval: float = Field(default=1.0, gt=0, description="seconds between firewall checks")
+    # under systemd's WatchdogSec: a lock held or an API request running longer than this stops WATCHDOG=1
+    watchdog_stuck_after: float = Field(default=120.0, gt=0, description="seconds before netd counts as stuck")
     socket_mode: int = 0o660
     socket_group: str | None = "netd"
     ip_forward: bool = True

@@ -22,6 +22,7 @@ from .kernel.mountns import usable
 from .metrics import Metrics, Source, serve
 from .notify import sd_notify, watchdog_interval
 from .ops_api import Ops
+from .progress import Health, InFlight, notify_loop
 from .reconciler import Reconciler
 from .service import Service
 
@@ -56,6 +57,10 @@ class Operations:
                 started=self.started,
             )
         )
+        self.inflight = InFlight()
+        self.health = Health(
+            {"reconciler": reconciler.lock, "service": service.lock}, self.inflight, settings.watchdog_stuck_after
+        )
         self._runner: web.AppRunner | None = None
         self._mount_ns = usable(settings.host_mount_namespace)
         if not self._mount_ns[0] and not os.environ.get("INVOCATION_ID"):  # not a systemd service: no private ns
@@ -64,7 +69,12 @@ class Operations:
     # -- API -----------------------------------------------------------------------------------------------
 
     def api_ops(self) -> Ops:
-        return Ops(dry_run=self.reconciler.dry_run, doctor=self.doctor, observe=self.metrics.observe_api)
+        return Ops(
+            dry_run=self.reconciler.dry_run,
+            doctor=self.doctor,
+            observe=self.metrics.observe_api,
+            inflight=self.inflight,
+        )
 
     def status_extra(self) -> dict[str, Any]:
         s = self.settings
@@ -89,6 +99,7 @@ class Operations:
             out.append("no successful full reconcile recently (netd-ctl doctor)")
         if self.metrics_error:
             out.append(self.metrics_error)
+        out += self.health.stuck()
         if not self._mount_ns[0] and "cannot open" in self._mount_ns[1]:
             out.append(self._mount_ns[1])
         return out
@@ -128,20 +139,9 @@ class Operations:
         sd_notify(f"READY=1\nSTATUS={self.status_line()}")
         if not os.environ.get("NOTIFY_SOCKET"):
             return []
-        return [asyncio.create_task(self._notify_loop(watchdog_interval()))]
-
-    async def _notify_loop(self, watchdog: float | None) -> None:
-        """WATCHDOG=1 from the event loop itself (a stuck loop misses it) and STATUS= when it changed."""
-        last = ""
-        while True:
-            line = self.status_line()
-            parts = ["WATCHDOG=1"] if watchdog else []
-            if line != last:
-                parts.append(f"STATUS={line}")
-                last = line
-            if parts:
-                sd_notify("\n".join(parts))
-            await asyncio.sleep(watchdog or STATUS_ONLY_INTERVAL)
+        # WATCHDOG=1 only while the reconciler and the API make progress (netd.progress), STATUS= on change
+        loop = notify_loop(watchdog_interval(), STATUS_ONLY_INTERVAL, self.status_line, self.health)
+        return [asyncio.create_task(loop)]
 
     async def stop(self) -> None:
         if self._runner is not None:

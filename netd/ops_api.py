@@ -22,6 +22,7 @@ class Ops:
     dry_run: Callable[[], Awaitable[list[dict[str, str]]]]
     doctor: Callable[[], Awaitable[dict[str, Any]]]
     observe: Observe | None = None  # API metrics: (route, method, status, seconds)
+    inflight: Any = None  # netd.progress.InFlight: requests being served, for the watchdog's progress check
 
 
 def add_ops_routes(routes: web.RouteTableDef, ops: Ops, to_json: JsonFn) -> None:

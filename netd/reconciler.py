@@ -3,6 +3,11 @@
 Triggers: start-up (the replay after a reboot is a reconcile from an empty kernel), every API change (scoped
 to the objects it touched), netlink events about owned links, a firewall check every second, and a timer.
 Each action's failure is recorded against the object it belongs to and the rest still goes ahead.
+
+Lock order: the service lock, then the reconciler lock, never the reverse.  The service holds its lock while it
+asks the reconciler to apply a change; so nothing here calls back into the service (``prune``) while holding
+``self.lock``: a full reconcile prunes the endpoints whose foreign namespace is gone first, without the lock,
+and only then takes it.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from .plan import (
     wants_ip6_forward,
 )
 from .ports import published
+from .progress import TimedLock
 
 log = structlog.get_logger()
 
@@ -108,7 +114,7 @@ class Reconciler:
         self.firewall = firewall
         self.get_state = get_state
         self.prune = prune
-        self.lock = asyncio.Lock()
+        self.lock = TimedLock()  # held_since feeds the watchdog's progress check (netd.progress)
         self.stats = Stats()
         self.owned_dir = settings.run_dir / "netns-owned"
         self._applied_rules: Ruleset | None = None
@@ -234,7 +240,20 @@ class Reconciler:
             return await self._reconcile(scope, reason)
 
     async def reconcile(self, reason: str = "timer") -> dict[str, str]:
+        """A full pass.  Never call it while holding the service lock (the prune below takes it)."""
+        await self._prune_gone()
         return await self.apply(Scope.everything(), reason)
+
+    async def _prune_gone(self) -> None:
+        """Forget the endpoints whose foreign namespace is gone, through the service (its lock only: the
+        reconciler lock is not held here, see the lock order above)."""
+        before = self.get_state()
+        gone = self._gone_foreign(before)
+        if not gone:
+            return
+        await self.prune(gone, "namespace gone")
+        for ep_id in gone:  # a cached socket would keep the dead namespace (and its links) alive
+            self.kernel.forget_netns(self.ns_path_of(before.endpoints[ep_id]))
 
     async def dry_run(self) -> list[dict[str, str]]:
         """What a full reconcile would do now, without doing it (``netd-ctl plan`` / ``check``)."""
@@ -259,14 +278,10 @@ class Reconciler:
 
     async def _reconcile(self, scope: Scope, reason: str, dry: list[Action] | None = None) -> dict[str, str]:
         t0 = time.perf_counter()
-        if scope.is_full and dry is None:
-            before = self.get_state()
-            gone = self._gone_foreign(before)
-            if gone:
-                await self.prune(gone, "namespace gone")
-                for ep_id in gone:  # a cached socket would keep the dead namespace (and its links) alive
-                    self.kernel.forget_netns(self.ns_path_of(before.endpoints[ep_id]))
         state = self.get_state()
+        gone = self._gone_foreign(state) if scope.is_full and dry is None else set()
+        if gone:  # went after reconcile() pruned: the next pass prunes it (never from under this lock)
+            self.poke()
         observed = await self._observe(state, scope)
         actions = plan(
             state,
@@ -279,6 +294,7 @@ class Reconciler:
         if dry is not None:  # a dry run: report the plan, change nothing
             dry.extend(actions)
             return {}
+        actions = [a for a in actions if a.owner not in gone]
         errors: dict[str, str] = {}
         applied = 0
         rules = build_ruleset(state, ip_forward=self.settings.ip_forward)

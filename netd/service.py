@@ -4,11 +4,14 @@ Every change is validated completely before anything is written.  The new state 
 applies it; if applying fails for the objects the request touched, the previous state is restored and
 reconciled again, which removes whatever was half-built (the reconciler deletes owned objects that are no longer
 desired).  So a failed request changes nothing, in the state file or in the kernel.
+
+Lock order: the service lock, then the reconciler lock (``applier.apply``), never the reverse.  The reconciler
+calls ``prune_endpoints`` only while it does not hold its own lock; nothing here calls ``applier.reconcile``
+(a full pass, which prunes) while holding ``self.lock``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -27,6 +30,7 @@ from .model import DesiredState, Endpoint, IpamConfig, IPNetwork, Netns, Network
 from .naming import bridge_name, host_veth_name, mac_for, new_id
 from .nsident import NamespaceIndex, check_netns_path, free_ifname, spelling
 from .plan import Scope, scope_links, scope_targets
+from .progress import TimedLock
 from .request import (
     Connect,
     NetworkCreate,
@@ -49,6 +53,7 @@ class Applier(Protocol):
     """The part of the reconciler the service needs (kept narrow so unit tests can fake it)."""
 
     async def apply(self, scope: Scope, reason: str) -> dict[str, str]: ...
+    async def reconcile(self, reason: str) -> dict[str, str]: ...
     async def host_prefixes(self) -> list[IPNetwork]: ...
     async def find_link(self, ifname: str) -> ObservedLink | None: ...
     async def observe_host(self) -> ObservedHost: ...
@@ -64,7 +69,7 @@ class Service:
         self.store = store
         self.state = state
         self.applier = applier
-        self.lock = asyncio.Lock()
+        self.lock = TimedLock()  # taken before the reconciler's, never after (see the module docstring)
         # called with the new state after each successful commit (the daemon syncs the DNS listeners and the
         # netns resolv.conf files); its failures are logged, never undo the change
         # the second argument names the only namespaces whose endpoints changed (None: anything may have)
@@ -111,7 +116,7 @@ class Service:
             log.error("change_hook_failed", error=str(e), kind=type(e).__name__)
 
     async def reconcile_all(self) -> dict[str, str]:
-        return await self.applier.apply(Scope.everything(), reason="api")
+        return await self.applier.reconcile("api")  # not under self.lock: a full pass may prune
 
     # -- networks ----------------------------------------------------------------------------------------------
 
@@ -493,7 +498,9 @@ class Service:
         raise NotFoundError(f"{target.describe()} is not connected to network {net.name!r}")
 
     async def prune_endpoints(self, ids: set[str], why: str) -> None:
-        """Drop endpoints whose foreign namespace has gone (the container exited or the host rebooted)."""
+        """Drop endpoints whose foreign namespace has gone (the container exited or the host rebooted).
+
+        Called by the reconciler's full pass before it takes its lock; that pass then removes what is left."""
         async with self.lock:
             gone = ids & set(self.state.endpoints)
             if not gone:
@@ -506,6 +513,8 @@ class Service:
                 self._adopt(new, Scope.of(endpoints=gone))
             except StorageError as e:  # kept until a later pass can store their removal; the pass goes on
                 log.error("endpoint_prune_not_stored", endpoints=len(gone), error=e.message)
+                return
+            await self.notify_change()  # their names leave DNS
 
 
 def _touched_netns(old: DesiredState, new: DesiredState, scope: Scope) -> frozenset[str] | None:
