@@ -117,11 +117,17 @@ class Daemon:
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.UnixSite(self.runner, str(sock))
-        await site.start()
-        os.chmod(sock, s.socket_mode)
+        # bound under umask 077: the socket is 0700 from its first moment (with the caller's umask it could be
+        # open to every local user until the chmod below); then its group, then socket_mode
+        umask = os.umask(0o077)
+        try:
+            await site.start()
+        finally:
+            os.umask(umask)
         if s.socket_group:
             with contextlib.suppress(KeyError, PermissionError):
                 os.chown(sock, 0, grp.getgrnam(s.socket_group).gr_gid)
+        os.chmod(sock, s.socket_mode)
         self.tasks = [
             asyncio.create_task(self.reconciler.run_timer()),
             asyncio.create_task(self.reconciler.run_firewall_check()),
