@@ -6,7 +6,9 @@ policy cannot override them (the first rule of FORWARD, and Docker's ``DOCKER-US
 
 Every call runs the ``*-save``/``*-restore`` binaries with ``asyncio.create_subprocess_exec`` (no shell; the
 input holds only validated names), from the calling thread, so the child inherits the daemon's network
-namespace.  Calls are serialised by a lock; the restore input is one transaction per family.
+namespace.  Calls are serialised by a lock; the restore input is one transaction per family, and ``apply`` is one
+step for both: when one family's restore fails, the other's previous netd chains (from the ``*-save`` taken
+before) are put back before the error is raised, so a failed request leaves no half of itself behind.
 
 icc=False needs bridged traffic to cross FORWARD (br_netfilter): when some network has icc off, ``apply``
 turns on ``net.bridge.bridge-nf-call-iptables`` / ``-ip6tables`` in the daemon's namespace (what Docker does),
@@ -35,6 +37,7 @@ from netd.firewall.iptables_render import (
     render_chains,
     render_removal,
     render_restore,
+    rendered_from_saved,
 )
 from netd.firewall.rules import Ruleset
 
@@ -101,7 +104,15 @@ class IptablesBackend:
         async with self._guard():
             rendered = self._render(ruleset)
             saved = await self._save_all()
-            await asyncio.gather(*(self._restore(f, render_restore(rendered[f], saved[f])) for f in IP_FAMILIES))
+            results = await asyncio.gather(
+                *(self._restore(f, render_restore(rendered[f], saved[f])) for f in IP_FAMILIES),
+                return_exceptions=True,
+            )
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                applied = [f for f, r in zip(IP_FAMILIES, results, strict=True) if r is None]
+                await self._undo(applied, saved)
+                raise failed[0]
             self._last_hash = rendered["ipv4"].digest
             self._netns = _netns()
             if not ruleset.bridge.empty:
@@ -140,6 +151,16 @@ class IptablesBackend:
         if self._cache is None or not (self._cache[0] is ruleset or self._cache[0] == ruleset):
             self._cache = (ruleset, {f: render_chains(ruleset, f) for f in IP_FAMILIES})
         return self._cache[1]
+
+    async def _undo(self, families: list[IpFamily], before: dict[IpFamily, Saved]) -> None:
+        """Put back the netd chains ``before`` held in ``families`` (their half of a failed apply)."""
+        for family in families:
+            try:
+                now = parse_save(await self._save(family))
+                await self._restore(family, render_restore(rendered_from_saved(before[family]), now))
+                log.warning("firewall_half_rolled_back", family=family)
+            except FirewallError as e:  # the firewall check repairs it within a second; say so, keep the cause
+                log.error("firewall_rollback_failed", family=family, error=e.message)
 
     async def _save_all(self) -> dict[IpFamily, Saved]:
         texts = await asyncio.gather(*(self._save(f) for f in IP_FAMILIES))

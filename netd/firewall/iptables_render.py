@@ -256,6 +256,17 @@ def marker_of(saved: Saved) -> str | None:
     return None
 
 
+def rendered_from_saved(saved: Saved) -> Rendered:
+    """netd's chains as ``saved`` holds them: restoring this puts back what netd had (a failed apply's undo)."""
+    tables: dict[TableName, tuple[tuple[str, tuple[str, ...]], ...]] = {}
+    for table in TABLES:
+        st = saved.get(table, SavedTable())
+        names = [c for c in st.chains if c.startswith(PREFIX)]
+        if names:
+            tables[table] = tuple((c, tuple(r for ch, r in st.rules if ch == c)) for c in names)
+    return Rendered(tables, marker_of(saved) or "")
+
+
 def render_removal(saved: Saved) -> str:
     """Restore input that removes netd's jumps and every ``NETD-*`` chain, and nothing else ("" if none)."""
     return render_restore(Rendered({}, ""), saved)
