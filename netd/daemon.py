@@ -28,6 +28,7 @@ from .dns import DnsServer
 from .dns_upstream import Forwarder, choose_upstreams
 from .errors import NetdError
 from .firewall.select import choose_backend, cleanup_other, purge_all
+from .hostchanges import restore_sysctls_now
 from .kernel.netlink import Kernel
 from .logs import setup_logging
 from .model import DesiredState
@@ -222,13 +223,21 @@ def main(argv: list[str] | None = None) -> None:
         "--purge-firewall",
         action="store_true",
         help="remove netd's firewall rules, chains and jumps from every backend (nftables, iptables nft and "
-        "legacy) in this network namespace, then exit; run it after stopping netd to uninstall",
+        "legacy) in this network namespace and put back the host sysctls netd changed (IPv6 forwarding, "
+        "accept_ra), then exit; run it after stopping netd to uninstall",
     )
     args = parser.parse_args(argv)
     if args.purge_firewall:
         setup_logging("info", "auto")
         removed = asyncio.run(purge_all())
         print("netd: removed netd's firewall objects from: " + (", ".join(removed) or "nothing (none found)"))
+        try:  # the host sysctls netd changed (IPv6 forwarding, accept_ra) are recorded under its state_dir
+            state_dir = load_settings(args.config).state_dir
+        except NetdError as e:
+            print(f"netd: host sysctls not restored: {e.message}", file=sys.stderr)
+            sys.exit(2)
+        restored = restore_sysctls_now(state_dir)
+        print("netd: restored host sysctls: " + (", ".join(restored) or "nothing (netd changed none)"))
         return
     try:
         settings = load_settings(args.config)

@@ -28,6 +28,7 @@ from .drivers.actions import DeleteChildren, EnsureChild, EnsureParent, EnsureSh
 from .errors import NetdError
 from .firewall.base import FirewallBackend
 from .firewall.rules import Ruleset, build_ruleset, udp_changes
+from .hostchanges import HostChanges, put_back, record_adopted
 from .kernel import conntrack
 from .kernel.netlink import Kernel
 from .linkspec import NsProbe, ObservedHost, ObservedLink
@@ -117,6 +118,7 @@ class Reconciler:
         self.lock = TimedLock()  # held_since feeds the watchdog's progress check (netd.progress)
         self.stats = Stats()
         self.owned_dir = settings.run_dir / "netns-owned"
+        self.changes = HostChanges.load(settings.state_dir)  # what to put back on things that are not netd's
         self._applied_rules: Ruleset | None = None
         self._wake = asyncio.Event()
         self._wanted: frozenset[str] = frozenset()
@@ -321,6 +323,8 @@ class Reconciler:
         for action in rest:
             applied += await self._run(action, errors)
         await self._ensure_route_localnet(state, scope)
+        ip6 = wants_ip6_forward(state, self.settings.ip6_forward)
+        await put_back(self.changes, self.kernel, ip6, {n.id for n in state.networks.values()}, scope.has_network)
         if reason in DRIFT_REASONS:
             kinds = [REPAIR_KIND.get(type(a).__name__, "other") for a in actions if a.owner not in errors]
             if rules_pending and "firewall" not in errors:
@@ -353,12 +357,16 @@ class Reconciler:
                 await self.kernel.remove_netns(name)
                 self._mark_owned(name, False)
             case EnsureBridge(spec=spec):
+                if spec.adopt:
+                    await record_adopted(self.changes, self.kernel, spec)
                 await self.kernel.ensure_bridge(spec)
             case EnsureVeth(spec=spec, reason=reason):
                 await self.kernel.ensure_veth(spec, seen_missing=reason == VETH_MISSING)
             case DeleteLinks(ifnames=names):
                 await self.kernel.delete_links(names)
             case SetSysctl(key=key, value=value):
+                if key == IP6_FORWARD or key.endswith("/accept_ra"):  # host-wide: recorded first, put back later
+                    self.changes.will_set(key, (await self.kernel.get_sysctl(key)).strip(), value)
                 await self.kernel.set_sysctl(key, value)
             case EnsureParent(spec=spec):
                 await self.kernel.ensure_parent(spec)

@@ -144,6 +144,25 @@ async def ensure_bridge(ipr: IPR, spec: BridgeSpec) -> int:
         raise kernel_error(obj, "configure", exc) from exc
 
 
+async def remove_addresses(ipr: IPR, ifname: str, addresses: Sequence[Iface]) -> list[Iface]:
+    """Delete those of ``addresses`` that ``ifname`` has (and nothing else); returns the ones deleted."""
+    msg = await get_link(ipr, ifname)
+    if msg is None:
+        return []
+    index = int(msg["index"])
+    have = await link_addresses(ipr, index)
+    done = []
+    try:
+        for iface in addresses:
+            if iface in have:
+                await ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                log.info("addr_removed", ifname=ifname, address=str(iface))
+                done.append(iface)
+    except NetlinkError as exc:
+        raise kernel_error(f'link "{ifname}"', "address removal", exc) from exc
+    return done
+
+
 async def _looks_fresh(ipr: IPR, up: bool, index: int) -> bool:
     """An alias-less bridge that is down, without ports and addresses: the one netd just created (the alias
     needs a second request; netd may have stopped in between).  Anything else is someone else's."""

@@ -293,6 +293,10 @@ class Kernel:
         index = await linkops.ensure_bridge(await self._host_socket(), spec)
         self._bridges[spec.ifname] = index
 
+    async def remove_addresses(self, ifname: str, addresses: Sequence[Iface]) -> list[Iface]:
+        """Delete exactly these addresses from a link of the daemon's namespace (those it still has)."""
+        return await linkops.remove_addresses(await self._host_socket(), ifname, addresses)
+
     async def _bridge_index(self, name: str) -> int:
         index = self._bridges.get(name)
         if index is not None:
