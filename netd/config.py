@@ -75,23 +75,39 @@ class Firewall(_Section):
 
 
 class Metrics(_Section):
-    """Prometheus ``/metrics``: ``listen = "HOST:PORT"`` (``[::1]:9465`` for IPv6); ``""`` turns it off."""
+    """Prometheus ``/metrics``: ``listen = "HOST:PORT"`` (``[::1]:9465`` for IPv6), ``"unix:/PATH"`` (a Unix socket
+    with the API socket's group, mode 0660), or ``""`` (off).  ``token_file``: scrapes must send
+    ``Authorization: Bearer <the file's content>``."""
 
     listen: str = "127.0.0.1:9465"
+    token_file: Path | None = None
 
     @property
     def address(self) -> tuple[str, int] | None:
-        if not self.listen:
+        if not self.listen or self.unix_path is not None:
             return None
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
 
+    @property
+    def unix_path(self) -> Path | None:
+        return Path(self.listen[len("unix:") :]) if self.listen.startswith("unix:") else None
+
     @field_validator("listen")
     @classmethod
     def _host_port(cls, v: str) -> str:
+        if v.startswith("unix:"):
+            if not v[len("unix:") :].startswith("/"):
+                raise ValueError(
+                    f'"{v}": a Unix socket needs an absolute path, e.g. "unix:/run/netd/metrics.sock"'
+                )
+            return v
         host, colon, port = v.rpartition(":")
         if v and (not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535):
-            raise ValueError(f'"{v}" is not HOST:PORT (e.g. "127.0.0.1:9465", "[::1]:9465"; "" turns it off)')
+            raise ValueError(
+                f'"{v}" is not HOST:PORT or unix:/PATH (e.g. "127.0.0.1:9465", "[::1]:9465", '
+                '"unix:/run/netd/metrics.sock"; "" turns it off)'
+            )
         return v
 
 

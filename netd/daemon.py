@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
-import grp
 import os
 import signal
 import sys
@@ -38,6 +37,7 @@ from .reconciler import Reconciler
 from .resolvconf import ResolvConfWriter, read_host
 from .service import Service
 from .state import StateStore
+from .unixsock import start_private
 
 log = structlog.get_logger()
 
@@ -112,23 +112,11 @@ class Daemon:
         await self.service.notify_change()  # DNS listeners and resolv.conf files for the replayed state
         s.run_dir.mkdir(parents=True, exist_ok=True)
         sock = s.socket_path
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
         app = build_app(self.service, self.status, metrics=self.ops.metrics.render, ops=self.ops.api_ops())
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        site = web.UnixSite(self.runner, str(sock))
-        # bound under umask 077: the socket is 0700 from its first moment (with the caller's umask it could be
-        # open to every local user until the chmod below); then its group, then socket_mode
-        umask = os.umask(0o077)
-        try:
-            await site.start()
-        finally:
-            os.umask(umask)
-        if s.socket_group:
-            with contextlib.suppress(KeyError, PermissionError):
-                os.chown(sock, 0, grp.getgrnam(s.socket_group).gr_gid)
-        os.chmod(sock, s.socket_mode)
+        # bound under umask 077, then socket_group and socket_mode: never open to others, even for a moment
+        await start_private(web.UnixSite(self.runner, str(sock)), sock, s.socket_mode, s.socket_group)
         self.tasks = [
             asyncio.create_task(self.reconciler.run_timer()),
             asyncio.create_task(self.reconciler.run_firewall_check()),

@@ -8,11 +8,13 @@ counters are updated as events happen.
 
 from __future__ import annotations
 
+import hmac
 import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import ip_address
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -21,10 +23,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .config import Metrics as MetricsConfig
 from .firewall.rules import Ruleset
 from .kernel.stats import ifindex, link_counters
 from .model import DesiredState, Network
 from .reconciler import DURATION_BUCKETS, Stats
+from .unixsock import start_private
 
 log = structlog.get_logger()
 
@@ -256,8 +260,14 @@ class Metrics:
         self.dns_queries.labels(result).inc()
 
 
-def metrics_app(render: Callable[[], bytes]) -> web.Application:
+def metrics_app(render: Callable[[], bytes], token: str | None = None) -> web.Application:
     async def get_metrics(request: web.Request) -> web.Response:
+        if token is not None and not _authorized(request, token):
+            return web.Response(
+                status=401,
+                text="netd metrics: send Authorization: Bearer <the content of [metrics] token_file>\n",
+                headers={"WWW-Authenticate": 'Bearer realm="netd"'},
+            )
         return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def index(request: web.Request) -> web.Response:
@@ -269,9 +279,37 @@ def metrics_app(render: Callable[[], bytes]) -> web.Application:
     return app
 
 
-async def serve(render: Callable[[], bytes], host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(metrics_app(render), access_log=None)
+def _authorized(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in ``[metrics] token_file`` (OSError/ValueError say why it is unusable)."""
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError("the file is empty")
+    return token
+
+
+async def serve(render: Callable[[], bytes], cfg: MetricsConfig, group: str | None) -> web.AppRunner | None:
+    """The metrics listener ``cfg`` asks for (None: off); OSError/ValueError: it cannot be served."""
+    if not cfg.listen:
+        return None
+    token = read_token(cfg.token_file) if cfg.token_file is not None else None
+    runner = web.AppRunner(metrics_app(render, token), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
-    log.info("metrics_listening", address=f"{host}:{port}")
+    try:
+        path = cfg.unix_path
+        if path is not None:  # 0660 with the API socket's group, never open to others (netd.unixsock)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await start_private(web.UnixSite(runner, str(path)), path, 0o660, group)
+        else:
+            address = cfg.address
+            assert address is not None
+            await web.TCPSite(runner, *address, reuse_address=True).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("metrics_listening", address=cfg.listen, token=token is not None)
     return runner

@@ -128,13 +128,17 @@ class Operations:
 
     async def start(self) -> list[asyncio.Task[None]]:
         """After the first reconcile: metrics listener, READY=1, and the notify loop under systemd."""
-        address = self.settings.metrics.address
-        if address is not None:
-            try:
-                self._runner = await serve(self.metrics.render, *address)
-            except OSError as exc:
-                self.metrics_error = f"metrics: cannot listen on {self.settings.metrics.listen}: {exc.strerror}"
-                log.error("metrics_listen_failed", address=self.settings.metrics.listen, error=str(exc.strerror))
+        cfg = self.settings.metrics
+        try:
+            self._runner = await serve(self.metrics.render, cfg, self.settings.socket_group)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            where = f"token_file {exc.filename}" if exc.filename and cfg.token_file else f"listen {cfg.listen}"
+            self.metrics_error = f"metrics: not served ({where}: {why}); fix [metrics] and restart netd"
+            log.error("metrics_listen_failed", address=cfg.listen, error=why)
+        except ValueError as exc:
+            self.metrics_error = f"metrics: not served (token_file {cfg.token_file}: {exc}); put a token in it"
+            log.error("metrics_listen_failed", address=cfg.listen, error=str(exc))
         self.ready = True
         sd_notify(f"READY=1\nSTATUS={self.status_line()}")
         if not os.environ.get("NOTIFY_SOCKET"):
