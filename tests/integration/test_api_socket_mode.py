@@ -6,7 +6,9 @@ until netd is ready: it must never have the other-bits set."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import stat
 import time
 from pathlib import Path
@@ -35,10 +37,25 @@ def _modes_until_ready(host: Host, sock: Path) -> list[int]:
     raise AssertionError(f"netd exited: {host.log_text()[-2000:]}")
 
 
+def _stop_traced(host: Host) -> None:
+    """Stop netd itself: killing strace (as the harness's cleanup does) would leave it running, detached."""
+    with contextlib.suppress(OSError, ValueError, KeyError, AssertionError):
+        pid = int(host.api.ok("GET", "/v1/status")["pid"])
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(1500):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.01)
+    host.stop()
+
+
 def test_api_socket_is_never_world_accessible(tmp_path: Path) -> None:
     with running_host(tmp_path, start=False) as host:
         sock = host.run_dir / "netd.sock"
-        modes = _modes_until_ready(host, sock)
+        try:
+            modes = _modes_until_ready(host, sock)
+        finally:
+            _stop_traced(host)
         assert not [oct(m) for m in modes if m & 0o007], f"modes seen: {sorted({oct(m) for m in modes})}"
         assert 0o700 in modes  # seen while the chmod was held: the window was watched, and it was closed
         assert modes[-1] == 0o660  # socket_mode applied in the end
