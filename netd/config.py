@@ -6,6 +6,8 @@ Keys of ``[default_bridge]`` and the address pools use Docker's ``daemon.json`` 
 
 from __future__ import annotations
 
+import re
+import socket
 import tomllib
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
@@ -111,6 +113,83 @@ class Metrics(_Section):
         return v
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(d|h|m|s)")
+_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from ``"12h"``, ``"1h30m"``, ``"90s"``, ``"2d"`` or a plain number of seconds."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip().replace(" ", "")
+        if not text or _DURATION.sub("", text):
+            raise ValueError(f'"{value}" is not a duration: use e.g. "12h", "1h30m", "90s" or "2d"')
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(text))
+    if seconds <= 0:
+        raise ValueError(f'"{value}": a duration must be longer than 0 s')
+    return seconds
+
+
+_ENDPOINT = re.compile(r"^(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})/?$")
+
+
+class Cluster(_Section):
+    """Multi-host mode (overlay networks): the etcd cluster every node shares.  Without this section netd is
+    single-host and does not even import its cluster code."""
+
+    etcd_endpoints: list[str] = Field(min_length=1)
+    etcd_cacert: Path | None = None  # the CA that signed etcd's server certificate (TLS)
+    etcd_cert: Path | None = None  # this node's client certificate (etcd --client-cert-auth)
+    etcd_key: Path | None = None  # ... and its private key
+    node_name: str = Field(
+        default_factory=socket.gethostname, min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+    )
+    # the underlay address other nodes send VXLAN to; unset: the address of the default route's interface
+    advertise_address: IPv4Address | IPv6Address | None = None
+    vxlan_port: int = Field(default=4789, ge=1, le=65535)
+    lease_ttl: int = Field(default=10, ge=2, le=3600, description="seconds a node stays alive without etcd")
+    request_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds before an etcd call gives up")
+    encryption_key_rotation: float = 12 * 3600.0  # seconds; written as "12h", "30m", "1h30m", "2d"
+    key_prefix: str = Field(default="/netd/v1", pattern=r"^/[A-Za-z0-9_./-]*[A-Za-z0-9_-]$")
+    # automatic overlay subnets: Docker's default-address-pool for swarm scope, 10.0.0.0/8 split in /24
+    overlay_address_pools: list[AddressPool] = Field(
+        default_factory=lambda: [AddressPool(base=IPv4Network("10.0.0.0/8"), size=24)], min_length=1
+    )
+
+    @field_validator("etcd_endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str]) -> list[str]:
+        for ep in v:
+            m = _ENDPOINT.match(ep)
+            if m is None or not 1 <= int(m.group(3)) <= 65535:
+                raise ValueError(f'"{ep}" is not an etcd client URL (e.g. "http://192.0.2.100:2379")')
+        return v
+
+    @field_validator("encryption_key_rotation", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        if not isinstance(v, str | int | float):
+            raise ValueError('use a duration such as "12h"')
+        return parse_duration(v)
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Cluster:
+        if (self.etcd_cert is None) != (self.etcd_key is None):
+            raise ValueError("etcd_cert and etcd_key go together: set both (client certificate auth) or neither")
+        for name in ("etcd_cacert", "etcd_cert", "etcd_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path}: no such file (check the path and netd's permission to read it)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.etcd_cacert is not None or self.etcd_cert is not None or any(
+            ep.startswith("https://") for ep in self.etcd_endpoints
+        )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NETD_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
@@ -138,6 +217,7 @@ class Settings(BaseSettings):
     # upstream resolvers for names the per-network resolvers do not know; empty: the host's resolv.conf
     dns: list[IPv4Address | IPv6Address] = Field(default_factory=list)
     metrics: Metrics = Field(default_factory=Metrics)
+    cluster: Cluster | None = None  # [cluster]: multi-host mode (overlay networks through etcd)
     # host ports `-p 80` (no host port) is given, lowest free first; Docker's default range
     published_port_range: str = "49153-60999"
     # Bind-mount named netns from this mount namespace (systemd's ProtectSystem= gives netd a private one whose

@@ -1,0 +1,160 @@
+"""Throw-away etcd servers for the cluster tests (Debian's etcd-server, /usr/bin/etcd).
+
+Every member listens on 127.0.0.1 on ports the kernel picked free, keeps its data in the test's tmp_path, and
+runs with fast raft timings (``--heartbeat-interval=10 --election-timeout=100``: healthy in ~150 ms).
+:func:`etcd_cluster` always stops every member it started, even when the test fails; stopping a member
+(``kill``) and starting it again on the same data dir (``start``) is how tests take etcd down and back up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class Member:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+
+@dataclass
+class EtcdCluster:
+    base: Path
+    size: int = 1
+    members: list[Member] = field(default_factory=list)
+    token: str = field(default_factory=lambda: "netd-test-" + secrets.token_hex(4))
+    pids: list[int] = field(default_factory=list)  # every etcd process ever started, for the final check
+
+    def __post_init__(self) -> None:
+        ports = free_ports(2 * self.size)
+        for i in range(self.size):
+            self.members.append(Member(
+                f"m{i}", ports[2 * i], ports[2 * i + 1], self.base / f"etcd-m{i}", self.base / f"etcd-m{i}.log"
+            ))
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    def _cmd(self, m: Member) -> list[str]:
+        initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
+        return [
+            ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
+            "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
+            "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+            "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", self.token,
+            "--heartbeat-interval=10", "--election-timeout=100", "--logger", "zap", "--log-level", "warn",
+        ]
+
+    def start(self, i: int | None = None, *, wait: bool = True) -> None:
+        """Start member ``i`` (None: all) on its data dir; wait until the cluster answers /health."""
+        for m in self.members if i is None else [self.members[i]]:
+            assert m.proc is None or m.proc.poll() is not None, f"{m.name} is already running"
+            with m.log.open("ab") as out:
+                m.proc = subprocess.Popen(
+                    self._cmd(m), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            self.pids.append(m.proc.pid)
+        if wait:
+            for m in self.members if i is None else [self.members[i]]:
+                self.wait_healthy(m)
+
+    def wait_healthy(self, m: Member, deadline: float = 20) -> None:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if m.proc is not None and m.proc.poll() is not None:
+                raise RuntimeError(f"etcd {m.name} exited: {m.log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError, ValueError):
+                with urllib.request.urlopen(m.client_url + "/health", timeout=1) as r:
+                    if b'"health":"true"' in r.read():
+                        return
+            time.sleep(0.05)
+        raise RuntimeError(f"etcd {m.name} not healthy after {deadline} s: {m.log.read_text()[-2000:]}")
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        m = self.members[i]
+        if m.proc is not None and m.proc.poll() is None:
+            os.killpg(m.proc.pid, sig)
+            m.proc.wait(10)
+        m.proc = None
+
+    def wipe(self, i: int) -> None:
+        """Member ``i``'s data is lost (it must be stopped): it starts again as a brand-new etcd."""
+        shutil.rmtree(self.members[i].data_dir, ignore_errors=True)
+        self.token = "netd-test-" + secrets.token_hex(4)
+
+    def stop(self) -> None:
+        for i, m in enumerate(self.members):
+            if m.proc is not None and m.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(m.proc.pid, signal.SIGTERM)
+                try:
+                    m.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.kill(i)
+            m.proc = None
+
+    def leftover(self) -> list[int]:
+        """Processes this cluster started that still exist (must be none after stop)."""
+        alive = []
+        for pid in self.pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            with contextlib.suppress(OSError):  # a zombie of ours would still answer kill(0)
+                if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                    continue
+            alive.append(pid)
+        return alive
+
+
+@contextlib.contextmanager
+def etcd_cluster(base: Path, size: int = 1) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(base, size)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        left = cluster.leftover()
+        assert not left, f"etcd processes left behind: {left}"
