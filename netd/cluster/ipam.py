@@ -13,6 +13,7 @@ what makes them unique across nodes is the transaction:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from ipaddress import IPv4Network, ip_address
 
@@ -65,6 +66,8 @@ class ClusterIpam:
             mine = alloc is not None and alloc.endpoint == endpoint_id and addr.version == cfg.subnet.version
             if mine and (requested is None or requested == addr):
                 return addr  # this endpoint already holds one (a retried request)
+            if addr == requested:
+                raise _in_use(net, addr, alloc)
             taken.add(addr)
         start: IPAddress | None = None
         while True:
@@ -82,11 +85,7 @@ class ClusterIpam:
             if alloc is not None and alloc.endpoint == endpoint_id:
                 return addr
             if requested is not None:
-                where = f" (endpoint on node {alloc.node})" if alloc is not None else ""
-                raise ConflictError(
-                    f"network {net.name!r}: {addr} is already in use{where}; pick another address or omit --ip",
-                    field="ip" if addr.version == 4 else "ip6",
-                )
+                raise _in_use(net, addr, alloc)
             taken.add(addr)  # another node took it a moment ago: go on with the next one
             start = addr + 1 if addr != cfg.subnet.broadcast_address else None
 
@@ -119,7 +118,13 @@ class ClusterIpam:
                 "or omit it", field="options",
             )
         used, _ = await self.store.get_prefix(self.keys.section("vnis"))
-        taken = {int(kv.key.rsplit("/", 1)[1]) for kv in used}
+        taken: set[int] = set()
+        for kv in used:
+            vni = int(kv.key.rsplit("/", 1)[1])
+            with contextlib.suppress(ValueError):
+                if vni >= VNI_AUTO_START and decode(VniReservation, kv.value).network == network_id:
+                    return vni  # a retried request
+            taken.add(vni)
         for vni in range(VNI_AUTO_START, VNI_MAX + 1):
             if vni not in taken and await self._take_vni(network_id, vni):
                 return vni
@@ -208,6 +213,14 @@ class ClusterIpam:
         except ValueError:
             pass
         return (await self.store.txn(f"release {key}", [mod_is(key, kv.mod_revision)], [Delete(key)])).succeeded
+
+
+def _in_use(net: OverlayNetwork, addr: IPAddress, alloc: Allocation | None) -> ConflictError:
+    where = f" (endpoint on node {alloc.node})" if alloc is not None else ""
+    return ConflictError(
+        f"network {net.name!r}: {addr} is already in use{where}; pick another address or omit --ip",
+        field="ip" if addr.version == 4 else "ip6",
+    )
 
 
 def _allocation(value: bytes) -> Allocation | None:

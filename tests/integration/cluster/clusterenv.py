@@ -22,7 +22,7 @@ def store(endpoints: Sequence[str], timeout: float = 2.0) -> ClusterStore:
     return ClusterStore(endpoints, timeout=timeout)
 
 
-async def until(check: Callable[[], Awaitable[bool]] | Callable[[], bool], deadline: float = 20) -> bool:
+async def until(check: Callable[[], Awaitable[bool] | bool], deadline: float = 20) -> bool:
     """Poll ``check`` every 50 ms until it is true; False after ``deadline`` seconds."""
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline

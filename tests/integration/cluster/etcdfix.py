@@ -103,10 +103,11 @@ class EtcdCluster:
         while time.monotonic() < end:
             if m.proc is not None and m.proc.poll() is not None:
                 raise RuntimeError(f"etcd {m.name} exited: {m.log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError, ValueError):
-                with urllib.request.urlopen(m.client_url + "/health", timeout=1) as r:
-                    if b'"health":"true"' in r.read():
-                        return
+            with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(
+                m.client_url + "/health", timeout=1
+            ) as r:
+                if b'"health":"true"' in r.read():
+                    return
             time.sleep(0.05)
         raise RuntimeError(f"etcd {m.name} not healthy after {deadline} s: {m.log.read_text()[-2000:]}")
 

@@ -146,7 +146,7 @@ def test_cluster_section_from_the_environment_alone(tmp_path: Path, monkeypatch:
         ('etcd_endpoints = ["192.0.2.1:2379"]', "not an etcd client URL"),
         ('etcd_endpoints = ["http://e:2379"]\nlease_ttl = 1', "lease_ttl"),
         ('etcd_endpoints = ["http://e:2379"]\nvxlan_port = 70000', "vxlan_port"),
-        ('etcd_endpoints = ["http://e:2379"]\netcd_cert = "/nonexistent.pem"', "etcd_cert and etcd_key go together"),
+        ('etcd_endpoints = ["http://e:2379"]\netcd_cert = "/nonexistent.pem"', "etcd_cert and etcd_key go"),
         ('etcd_endpoints = ["http://e:2379"]\netcd_cacert = "/nonexistent.pem"', "no such file"),
         ('etcd_endpoints = ["http://e:2379"]\nencryption_key_rotation = "soon"', "not a duration"),
         ('etcd_endpoints = ["http://e:2379"]\nnode_name = "a/b"', "node_name"),
