@@ -14,7 +14,14 @@ class ClusterUnavailableError(NetdError):
     code = "cluster_unavailable"
 
 
+class ClusterRefusedError(NetdError):
+    """etcd answered but refused the request (permission denied, request too large, ...): not a connection
+    problem, so it is not retried."""
+
+    code = "cluster"
+
+
 class LeaseLostError(NetdError):
     """The lease a key was to be attached to no longer exists (expired or etcd lost its data)."""
 
-    code = "cluster_unavailable"
+    code = "cluster_lease_lost"

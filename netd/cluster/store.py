@@ -29,7 +29,7 @@ import structlog
 from aetcd import rpc, transactions, watcher
 from aetcd.utils import prefix_range_end
 
-from .errors import ClusterUnavailableError, LeaseLostError
+from .errors import ClusterRefusedError, ClusterUnavailableError, LeaseLostError
 
 if TYPE_CHECKING:
     from ..config import Cluster
@@ -288,7 +288,10 @@ class ClusterStore:
                 if "lease not found" in str(e):
                     raise LeaseLostError(f"etcd lease lost: {e}") from e
                 if not isinstance(e, _TRANSIENT) and not _TRANSIENT_TEXT.search(str(e).lower()):
-                    raise self.unavailable(what, e) from e
+                    raise ClusterRefusedError(
+                        f"cluster store refused {what}: {e}; check etcd's permissions for this node (etcd "
+                        "user/role, client certificate) and its limits (--max-txn-ops, --max-request-bytes)"
+                    ) from e
                 error: BaseException = e
             except _TRANSIENT as e:
                 error = e

@@ -1,0 +1,142 @@
+"""Overlay network definitions in etcd: create (name, VNI and subnets reserved, all or nothing) and remove
+(refused while any node has an endpoint on the network).
+
+The driver parses the user's options (``vxlanid_list``, ``mtu``, ``encrypted`` ...) into a :class:`NetworkDraft`;
+this module only makes the cluster agree.  A create that fails at any step releases what it had reserved, so
+no half-created network stays in etcd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+
+import structlog
+
+from .. import ipam as local_ipam
+from ..errors import ConflictError, InvalidError, NotFoundError
+from ..model import IpamConfig, IPNetwork
+from .errors import ClusterUnavailableError
+from .ipam import DEFAULT_OVERLAY_POOLS, ClusterIpam
+from .keys import KeyLayout
+from .records import EndpointRecord, NameReservation, OverlayNetwork, decode, encode, now
+from .store import ClusterStore, Delete, Get, Put, absent, empty_prefix, present
+
+log = structlog.get_logger("netd.cluster")
+
+
+@dataclass
+class NetworkDraft:
+    id: str
+    name: str
+    vni: int | None = None  # None: the next free one from 4096
+    subnet: str | None = None  # IPv4; None: the next free subnet of the overlay pools
+    gateway: str | None = None
+    ip_range: str | None = None
+    aux_addresses: dict[str, str] = field(default_factory=dict)
+    subnet6: str | None = None  # IPv6 must be given explicitly (as in Docker)
+    gateway6: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    attachable: bool = False
+    internal: bool = False
+    ingress: bool = False
+    encrypted: bool = False
+    mtu: int | None = None
+
+
+class ClusterNetworks:
+    def __init__(self, store: ClusterStore, keys: KeyLayout, ipam: ClusterIpam, node: str) -> None:
+        self.store, self.keys, self.ipam, self.node = store, keys, ipam, node
+
+    async def find(self, name: str) -> OverlayNetwork | None:
+        held = await self.store.get(self.keys.network_name(name))
+        if held is None:
+            return None
+        kv = await self.store.get(self.keys.network(decode(NameReservation, held.value).network))
+        return decode(OverlayNetwork, kv.value) if kv is not None else None
+
+    async def create(
+        self, draft: NetworkDraft, pools: Sequence[tuple[IPv4Network, int]] = DEFAULT_OVERLAY_POOLS
+    ) -> OverlayNetwork:
+        if (draft.gateway or draft.ip_range or draft.aux_addresses) and not draft.subnet:
+            raise InvalidError("--gateway, --ip-range and --aux-address need --subnet", field="subnet")
+        if draft.gateway6 and not draft.subnet6:
+            raise InvalidError("an IPv6 gateway needs an IPv6 --subnet", field="subnet")
+        # check what can be checked before reserving anything
+        wanted4 = local_ipam.validate_pool(draft.subnet, draft.gateway, draft.ip_range, draft.aux_addresses) \
+            if draft.subnet else None
+        wanted6 = local_ipam.validate_pool(draft.subnet6, draft.gateway6) if draft.subnet6 else None
+        if wanted4 is not None and wanted4.subnet.version != 4:
+            raise InvalidError(f"subnet {wanted4.subnet} is not IPv4; pass an IPv6 subnet as subnet6",
+                               field="subnet")
+        if wanted6 is not None and wanted6.subnet.version != 6:
+            raise InvalidError(f"subnet {wanted6.subnet} is not IPv6", field="subnet")
+        if await self.store.get(self.keys.network_name(draft.name)) is not None:
+            raise ConflictError(f"network {draft.name!r} already exists in the cluster; choose another name",
+                                field="name")
+        vni: int | None = None
+        subnets: list[IPNetwork] = []
+        try:
+            vni = await self.ipam.allocate_vni(draft.id, draft.vni)
+            ipam: list[IpamConfig] = []
+            s4 = await self.ipam.allocate_subnet(draft.id, wanted4.subnet if wanted4 else None, pools)
+            subnets.append(s4)
+            ipam.append(wanted4 or local_ipam.validate_pool(str(s4)))
+            if wanted6 is not None:
+                subnets.append(await self.ipam.allocate_subnet(draft.id, wanted6.subnet))
+                ipam.append(wanted6)
+            net = OverlayNetwork(
+                id=draft.id, name=draft.name, vni=vni, ipam=ipam, options=draft.options,
+                attachable=draft.attachable, internal=draft.internal, ingress=draft.ingress,
+                encrypted=draft.encrypted, enable_ipv6=wanted6 is not None, mtu=draft.mtu, created=now(),
+                created_on=self.node,
+            )
+            name_key = self.keys.network_name(draft.name)
+            result = await self.store.txn(
+                f"create network {draft.name}", [absent(name_key), absent(self.keys.network(draft.id))],
+                [Put(self.keys.network(draft.id), encode(net)),
+                 Put(name_key, encode(NameReservation(network=draft.id)))],
+                [Get(name_key)],
+            )
+            if not result.succeeded:
+                raise ConflictError(f"network {draft.name!r} was created on another node at the same moment",
+                                    field="name")
+        except BaseException:
+            await self._release(draft.id, vni, subnets)
+            raise
+        log.info("cluster_network_created", network=draft.name, id=draft.id, vni=vni,
+                 subnets=[str(s) for s in subnets])
+        return net
+
+    async def _release(self, net_id: str, vni: int | None, subnets: list[IPNetwork]) -> None:
+        with contextlib.suppress(ClusterUnavailableError):  # best effort: etcd went away half-way
+            if vni is not None:
+                await self.ipam.release_vni(vni, net_id)
+            for s in subnets:
+                await self.ipam.release_subnet(s, net_id)
+
+    async def remove(self, name: str) -> OverlayNetwork:
+        """Remove the network and its reservations, atomically, only if no node has an endpoint on it."""
+        net = await self.find(name)
+        if net is None:
+            raise NotFoundError(f"overlay network {name!r} not found in the cluster", field="network")
+        eps = self.keys.endpoints_of(net.id)
+        deletes = [
+            Delete(self.keys.network(net.id)), Delete(self.keys.network_name(net.name)),
+            Delete(self.keys.vni(net.vni)), *(Delete(self.keys.subnet(c.subnet)) for c in net.ipam),
+            Delete(self.keys.addresses_of(net.id), prefix=True),  # gateway-less leftovers of crashed connects
+        ]
+        result = await self.store.txn(
+            f"remove network {name}", [present(self.keys.network(net.id)), empty_prefix(eps)], deletes
+        )
+        if not result.succeeded:
+            held, _ = await self.store.get_prefix(eps)
+            nodes = sorted({decode(EndpointRecord, kv.value).node for kv in held})
+            raise ConflictError(
+                f"network {name!r} has {len(held)} endpoint(s) on node(s) {', '.join(nodes) or '?'}; disconnect "
+                "them first (network disconnect on those nodes)", field="network",
+            )
+        log.info("cluster_network_removed", network=name, id=net.id)
+        return net
