@@ -22,7 +22,8 @@ import structlog
 from .errors import ClusterUnavailableError
 from .keys import KeyLayout, Kind, ParsedKey
 from .records import EndpointRecord, NodeAlive, NodeRecord, OverlayNetwork, Record, decode_kind
-from .store import KV, ClusterStore, WatchCompactedError, WatchEvent
+from .store import ClusterStore, WatchCompactedError, WatchEvent
+from .txn import KV
 
 log = structlog.get_logger("netd.cluster")
 

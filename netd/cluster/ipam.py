@@ -36,7 +36,8 @@ from .records import (
     encode,
     now,
 )
-from .store import ClusterStore, Delete, Get, Put, absent, mod_is, present, unchanged_since
+from .store import ClusterStore
+from .txn import Delete, Get, Put, absent, mod_is, present, unchanged_since
 
 log = structlog.get_logger("netd.cluster")
 

@@ -27,7 +27,8 @@ from ..model import IPAddress, IPNetwork
 from .errors import ClusterUnavailableError, LeaseLostError
 from .keys import KeyLayout
 from .records import Allocation, EndpointRecord, NodeAlive, NodeRecord, decode, encode, now
-from .store import ClusterStore, Delete, Put, absent, mod_is
+from .store import ClusterStore
+from .txn import Delete, Put, absent, mod_is
 
 log = structlog.get_logger("netd.cluster")
 

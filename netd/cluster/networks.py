@@ -22,7 +22,8 @@ from .errors import ClusterUnavailableError
 from .ipam import DEFAULT_OVERLAY_POOLS, ClusterIpam
 from .keys import KeyLayout
 from .records import EndpointRecord, NameReservation, OverlayNetwork, decode, encode, now
-from .store import ClusterStore, Delete, Get, Put, absent, empty_prefix, present
+from .store import ClusterStore
+from .txn import Delete, Get, Put, absent, empty_prefix, present
 
 log = structlog.get_logger("netd.cluster")
 

@@ -19,17 +19,17 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import aetcd
 import grpc
 import structlog
-from aetcd import rpc, transactions, watcher
-from aetcd.utils import prefix_range_end
+from aetcd import rpc, watcher
 
 from .errors import ClusterRefusedError, ClusterUnavailableError, LeaseLostError
+from .txn import KV, Cmp, Delete, Get, Put, TxnResult, absent, mod_is, to_compare, to_op
 
 if TYPE_CHECKING:
     from ..config import Cluster
@@ -64,16 +64,6 @@ _URL = re.compile(r"^(https?)://(\[[^]]+\]|[^:/]+):(\d+)/?$")
 
 
 @dataclass(frozen=True)
-class KV:
-    key: str
-    value: bytes
-    mod_revision: int
-    create_revision: int = 0
-    version: int = 0
-    lease: int = 0
-
-
-@dataclass(frozen=True)
 class WatchEvent:
     kind: Literal["put", "delete"]
     key: str
@@ -85,85 +75,8 @@ class WatchCompactedError(Exception):
     """The start revision is older than etcd's compacted history: list again and watch from the new revision."""
 
 
-# transactions: compares and operations in netd's own terms, translated to aetcd's in one place
-@dataclass(frozen=True)
-class Cmp:
-    key: str
-    target: Literal["version", "mod", "create", "value"]
-    op: Literal["==", "!=", "<", ">"]
-    value: int | bytes
-    prefix: bool = False  # compare every key under ``key`` (a range compare; an empty range compares as 0)
-
-
-def absent(key: str) -> Cmp:
-    return Cmp(key, "version", "==", 0)
-
-
-def present(key: str) -> Cmp:
-    return Cmp(key, "version", ">", 0)
-
-
-def empty_prefix(prefix: str) -> Cmp:
-    """No key exists under ``prefix``."""
-    return Cmp(prefix, "version", "==", 0, prefix=True)
-
-
-def unchanged_since(prefix: str, revision: int) -> Cmp:
-    """No key under ``prefix`` was created or changed after ``revision`` (deletions are not seen)."""
-    return Cmp(prefix, "mod", "<", revision + 1, prefix=True)
-
-
-def mod_is(key: str, revision: int) -> Cmp:
-    return Cmp(key, "mod", "==", revision)
-
-
-@dataclass(frozen=True)
-class Put:
-    key: str
-    value: bytes
-    lease: int = 0
-
-
-@dataclass(frozen=True)
-class Delete:
-    key: str
-    prefix: bool = False
-
-
-@dataclass(frozen=True)
-class Get:
-    key: str
-
-
-@dataclass
-class TxnResult:
-    succeeded: bool
-    gets: list[KV | None] = field(default_factory=list)  # one per Get of the branch that ran, in order
-
-
-_TARGETS = {"version": transactions.Version, "mod": transactions.Mod, "create": transactions.Create,
-            "value": transactions.Value}
-_OPS = {"==": rpc.Compare.EQUAL, "!=": rpc.Compare.NOT_EQUAL, "<": rpc.Compare.LESS, ">": rpc.Compare.GREATER}
-
-
 def _b(text: str) -> bytes:
     return text.encode()
-
-
-def _compare(c: Cmp) -> Any:
-    key = _b(c.key)
-    out = _TARGETS[c.target](key, prefix_range_end(key) if c.prefix else None)
-    out.value, out.op = c.value, _OPS[c.op]
-    return out
-
-
-def _op(o: Put | Delete | Get) -> Any:
-    if isinstance(o, Put):
-        return transactions.Put(_b(o.key), o.value, lease=o.lease or None)
-    if isinstance(o, Delete):
-        key = _b(o.key)
-        return transactions.Delete(key, prefix_range_end(key) if o.prefix else None)
-    return transactions.Get(_b(o.key))
 
 
 def _kv(raw: Any) -> KV:
@@ -333,7 +246,7 @@ class ClusterStore:
     ) -> TxnResult:
         async def run(c: _Client) -> tuple[bool, list[Any]]:
             ok, responses = await c.transaction(
-                [_compare(x) for x in compares], [_op(o) for o in success], [_op(o) for o in failure]
+                [to_compare(x) for x in compares], [to_op(o) for o in success], [to_op(o) for o in failure]
             )
             return bool(ok), list(responses)
 

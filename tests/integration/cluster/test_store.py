@@ -9,7 +9,8 @@ from clusterenv import run, store
 from etcdfix import EtcdCluster
 
 from netd.cluster.errors import ClusterUnavailableError
-from netd.cluster.store import ClusterStore, WatchEvent, empty_prefix, unchanged_since
+from netd.cluster.store import ClusterStore, WatchEvent
+from netd.cluster.txn import empty_prefix, unchanged_since
 from netd.errors import NetdError
 
 
