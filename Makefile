@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEB_PACKAGES := iproute2 iptables nftables libnftables1 iputils-ping conntrack procps kmod python3-venv python3-pip \
                 dnsutils util-linux systemd prometheus strace \
-                etcd-server
+                etcd-server openssl
 VM_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static
 PREFIX ?= /opt/netd
 DESTDIR ?=

@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+# gRPC's C core logs TLS and connection failures straight to stderr, unstructured; netd reports them itself (in
+# ClusterUnavailableError and structlog events).  GRPC_VERBOSITY=ERROR in the environment brings them back.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import aetcd
 import grpc

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -37,6 +38,28 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+
+def make_tls(d: Path) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate (openssl, EC P-256)."""
+    d.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"), "-days", "1",
+             "-subj", "/CN=netd-test-ca")
+    for name, usage in (("server", "serverAuth,clientAuth"), ("client", "clientAuth")):
+        ext = d / f"{name}.ext"
+        ext.write_text(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")
+        _openssl("req", *ec, "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"),
+                 "-subj", f"/CN=netd-test-{name}")
+        _openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"), "-CAkey",
+                 str(d / "ca.key"), "-CAcreateserial", "-out", str(d / f"{name}.pem"), "-days", "1",
+                 "-extfile", str(ext))
+    return {"ca": d / "ca.pem", "cert": d / "client.pem", "key": d / "client.key",
+            "server_cert": d / "server.pem", "server_key": d / "server.key"}
+
+
 @dataclass
 class Member:
     name: str
@@ -45,10 +68,11 @@ class Member:
     data_dir: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -62,12 +86,14 @@ class EtcdCluster:
     members: list[Member] = field(default_factory=list)
     token: str = field(default_factory=lambda: "netd-test-" + secrets.token_hex(4))
     pids: list[int] = field(default_factory=list)  # every etcd process ever started, for the final check
+    tls: dict[str, Path] | None = None  # make_tls(): clients must present a certificate signed by the CA
 
     def __post_init__(self) -> None:
         ports = free_ports(2 * self.size)
         for i in range(self.size):
             self.members.append(Member(
-                f"m{i}", ports[2 * i], ports[2 * i + 1], self.base / f"etcd-m{i}", self.base / f"etcd-m{i}.log"
+                f"m{i}", ports[2 * i], ports[2 * i + 1], self.base / f"etcd-m{i}", self.base / f"etcd-m{i}.log",
+                scheme="https" if self.tls else "http",
             ))
 
     @property
@@ -82,7 +108,16 @@ class EtcdCluster:
             "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
             "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", self.token,
             "--heartbeat-interval=10", "--election-timeout=100", "--logger", "zap", "--log-level", "warn",
+            *(["--cert-file", str(self.tls["server_cert"]), "--key-file", str(self.tls["server_key"]),
+               "--trusted-ca-file", str(self.tls["ca"]), "--client-cert-auth"] if self.tls else []),
         ]
+
+    def _health_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.tls["ca"]))
+        ctx.load_cert_chain(str(self.tls["cert"]), str(self.tls["key"]))
+        return ctx
 
     def start(self, i: int | None = None, *, wait: bool = True) -> None:
         """Start member ``i`` (None: all) on its data dir; wait until the cluster answers /health."""
@@ -104,7 +139,7 @@ class EtcdCluster:
             if m.proc is not None and m.proc.poll() is not None:
                 raise RuntimeError(f"etcd {m.name} exited: {m.log.read_text()[-2000:]}")
             with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(
-                m.client_url + "/health", timeout=1
+                m.client_url + "/health", timeout=1, context=self._health_context()
             ) as r:
                 if b'"health":"true"' in r.read():
                     return
@@ -150,8 +185,8 @@ class EtcdCluster:
 
 
 @contextlib.contextmanager
-def etcd_cluster(base: Path, size: int = 1) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(base, size)
+def etcd_cluster(base: Path, size: int = 1, tls: bool = False) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(base, size, tls=make_tls(base / "tls") if tls else None)
     try:
         cluster.start()
         yield cluster

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from clusterenv import run, store
-from etcdfix import EtcdCluster
+from etcdfix import EtcdCluster, etcd_cluster
 
 from netd.cluster.errors import ClusterUnavailableError
 from netd.cluster.store import ClusterStore, WatchEvent
@@ -178,3 +179,27 @@ def test_three_members_one_killed_operations_continue(etcd3: EtcdCluster) -> Non
             await s.close()
 
     run(body())
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    """aetcd 1.0.0 opens only plain channels: netd's own TLS channel talks to an etcd that requires client
+    certificates, and without the client certificate the same etcd is refused with the clear error."""
+    with etcd_cluster(tmp_path, 1, tls=True) as etcd:
+        tls = etcd.tls
+        assert tls is not None and etcd.endpoints[0].startswith("https://")
+
+        async def body() -> None:
+            good = ClusterStore(etcd.endpoints, cacert=tls["ca"], cert=tls["cert"], key=tls["key"], timeout=3)
+            no_cert = ClusterStore(etcd.endpoints, cacert=tls["ca"], timeout=1.5)
+            plain = ClusterStore([etcd.endpoints[0].replace("https", "http")], timeout=1.5)
+            try:
+                await good.put("/t/a", b"1")
+                assert (await good.get("/t/a")).value == b"1"  # type: ignore[union-attr]
+                for bad in (no_cert, plain):
+                    with pytest.raises(ClusterUnavailableError, match="cluster store unreachable"):
+                        await asyncio.wait_for(bad.get("/t/a"), 30)
+            finally:
+                for s in (good, no_cert, plain):
+                    await s.close()
+
+        run(body())
