@@ -143,7 +143,7 @@ class Cluster(_Section):
     etcd_cert: Path | None = None  # this node's client certificate (etcd --client-cert-auth)
     etcd_key: Path | None = None  # ... and its private key
     node_name: str = Field(
-        default_factory=socket.gethostname, min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+        default_factory=socket.gethostname, min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
     )
     # the underlay address other nodes send VXLAN to; unset: the address of the default route's interface
     advertise_address: IPv4Address | IPv6Address | None = None

@@ -21,7 +21,7 @@ import structlog
 
 from .errors import ClusterUnavailableError
 from .keys import KeyLayout, Kind, ParsedKey
-from .records import EndpointRecord, NodeAlive, NodeRecord, OverlayNetwork, Record, decode_kind
+from .records import Allocation, EndpointRecord, NodeAlive, NodeRecord, OverlayNetwork, Record, decode_kind
 from .store import ClusterStore, WatchCompactedError, WatchEvent
 from .txn import KV
 
@@ -206,3 +206,6 @@ class ClusterCache:
             rec for p, rec in self._of("endpoint", EndpointRecord).items()
             if network_id is None or p.parent == network_id
         ]
+
+    def allocations(self, network_id: str) -> list[Allocation]:
+        return [rec for p, rec in self._of("address", Allocation).items() if p.parent == network_id]

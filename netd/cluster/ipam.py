@@ -14,8 +14,8 @@ what makes them unique across nodes is the transaction:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from ipaddress import IPv4Network, ip_address
+from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Network
 
 import structlog
 
@@ -51,20 +51,29 @@ class ClusterIpam:
 
     # addresses
     async def allocate_address(
-        self, net: OverlayNetwork, endpoint_id: str, requested: IPAddress | None = None, version: int = 4
+        self,
+        net: OverlayNetwork,
+        endpoint_id: str,
+        requested: IPAddress | None = None,
+        version: int = 4,
+        held: Iterable[Allocation] | None = None,
     ) -> IPAddress:
         """Reserve an address of ``net`` for ``endpoint_id``: ``requested`` (ConflictError if taken) or the
-        first free one.  Idempotent for the same endpoint (a retry after a lost answer gets the same address)."""
+        first free one.  Idempotent for the same endpoint (a retry after a lost answer gets the same address).
+
+        ``held``: the network's allocations as the caller's cache sees them (``ClusterCache.allocations``);
+        saves reading them all from etcd per connect.  A stale view only costs a retry: etcd decides."""
         cfg = net.pool(requested.version if requested is not None else version)
         if cfg is None:
             fam = "IPv6" if (requested.version if requested else version) == 6 else "IPv4"
             raise InvalidError(f"network {net.name!r} has no {fam} subnet", field="ip")
-        held, _ = await self.store.get_prefix(self.keys.addresses_of(net.id))
+        if held is None:
+            kvs, _ = await self.store.get_prefix(self.keys.addresses_of(net.id))
+            held = [a for a in (_allocation(kv.value) for kv in kvs) if a is not None]
         taken: set[IPAddress] = set()
-        for kv in held:
-            addr = ip_address(kv.key.rsplit("/", 1)[1])
-            alloc = _allocation(kv.value)
-            mine = alloc is not None and alloc.endpoint == endpoint_id and addr.version == cfg.subnet.version
+        for alloc in held:
+            addr = alloc.address
+            mine = alloc.endpoint == endpoint_id and addr.version == cfg.subnet.version
             if mine and (requested is None or requested == addr):
                 return addr  # this endpoint already holds one (a retried request)
             if addr == requested:
@@ -82,11 +91,11 @@ class ClusterIpam:
             existing = result.gets[0] if result.gets else None
             if existing is None:
                 raise NotFoundError(f"network {net.name!r} was removed from the cluster", field="network")
-            alloc = _allocation(existing.value)
-            if alloc is not None and alloc.endpoint == endpoint_id:
+            holder = _allocation(existing.value)
+            if holder is not None and holder.endpoint == endpoint_id:
                 return addr
             if requested is not None:
-                raise _in_use(net, addr, alloc)
+                raise _in_use(net, addr, holder)
             taken.add(addr)  # another node took it a moment ago: go on with the next one
             start = addr + 1 if addr != cfg.subnet.broadcast_address else None
 

@@ -131,3 +131,20 @@ def test_subnets_are_unique_and_clear_of_local_networks(etcd: EtcdCluster) -> No
                 await s.close()
 
     run(body())
+
+
+def test_allocation_from_a_stale_cache_view_still_never_duplicates(etcd: EtcdCluster) -> None:
+    """The caller passes the allocations its cache knows; when the cache is behind, etcd's transaction still
+    decides and the next candidate is taken."""
+    async def body() -> None:
+        s = store(etcd.endpoints)
+        try:
+            net = await make_network(s)
+            a, b = ClusterIpam(s, KEYS, "a"), ClusterIpam(s, KEYS, "b")
+            first = await a.allocate_address(net, "ep1", held=[])
+            second = await b.allocate_address(net, "ep2", held=[])  # b's (empty) view missed ep1's address
+            assert first == ip_address("10.0.9.2") and second == ip_address("10.0.9.3")
+        finally:
+            await s.close()
+
+    run(body())

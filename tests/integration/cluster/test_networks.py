@@ -106,6 +106,9 @@ def test_cluster_node_from_config(etcd: EtcdCluster, tmp_path: Path) -> None:
             net = await node.networks.create(NetworkDraft(id="id1", name="one"), node.pools)
             assert await node.cache.wait_for(lambda c: "id1" in c.networks(), 20)
             assert await node.ipam.allocate_address(net, "e1") == ip_address("10.0.0.2")
+            assert await node.cache.wait_for(lambda c: len(c.allocations("id1")) == 1, 20)
+            held = node.cache.allocations("id1")
+            assert await node.ipam.allocate_address(net, "e2", held=held) == ip_address("10.0.0.3")
         finally:
             await node.stop(leave=True)
 
