@@ -48,6 +48,9 @@ DEFAULT_OVERLAY_POOLS: list[tuple[IPv4Network, int]] = [(IPv4Network("10.0.0.0/8
 class ClusterIpam:
     def __init__(self, store: ClusterStore, keys: KeyLayout, node: str) -> None:
         self.store, self.keys, self.node = store, keys, node
+        # per network, the addresses this node's in-flight allocations are trying: concurrent connects on one
+        # node never race each other in etcd, only other nodes' connects
+        self._pending: dict[str, set[IPAddress]] = {}
 
     # addresses
     async def allocate_address(
@@ -68,8 +71,7 @@ class ClusterIpam:
             fam = "IPv6" if (requested.version if requested else version) == 6 else "IPv4"
             raise InvalidError(f"network {net.name!r} has no {fam} subnet", field="ip")
         if held is None:
-            kvs, _ = await self.store.get_prefix(self.keys.addresses_of(net.id))
-            held = [a for a in (_allocation(kv.value) for kv in kvs) if a is not None]
+            held = await self._read(net.id)
         taken: set[IPAddress] = set()
         for alloc in held:
             addr = alloc.address
@@ -79,13 +81,19 @@ class ClusterIpam:
             if addr == requested:
                 raise _in_use(net, addr, alloc)
             taken.add(addr)
+        pending = self._pending.setdefault(net.id, set())
         start: IPAddress | None = None
         while True:
-            addr = local_ipam.allocate(cfg, taken, requested, network=net.name, start=start)
+            blocked = taken | pending if requested is None and pending else taken
+            addr = local_ipam.allocate(cfg, blocked, requested, network=net.name, start=start)
             value = Allocation(network=net.id, address=addr, endpoint=endpoint_id, node=self.node, created=now())
-            result = await self.store.create(
-                self.keys.address(net.id, addr), encode(value), require=[present(self.keys.network(net.id))]
-            )
+            pending.add(addr)
+            try:
+                result = await self.store.create(
+                    self.keys.address(net.id, addr), encode(value), require=[present(self.keys.network(net.id))]
+                )
+            finally:
+                pending.discard(addr)
             if result.succeeded:
                 return addr
             existing = result.gets[0] if result.gets else None
@@ -96,8 +104,14 @@ class ClusterIpam:
                 return addr
             if requested is not None:
                 raise _in_use(net, addr, holder)
-            taken.add(addr)  # another node took it a moment ago: go on with the next one
+            # another node is allocating in this network right now: take its allocations into account
+            taken.add(addr)
+            taken.update(a.address for a in await self._read(net.id) if a.endpoint != endpoint_id)
             start = addr + 1 if addr != cfg.subnet.broadcast_address else None
+
+    async def _read(self, net_id: str) -> list[Allocation]:
+        kvs, _ = await self.store.get_prefix(self.keys.addresses_of(net_id))
+        return [a for a in (_allocation(kv.value) for kv in kvs) if a is not None]
 
     async def release_address(self, net_id: str, addr: IPAddress, endpoint_id: str) -> bool:
         """Free ``addr`` if ``endpoint_id`` holds it (a stale release never frees someone else's address)."""
