@@ -83,7 +83,7 @@ class ClusterNode:
             "address": str(self.membership.address),
             "connected": self.cache.connected and self.store.connected,
             "registered": self.membership.lease_id != 0,
-            "endpoints": self.cfg.etcd_endpoints,
+            "etcd_endpoints": self.cfg.etcd_endpoints,
             "revision": self.cache.revision,
             "nodes_alive": len(self.cache.alive()),
             "last_error": "" if self.cache.connected else self.cache.last_error,

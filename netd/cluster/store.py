@@ -8,6 +8,9 @@
 - Every failure of etcd itself (refused, timeout, no leader, TLS) becomes one :class:`ClusterUnavailableError`
   whose message starts "cluster store unreachable: " and says what to check.  No call outlives the timeout.
 - aetcd 1.0.0 opens only plain-text channels; :class:`_Client` opens a TLS channel when configured.
+- gRPC runs its own threads: a fork that does not exec (pyroute2's ``netns=`` sockets) segfaulted the child in
+  2 of 3 runs while a watch was active.  netd's kernel layer opens namespace sockets fork-free (setns in a
+  thread); fork+exec (subprocess) is safe (200 of 200 during gRPC traffic).
 - Retried writes: a request that timed out may still have been applied.  Puts and deletes are idempotent;
   create-if-absent returns the existing value so the caller can recognise its own earlier write (allocations
   carry their endpoint id); compare-and-swap reports "changed", and the caller re-reads.
