@@ -1,6 +1,7 @@
 """Throw-away etcd servers for the cluster tests (Debian's etcd-server, /usr/bin/etcd).
 
-Every member listens on 127.0.0.1 on ports the kernel picked free, keeps its data in the test's tmp_path, and
+Every member listens on 127.0.0.1 on ports the kernel picked free (or, with ``netns``/``address``, on an
+address inside a test namespace, e.g. the underlay that simulated hosts share), keeps its data in tmp_path, and
 runs with fast raft timings (``--heartbeat-interval=10 --election-timeout=100``: healthy in ~150 ms).
 :func:`etcd_cluster` always stops every member it started, even when the test fails; stopping a member
 (``kill``) and starting it again on the same data dir (``start``) is how tests take etcd down and back up.
@@ -9,6 +10,7 @@ runs with fast raft timings (``--heartbeat-interval=10 --election-timeout=100``:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
@@ -16,13 +18,43 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+def in_netns(path: str | None, fn: Callable[[], T]) -> T:
+    """``fn()`` in a fresh thread that first entered the network namespace at ``path`` (None: right here)."""
+    if path is None:
+        return fn()
+    box: dict[str, T | BaseException] = {}
+
+    def body() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {path}")
+            box["r"] = fn()
+        except BaseException as e:
+            box["e"] = e
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if "e" in box:
+        raise box["e"]  # type: ignore[misc]
+    return box["r"]  # type: ignore[return-value]
 
 
 def free_ports(n: int) -> list[int]:
@@ -69,14 +101,15 @@ class Member:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     scheme: str = "http"
+    address: str = "127.0.0.1"
 
     @property
     def client_url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://{self.address}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.address}:{self.peer_port}"
 
 
 @dataclass
@@ -87,13 +120,15 @@ class EtcdCluster:
     token: str = field(default_factory=lambda: "netd-test-" + secrets.token_hex(4))
     pids: list[int] = field(default_factory=list)  # every etcd process ever started, for the final check
     tls: dict[str, Path] | None = None  # make_tls(): clients must present a certificate signed by the CA
+    netns: str | None = None  # run the members inside this network namespace (a path: /run/netns/NAME) ...
+    address: str = "127.0.0.1"  # ... listening on this address of it
 
     def __post_init__(self) -> None:
-        ports = free_ports(2 * self.size)
+        ports = in_netns(self.netns, lambda: free_ports(2 * self.size))
         for i in range(self.size):
             self.members.append(Member(
                 f"m{i}", ports[2 * i], ports[2 * i + 1], self.base / f"etcd-m{i}", self.base / f"etcd-m{i}.log",
-                scheme="https" if self.tls else "http",
+                scheme="https" if self.tls else "http", address=self.address,
             ))
 
     @property
@@ -103,6 +138,7 @@ class EtcdCluster:
     def _cmd(self, m: Member) -> list[str]:
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
         return [
+            *(["nsenter", f"--net={self.netns}"] if self.netns else []),
             ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
             "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
             "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
@@ -133,16 +169,23 @@ class EtcdCluster:
             for m in self.members if i is None else [self.members[i]]:
                 self.wait_healthy(m)
 
+    def healthy(self, m: Member) -> bool:
+        def probe() -> bool:
+            with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(
+                m.client_url + "/health", timeout=1, context=self._health_context()
+            ) as r:
+                return b'"health":"true"' in r.read()
+            return False
+
+        return in_netns(self.netns, probe)
+
     def wait_healthy(self, m: Member, deadline: float = 20) -> None:
         end = time.monotonic() + deadline
         while time.monotonic() < end:
             if m.proc is not None and m.proc.poll() is not None:
                 raise RuntimeError(f"etcd {m.name} exited: {m.log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(
-                m.client_url + "/health", timeout=1, context=self._health_context()
-            ) as r:
-                if b'"health":"true"' in r.read():
-                    return
+            if self.healthy(m):
+                return
             time.sleep(0.05)
         raise RuntimeError(f"etcd {m.name} not healthy after {deadline} s: {m.log.read_text()[-2000:]}")
 
@@ -185,8 +228,10 @@ class EtcdCluster:
 
 
 @contextlib.contextmanager
-def etcd_cluster(base: Path, size: int = 1, tls: bool = False) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(base, size, tls=make_tls(base / "tls") if tls else None)
+def etcd_cluster(
+    base: Path, size: int = 1, tls: bool = False, netns: str | None = None, address: str = "127.0.0.1"
+) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(base, size, tls=make_tls(base / "tls") if tls else None, netns=netns, address=address)
     try:
         cluster.start()
         yield cluster
