@@ -21,11 +21,33 @@ from ..model import IpamConfig, IPNetwork
 from .errors import ClusterUnavailableError
 from .ipam import DEFAULT_OVERLAY_POOLS, ClusterIpam
 from .keys import KeyLayout
-from .records import EndpointRecord, NameReservation, OverlayNetwork, decode, encode, now
+from .records import VNI_MAX, VNI_MIN, EndpointRecord, NameReservation, OverlayNetwork, decode, encode, now
 from .store import ClusterStore
 from .txn import Delete, Get, Put, absent, empty_prefix, present
 
 log = structlog.get_logger("netd.cluster")
+
+
+VXLANID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
+
+
+def vni_from_options(options: dict[str, str]) -> int | None:
+    """The VNI asked for with ``-o com.docker.network.driver.overlay.vxlanid_list=4097`` (Docker takes one VNI
+    per subnet, comma-separated; netd's overlay networks have one VXLAN device, so one VNI)."""
+    raw = options.get(VXLANID_OPTION)
+    if raw is None:
+        return None
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if len(parts) != 1 or not parts[0].isdigit():
+        raise InvalidError(
+            f"{VXLANID_OPTION}={raw!r}: give one VNI, a number from {VNI_MIN} to {VNI_MAX} (e.g. 4097)",
+            field="options",
+        )
+    vni = int(parts[0])
+    if not VNI_MIN <= vni <= VNI_MAX:
+        raise InvalidError(f"{VXLANID_OPTION}={raw!r}: VNI {vni} is out of range {VNI_MIN}-{VNI_MAX}",
+                           field="options")
+    return vni
 
 
 @dataclass

@@ -166,3 +166,16 @@ def test_single_host_daemon_does_not_load_the_cluster_code() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert out.stdout.strip() == "[]"
+
+
+def test_vxlanid_list_option() -> None:
+    from netd.cluster.networks import VXLANID_OPTION, vni_from_options
+
+    assert vni_from_options({}) is None
+    assert vni_from_options({VXLANID_OPTION: "4097"}) == 4097
+    assert vni_from_options({VXLANID_OPTION: " 1 "}) == 1
+    for bad, why in (("0", "out of range"), ("16777216", "out of range"), ("4097,4098", "give one VNI"),
+                     ("x", "give one VNI"), ("", "give one VNI"), ("-5", "give one VNI")):
+        with pytest.raises(InvalidError, match=why) as e:
+            vni_from_options({VXLANID_OPTION: bad})
+        assert e.value.field == "options"
