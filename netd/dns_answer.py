@@ -24,6 +24,7 @@ import dns.rdatatype
 import dns.reversename
 import dns.rrset
 
+from .drivers import get_driver
 from .model import DesiredState, Endpoint, IPAddress, IPNetwork, Network
 
 TTL = 60  # short: a name moves when its endpoint reconnects; nobody should cache it for long
@@ -32,7 +33,7 @@ _ADDR_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 
 def has_resolver(net: Network) -> bool:
     """User-defined bridge networks get name resolution; the default bridge does not (Docker's rule)."""
-    return net.driver == "bridge" and not net.is_default
+    return get_driver(net).features(net).dns
 
 
 def resolver_addresses(net: Network) -> list[IPAddress]:

@@ -98,6 +98,8 @@ class ChildSpec:
     gateway4: IPv4Address | None = None
     gateway6: IPv6Address | None = None
     default_dev: bool = False  # ipvlan l3/l3s: default route through the interface itself
+    kernel_mode: int = 0  # IFLA_MACVLAN_MODE / IFLA_IPVLAN_MODE of ``mode`` (the driver's table)
+    kernel_flags: int = 0  # ipvlan: IFLA_IPVLAN_FLAGS of ``flag``
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class ShimSpec:
     parent: str
     address: Iface  # a /32 (/128) the host uses as source
     routes: tuple[IPv4Network | IPv6Network, ...]
+    kernel_mode: int  # IFLA_MACVLAN_MODE (bridge)
 
 
 @dataclass(frozen=True)

@@ -16,41 +16,40 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 import structlog
 
 from . import malloc
-from .config import Settings
-from .drivers import network_link_names
-from .drivers.actions import DeleteChildren, EnsureChild, EnsureParent, EnsureShim
-from .errors import NetdError
-from .firewall.base import FirewallBackend
-from .firewall.rules import Ruleset, build_ruleset, udp_changes
-from .hostchanges import HostChanges, put_back, record_adopted
-from .kernel import conntrack
-from .kernel.netlink import Kernel
-from .linkspec import NsProbe, ObservedHost, ObservedLink
-from .model import DesiredState, Endpoint, IPNetwork
-from .plan import (
-    IP6_FORWARD,
-    VETH_MISSING,
+from .actions import (
     Action,
+    DeleteChildren,
     DeleteLinks,
+    DriverAction,
     EnsureBridge,
+    EnsureChild,
     EnsureNetns,
+    EnsureParent,
+    EnsureShim,
     EnsureVeth,
     Observed,
     RemoveNetns,
     Scope,
     SetSysctl,
     describe,
-    plan,
-    scope_links,
-    scope_targets,
-    wants_ip6_forward,
 )
+from .config import Settings
+from .drivers import get_driver
+from .errors import NetdError
+from .firewall.base import FirewallBackend
+from .firewall.rules import Ruleset, build_ruleset, udp_changes
+from .hostchanges import HostChanges, put_back, record_adopted
+from .kernel import conntrack
+from .kernel.netlink import Kernel
+from .linkspec import NsProbe, ObservedHost
+from .model import DesiredState, Endpoint, IPNetwork
+from .plan import IP6_FORWARD, plan, scope_links, scope_targets, wants_ip6_forward
 from .ports import published
 from .progress import TimedLock
 
@@ -156,12 +155,9 @@ class Reconciler:
     async def host_prefixes(self) -> list[IPNetwork]:
         return await self.kernel.host_prefixes()
 
-    async def find_link(self, ifname: str) -> ObservedLink | None:
-        return (await self.kernel.observe([ifname])).by_name.get(ifname)
-
-    async def observe_host(self) -> ObservedHost:
-        """Every link of the daemon's namespace (validating a macvlan/ipvlan parent needs them all)."""
-        return await self.kernel.observe(None)
+    async def observe_links(self, names: Collection[str] | None) -> ObservedHost:
+        """The named links of the daemon's namespace (None: every link)."""
+        return await self.kernel.observe(names)
 
     def _target_path(self, target: str) -> str:
         kind, _, value = target.partition(":")
@@ -360,8 +356,8 @@ class Reconciler:
                 if spec.adopt:
                     await record_adopted(self.changes, self.kernel, spec)
                 await self.kernel.ensure_bridge(spec)
-            case EnsureVeth(spec=spec, reason=reason):
-                await self.kernel.ensure_veth(spec, seen_missing=reason == VETH_MISSING)
+            case EnsureVeth(spec=spec, seen_missing=seen_missing):
+                await self.kernel.ensure_veth(spec, seen_missing=seen_missing)
             case DeleteLinks(ifnames=names):
                 await self.kernel.delete_links(names)
             case SetSysctl(key=key, value=value):
@@ -376,6 +372,8 @@ class Reconciler:
                 await self.kernel.ensure_child(spec)
             case DeleteChildren(children=children):
                 await self.kernel.delete_children(children)
+            case DriverAction():
+                await action.apply(self.kernel)
 
     async def _after_published_change(self, previous: Ruleset | None, rules: Ruleset) -> None:
         """Forget the UDP conntrack entries of published ports that appeared, went or changed (not at start-up:
@@ -392,7 +390,11 @@ class Reconciler:
 
     async def _ensure_route_localnet(self, state: DesiredState, scope: Scope) -> None:
         """127.0.0.1:<published port> from the host needs route_localnet=1 on the bridge (as Docker sets it)."""
-        touched = {n.id for n in state.networks.values() if n.driver == "bridge" and scope.has_network(n.id)}
+        touched = {
+            n.id
+            for n in state.networks.values()
+            if get_driver(n).features(n).published_ports and scope.has_network(n.id)
+        }
         if scope.endpoints is None:
             touched |= {ep.network for ep in state.endpoints.values() if ep.ports}
         else:  # a scoped change: look at its own endpoints only
@@ -501,7 +503,7 @@ class Reconciler:
         if self._wanted_for is not state:  # recomputed once per state version, not per event
             names = {ep.host_ifname for ep in state.endpoints.values() if ep.host_ifname}
             for net in state.networks.values():
-                names |= network_link_names(net)
+                names |= get_driver(net).link_names(net)
             self._wanted = frozenset(names)
             self._wanted_for = state
         return self._wanted

@@ -6,27 +6,18 @@ Every error names the field and says what is expected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 from typing import Any
 
-from .drivers import LINK_DRIVERS, parse_link_options
-from .drivers.base import LinkOptions
 from .errors import InvalidError
 from .ipam import parse_address
 from .model import IPAddress, PortMapping
-from .naming import validate_ifname, validate_name, validate_netns_name
+from .naming import validate_name, validate_netns_name
 from .strict import ascii_int, is_dns_name
 
-OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
-OPT_ICC = "com.docker.network.bridge.enable_icc"
-OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_MTU = "com.docker.network.driver.mtu"
-OPT_GW_MODE_V6 = "com.docker.network.bridge.gateway_mode_ipv6"
 OPT_ENABLE_V4 = "com.docker.network.enable_ipv4"
-BRIDGE_OPTIONS = (OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_GW_MODE_V6, OPT_ENABLE_V4)
-GATEWAY_MODES = ("nat", "routed")
-DRIVERS = ("bridge", *LINK_DRIVERS)
 NETWORK_CREATE_FIELDS = (
     "Name",
     "Driver",
@@ -55,14 +46,9 @@ class NetworkCreate:
     internal: bool
     enable_ipv6: bool
     pools: list[PoolRequest]
-    options: dict[str, str]
-    bridge: str | None
-    icc: bool
-    masquerade: bool
-    mtu: int | None
+    options: dict[str, str]  # the driver's -o options (parsed by the driver) and the common ones
+    mtu: int | None = None
     enable_ipv4: bool = True
-    gateway_mode_ipv6: str = "nat"
-    link: LinkOptions | None = None  # macvlan / ipvlan options, validated by the driver
 
 
 @dataclass(frozen=True)
@@ -150,6 +136,7 @@ def _str_map(value: Any, key: str) -> dict[str, str]:
 
 
 def parse_bool_option(key: str, value: str) -> bool:
+    """A Docker ``-o key=true`` option (true/false, 1/0, yes/no, on/off)."""
     low = value.strip().lower()
     if low in ("true", "1", "yes", "on"):
         return True
@@ -159,12 +146,11 @@ def parse_bool_option(key: str, value: str) -> bool:
 
 
 def parse_network_create(body: Any) -> NetworkCreate:
+    """The kind-independent part of a create body; the driver parses ``options`` (``netd.drivers``)."""
     b = _obj(body, "network create")
     _known(b, NETWORK_CREATE_FIELDS, "")
     name = validate_name(_str(b, "Name", required=True) or "", "network")
     driver = _str(b, "Driver") or "bridge"
-    if driver not in DRIVERS:
-        raise InvalidError(f"unknown driver {driver!r}; supported: {', '.join(DRIVERS)}", field="Driver")
     for flag in ("CheckDuplicate", "Attachable"):  # Docker's; accepted (netd always checks, always attaches)
         if b.get(flag) is not None:
             _bool(b, flag)
@@ -192,45 +178,28 @@ def parse_network_create(body: Any) -> NetworkCreate:
             raise InvalidError("gateway, ip-range and aux-address need --subnet", field="subnet")
         pools.append(pool)
     options = _str_map(b.get("Options"), "Options")
-    link = parse_link_options(driver, options, (OPT_MTU,)) if driver in LINK_DRIVERS else None
-    for key in options:
-        if link is None and key not in BRIDGE_OPTIONS:
-            raise InvalidError(
-                f"unknown option {key!r} for driver {driver}; known: {', '.join(BRIDGE_OPTIONS)}", field=key
-            )
-    bridge = options.get(OPT_BRIDGE_NAME)
-    if bridge is not None:
-        validate_ifname(bridge, OPT_BRIDGE_NAME)
-    mtu: int | None = None
-    if OPT_MTU in options:
-        mtu = ascii_int(options[OPT_MTU], OPT_MTU, 68, 65535, "an MTU", label=f"option {OPT_MTU}")
-    gw_mode = options.get(OPT_GW_MODE_V6, "nat")
-    if gw_mode not in GATEWAY_MODES:
-        raise InvalidError(
-            f"option {OPT_GW_MODE_V6}={gw_mode!r}: expected one of {', '.join(GATEWAY_MODES)}",
-            field=OPT_GW_MODE_V6,
-        )
-    enable_ipv4 = parse_bool_option(OPT_ENABLE_V4, options[OPT_ENABLE_V4]) if OPT_ENABLE_V4 in options else True
-    enable_ipv6 = _bool(b, "EnableIPv6")
-    if not enable_ipv4 and not enable_ipv6:
-        raise InvalidError(
-            f"{OPT_ENABLE_V4}=false needs --ipv6: a network needs an address family", field=OPT_ENABLE_V4
-        )
     return NetworkCreate(
-        link=link,
-        enable_ipv4=enable_ipv4,
-        gateway_mode_ipv6=gw_mode,
         name=name,
         driver=driver,
         internal=_bool(b, "Internal"),
-        enable_ipv6=enable_ipv6,
+        enable_ipv6=_bool(b, "EnableIPv6"),
         pools=pools,
         options=options,
-        bridge=bridge,
-        icc=parse_bool_option(OPT_ICC, options[OPT_ICC]) if OPT_ICC in options else True,
-        masquerade=parse_bool_option(OPT_MASQ, options[OPT_MASQ]) if OPT_MASQ in options else True,
-        mtu=mtu,
     )
+
+
+def parse_common_options(req: NetworkCreate) -> NetworkCreate:
+    """The options every kind takes (once the driver has accepted the keys): MTU, enable_ipv4."""
+    options = req.options
+    mtu: int | None = None
+    if OPT_MTU in options:
+        mtu = ascii_int(options[OPT_MTU], OPT_MTU, 68, 65535, "an MTU", label=f"option {OPT_MTU}")
+    enable_ipv4 = parse_bool_option(OPT_ENABLE_V4, options[OPT_ENABLE_V4]) if OPT_ENABLE_V4 in options else True
+    if not enable_ipv4 and not req.enable_ipv6:
+        raise InvalidError(
+            f"{OPT_ENABLE_V4}=false needs --ipv6: a network needs an address family", field=OPT_ENABLE_V4
+        )
+    return replace(req, mtu=mtu, enable_ipv4=enable_ipv4)
 
 
 def parse_netns_create(body: Any) -> str:

@@ -12,7 +12,7 @@ calls ``prune_endpoints`` only while it does not hold its own lock; nothing here
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -22,14 +22,15 @@ from typing import Any, Protocol
 import structlog
 
 from . import ipam, ports
+from .actions import Scope
 from .config import Settings
-from .drivers import build_link_network, check_connect, is_link_network, link_driver
+from .drivers import DriverOptions, get_driver, parse_network_create
 from .errors import ConflictError, InvalidError, KernelError, NotFoundError, StorageError
-from .linkspec import NsProbe, ObservedHost, ObservedLink
+from .linkspec import NsProbe, ObservedHost
 from .model import DesiredState, Endpoint, IpamConfig, IPNetwork, Netns, Network, PortMapping
-from .naming import bridge_name, host_veth_name, mac_for, new_id
+from .naming import new_id
 from .nsident import NamespaceIndex, check_netns_path, free_ifname, spelling
-from .plan import Scope, scope_links, scope_targets
+from .plan import scope_links, scope_targets
 from .progress import TimedLock
 from .request import (
     Connect,
@@ -38,7 +39,6 @@ from .request import (
     parse_connect,
     parse_disconnect,
     parse_netns_create,
-    parse_network_create,
 )
 from .state import StateStore
 
@@ -55,8 +55,7 @@ class Applier(Protocol):
     async def apply(self, scope: Scope, reason: str) -> dict[str, str]: ...
     async def reconcile(self, reason: str) -> dict[str, str]: ...
     async def host_prefixes(self) -> list[IPNetwork]: ...
-    async def find_link(self, ifname: str) -> ObservedLink | None: ...
-    async def observe_host(self) -> ObservedHost: ...
+    async def observe_links(self, names: Collection[str] | None) -> ObservedHost: ...
     def ns_probe(self, path: str) -> NsProbe: ...
     async def ns_has_link(self, path: str, ifname: str) -> bool: ...
     def netns_foreign(self, name: str) -> str | None: ...
@@ -130,9 +129,9 @@ class Service:
         return net
 
     async def create_network(self, body: Any) -> Network:
-        req = parse_network_create(body)
+        req, opts = parse_network_create(body)
         async with self.lock:
-            net = await self._build_network(req)
+            net = await self._build_network(req, opts)
             new = self.state.copy_for_change()
             new.networks[net.name] = net
             await self._commit(new, Scope.of(networks=[net.id]), f"network create {net.name}")
@@ -141,7 +140,7 @@ class Service:
             )
             return net
 
-    async def _build_network(self, req: NetworkCreate) -> Network:
+    async def _build_network(self, req: NetworkCreate, opts: DriverOptions) -> Network:
         if req.name in self.state.networks:
             raise ConflictError(f"network {req.name!r} already exists", field="name")
         net_id = new_id()
@@ -167,38 +166,21 @@ class Service:
                     field="subnet",
                 )
         await self._add_automatic_pools(pools, req.enable_ipv4, req.enable_ipv6)
-        if req.link is not None:  # macvlan / ipvlan: the parent is checked against the kernel, nothing changes
-            base = Network(
-                id=net_id,
-                name=req.name,
-                driver="macvlan" if req.driver == "macvlan" else "ipvlan",
-                internal=req.internal,
-                enable_ipv6=req.enable_ipv6,
-                ipam=pools,
-                options=req.options,
-                bridge="",
-                mtu=req.mtu,
-                created=now(),
-            )
-            return build_link_network(base, req.link, await self.applier.observe_host(), self.state)
-        bridge = req.bridge or bridge_name(net_id)
-        adopted = await self._check_bridge_name(bridge, req.name)
-        return Network(
+        base = Network(
             id=net_id,
             name=req.name,
-            driver="bridge",
+            driver=req.driver,  # a key of DRIVERS (checked by the parse)
             internal=req.internal,
             enable_ipv6=req.enable_ipv6,
             ipam=pools,
             options=req.options,
-            bridge=bridge,
-            bridge_adopted=adopted,
-            icc=req.icc,
-            masquerade=req.masquerade,
-            gateway_mode_ipv6="routed" if req.gateway_mode_ipv6 == "routed" else "nat",
+            bridge="",
             mtu=req.mtu,
             created=now(),
         )
+        drv = get_driver(base)
+        host = await self.applier.observe_links(drv.create_observes(base, opts))
+        return drv.build_network(base, opts, host, self.state)
 
     async def _add_automatic_pools(self, pools: list[IpamConfig], v4: bool, v6: bool) -> None:
         """Pick the subnets the request did not give, clear of other networks and of the host's routes."""
@@ -229,25 +211,6 @@ class Service:
                 field="subnet",
             ) from e
         return ipam.ula_prefix(machine_id)
-
-    async def _check_bridge_name(self, bridge: str, network: str) -> bool:
-        """True when an existing (foreign) bridge of that name is adopted, like Docker does."""
-        for other in self.state.networks.values():
-            if other.bridge == bridge:
-                raise ConflictError(
-                    f"network {network!r}: bridge {bridge} is already used by network {other.name!r}",
-                    field="com.docker.network.bridge.name",
-                )
-        link = await self.applier.find_link(bridge)
-        if link is None:
-            return False
-        if link.kind != "bridge":
-            raise ConflictError(
-                f"network {network!r}: interface {bridge} exists and is a {link.kind or 'device'}, not a bridge; "
-                "choose another com.docker.network.bridge.name",
-                field="com.docker.network.bridge.name",
-            )
-        return True
 
     async def remove_network(self, name: str) -> None:
         async with self.lock:
@@ -409,8 +372,8 @@ class Service:
             if ep.network == net.id:
                 as_ = "" if ep.target == target.key() else f" (as {spelling(ep)})"
                 raise ConflictError(f"{target.describe()} is already connected to network {net.name!r}{as_}")
-        if is_link_network(net):
-            check_connect(net, self.state)
+        drv = get_driver(net)
+        drv.check_connect(net, self.state)
         has_link = None if found.ident is None else partial(self.applier.ns_has_link, path)
         ifname = await free_ifname(target, {ep.ifname for ep in existing}, has_link)
         ep_id = new_id()
@@ -440,8 +403,8 @@ class Service:
             netns_path=target.netns_path,
             netns_inode=inode,
             ifname=ifname,
-            host_ifname="" if is_link_network(net) else host_veth_name(ep_id),
-            mac=link_driver(net).endpoint_mac(net, ep_id) if is_link_network(net) else mac_for(ep_id),
+            host_ifname=drv.endpoint_host_ifname(ep_id),
+            mac=drv.endpoint_mac(net, ep_id),
             ipv4=v4 if isinstance(v4, IPv4Interface) else None,
             ipv6=v6 if isinstance(v6, IPv6Interface) else None,
             aliases=req.aliases,
@@ -452,9 +415,9 @@ class Service:
 
     def _plan_ports(self, net: Network, req: Connect, families: frozenset[int]) -> list[PortMapping]:
         """Published ports of a new endpoint: checked against every other endpoint's, host port 0 picked."""
-        if is_link_network(net) or net.internal:
+        if not get_driver(net).features(net).published_ports or net.internal:
             why = "is internal (no traffic reaches it from outside the host, as in Docker)"
-            if is_link_network(net):
+            if not get_driver(net).features(net).published_ports:
                 why = f"is a {net.driver} network (its endpoints are reachable at their own addresses)"
             raise InvalidError(
                 f"network {net.name!r} {why}: it cannot publish ports; connect without -p, or publish on a "

@@ -1,47 +1,96 @@
-"""What every non-bridge network driver provides: typed options and the endpoint's link spec (pure).
+"""The one interface every network kind implements (pure), as systemd-networkd's ``NetDevVTable`` and netavark's
+``NetworkDriver``: the planner, the service, the rule builder and DNS ask ``get_driver(net)`` and never test
+the driver's name.
 
-A driver module (``macvlan``, ``ipvlan``) parses its Docker options into ``LinkOptions`` and turns an endpoint
-into a ``ChildSpec``; the parent link they hang off is shared code (``netd.drivers.parent``).
+A driver
+
+- parses and validates its ``-o`` options (``parse_options``) and builds the ``Network`` from them
+  (``create_observes`` names the host links it needs to see for that, ``build_network`` checks and fills in);
+- says what the network owns in the daemon's namespace (``link_names``: what a scoped reconcile observes and
+  what a link-deleted event is about) and how an endpoint is made (``endpoint_host_ifname``, ``endpoint_mac``,
+  ``observes_endpoint_netns``: whether the endpoint's link is found inside its namespace);
+- plans: the network's host-side links with their drift check (``plan_network``), an endpoint's link
+  (``plan_endpoint``), and its own extra changes from desired vs observed (``plan_extra``: say overlay's FDB and
+  neighbour entries, as ``DriverAction``s); ``plan_cleanup`` removes what it owns that nobody wants any more;
+- tells which firewall and DNS features apply to the network (``features``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
+from netd.actions import Action, Observed, Scope
 from netd.errors import InvalidError
-from netd.linkspec import ChildSpec
-from netd.model import Endpoint, Network
+from netd.linkspec import ObservedHost
+from netd.model import DesiredState, Endpoint, Network
+from netd.request import parse_bool_option
 
 OPT_PARENT = "parent"
 OPT_HOST_ACCESS = "host_access"
 
 
 @dataclass(frozen=True)
-class LinkOptions:
-    """A macvlan/ipvlan network's options, validated."""
+class Features:
+    """What the firewall and DNS do for a network of this kind."""
 
-    parent: str | None  # None: a dummy parent owned by netd
-    mode: str
-    flag: str | None = None
-    host_access: bool = False
+    filtered: bool  # netd's per-network chains (isolation between networks, icc, internal) on its host interface
+    nat: bool  # masquerade of outbound traffic (when the network asks for it)
+    published_ports: bool  # -p host ports DNAT'ed to endpoints
+    dns: bool  # the embedded resolver answers on the network's gateway addresses
 
 
-class LinkDriver(Protocol):
-    """One network kind whose endpoints are children of a parent link."""
+NO_FEATURES = Features(filtered=False, nat=False, published_ports=False, dns=False)
 
+
+class DriverOptions:
+    """A driver's parsed options (each driver has its own frozen dataclass deriving from this)."""
+
+
+class NetworkDriver(Protocol):
     name: str
-    options: tuple[str, ...]  # the -o keys it accepts (com.docker.network.driver.mtu is common to all)
+    options: tuple[str, ...]  # the -o keys it accepts besides the common ones (com.docker.network.driver.mtu)
 
-    def parse_options(self, options: Mapping[str, str]) -> LinkOptions: ...
+    # -- create ------------------------------------------------------------------------------------------------
+    def parse_options(self, options: Mapping[str, str]) -> DriverOptions: ...
 
-    def build_child_spec(self, ep: Endpoint, net: Network, ns_path: str) -> ChildSpec: ...
+    def create_observes(self, base: Network, opts: DriverOptions) -> Collection[str] | None:
+        """The host link names ``build_network`` needs to see (None: every link)."""
+        ...
+
+    def build_network(
+        self, base: Network, opts: DriverOptions, host: ObservedHost, state: DesiredState
+    ) -> Network:
+        """``base`` carries what every kind shares (id, name, pools, internal, mtu, options); raise a clear
+        error for what the kernel or the other networks do not allow.  Looks only: changes nothing."""
+        ...
+
+    def check_connect(self, net: Network, state: DesiredState) -> None: ...
+
+    # -- what it owns ------------------------------------------------------------------------------------------
+    def features(self, net: Network) -> Features: ...
+
+    def link_names(self, net: Network) -> set[str]: ...
+
+    def endpoint_host_ifname(self, ep_id: str) -> str: ...
 
     def endpoint_mac(self, net: Network, ep_id: str) -> str: ...
 
+    def observes_endpoint_netns(self, net: Network) -> bool: ...
 
-def choice(options: Mapping[str, str], key: str, allowed: tuple[str, ...], default: str) -> str:
+    # -- planning ----------------------------------------------------------------------------------------------
+    def plan_network(self, net: Network, observed: Observed) -> list[Action]: ...
+
+    def plan_endpoint(self, ep: Endpoint, net: Network, ns_path: str, observed: Observed) -> list[Action]: ...
+
+    def plan_extra(self, desired: DesiredState, observed: Observed, scope: Scope) -> list[Action]: ...
+
+    def plan_cleanup(self, desired: DesiredState, observed: Observed, scope: Scope) -> list[Action]: ...
+
+
+def choice(options: Mapping[str, str], key: str, allowed: Collection[str], default: str) -> str:
     value = options.get(key, default).strip().lower() or default
     if value not in allowed:
         raise InvalidError(
@@ -50,12 +99,16 @@ def choice(options: Mapping[str, str], key: str, allowed: tuple[str, ...], defau
     return value
 
 
-def flag_option(options: Mapping[str, str], key: str) -> bool:
-    if key not in options:
-        return False
-    low = options[key].strip().lower()
-    if low in ("true", "1", "yes", "on"):
-        return True
-    if low in ("false", "0", "no", "off"):
-        return False
-    raise InvalidError(f"option {key}={options[key]!r}: expected true or false", field=key)
+def bool_option(options: Mapping[str, str], key: str, default: bool) -> bool:
+    return parse_bool_option(key, options[key]) if key in options else default
+
+
+def gateways(ep: Endpoint, net: Network) -> tuple[IPv4Address | None, IPv6Address | None]:
+    """The default routes of an endpoint that carries them: the pools' gateways, or the configured
+    ``default-gateway`` (the default bridge's) in their place."""
+    if not ep.default_route or net.internal:
+        return None, None
+    p4, p6 = net.pool(4), net.pool(6)
+    gw4 = p4.gateway if p4 is not None and isinstance(p4.gateway, IPv4Address) else None
+    gw6 = p6.gateway if p6 is not None and isinstance(p6.gateway, IPv6Address) else None
+    return net.default_gateway4 or gw4, net.default_gateway6 or gw6

@@ -1,33 +1,31 @@
-"""The macvlan driver (pure): options, the endpoint's child spec, the host_access shim."""
+"""The macvlan driver (pure): options and mode table, the endpoint's child spec, the host_access shim."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv6Address, ip_interface
 
-from netd.errors import InvalidError
-from netd.linkspec import ChildSpec, Iface, NsRef, ShimSpec
-from netd.model import Endpoint, IPAddress, IpamConfig, Network
+from netd.actions import MISSING, Action, EnsureShim, Observed
+from netd.errors import ConflictError, InvalidError
+from netd.linkspec import ChildSpec, Iface, NsRef, ObservedHost, ObservedLink, ShimSpec
+from netd.model import DesiredState, Endpoint, IPAddress, IpamConfig, Network
 from netd.naming import mac_for
 
-from .base import OPT_HOST_ACCESS, OPT_PARENT, LinkOptions, choice, flag_option
+from .base import OPT_HOST_ACCESS, OPT_PARENT, DriverOptions, bool_option, choice, gateways
+from .childlink import ChildLinkDriver, LinkOptions, child_addresses, shim_name
 
 OPT_MODE = "macvlan_mode"
-MODES = ("bridge", "private", "vepa", "passthru")
+MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}  # IFLA_MACVLAN_MODE
 HOST_ACCESS_AUX = "netd-host-access"  # the aux-address name that reserves the shim's address
 
 
-def shim_name(net_id: str) -> str:
-    return "mvh-" + net_id[:11]
-
-
-class Macvlan:
+class Macvlan(ChildLinkDriver):
     name: str = "macvlan"
     options: tuple[str, ...] = (OPT_PARENT, OPT_MODE, OPT_HOST_ACCESS)
 
     def parse_options(self, options: Mapping[str, str]) -> LinkOptions:
-        mode = choice(options, OPT_MODE, MODES, "bridge")
-        host_access = flag_option(options, OPT_HOST_ACCESS)
+        mode = choice(options, OPT_MODE, ("bridge", "private", "vepa", "passthru"), "bridge")
+        host_access = bool_option(options, OPT_HOST_ACCESS, False)
         if host_access and mode == "passthru":
             raise InvalidError(
                 "host_access=true needs a shim macvlan beside the endpoints; passthru allows only one macvlan "
@@ -36,36 +34,55 @@ class Macvlan:
             )
         return LinkOptions(parent=options.get(OPT_PARENT) or None, mode=mode, host_access=host_access)
 
+    def build_network(
+        self, base: Network, opts: DriverOptions, host: ObservedHost, state: DesiredState
+    ) -> Network:
+        net = super().build_network(base, opts, host, state)
+        if not net.host_access:
+            return net
+        pools: list[IpamConfig] = [p.model_copy(deep=True) for p in net.ipam]
+        for pool in pools:
+            if HOST_ACCESS_AUX in pool.aux_addresses:
+                raise ConflictError(
+                    f"aux-address name {HOST_ACCESS_AUX} is reserved for host_access", field="aux-address"
+                )
+            pool.aux_addresses[HOST_ACCESS_AUX] = host_access_address(pool)
+        return net.model_copy(update={"ipam": pools})
+
     def endpoint_mac(self, net: Network, ep_id: str) -> str:
         return "" if net.mode == "passthru" else mac_for(ep_id)  # passthru keeps the parent's address
 
     def build_child_spec(self, ep: Endpoint, net: Network, ns_path: str) -> ChildSpec:
         gw4, gw6 = gateways(ep, net)
         assert net.parent is not None
+        mode = net.mode or "bridge"
         return ChildSpec(
             kind="macvlan",
             owner=ep.id,
             parent=net.parent.ifname,
-            mode=net.mode or "bridge",
+            mode=mode,
             flag=None,
             netns=NsRef(ns_path),
             peer_ifname=ep.ifname,
             mac=ep.mac or None,
             mtu=net.mtu,
-            addresses=tuple(a for a in (ep.ipv4, ep.ipv6) if a is not None),
+            addresses=child_addresses(ep),
             gateway4=gw4,
             gateway6=gw6,
+            kernel_mode=MODES[mode],
         )
 
+    def plan_network(self, net: Network, observed: Observed) -> list[Action]:
+        out = super().plan_network(net, observed)
+        shim = build_shim_spec(net)
+        if shim is not None:
+            reason = shim_drift(shim, observed.host.by_name.get(shim.ifname))
+            if reason is not None:
+                out.append(EnsureShim(shim, owner=net.id, reason=reason))
+        return out
 
-def gateways(ep: Endpoint, net: Network) -> tuple[IPv4Address | None, IPv6Address | None]:
-    """The default routes of an endpoint that carries them (the physical network's router, --gateway)."""
-    if not ep.default_route or net.internal:
-        return None, None
-    p4, p6 = net.pool(4), net.pool(6)
-    gw4 = p4.gateway if p4 is not None and isinstance(p4.gateway, IPv4Address) else None
-    gw6 = p6.gateway if p6 is not None and isinstance(p6.gateway, IPv6Address) else None
-    return gw4, gw6
+
+# ---------------------------------------------------------------------------------------- host_access shim
 
 
 def host_access_address(pool: IpamConfig) -> IPAddress:
@@ -90,6 +107,7 @@ def host_access_address(pool: IpamConfig) -> IPAddress:
 
 
 def build_shim_spec(net: Network) -> ShimSpec | None:
+    """host_access: a macvlan in bridge mode on the parent, the kernel does not pass parent <-> child traffic."""
     if not net.host_access or net.parent is None:
         return None
     addrs: list[Iface] = []
@@ -103,8 +121,25 @@ def build_shim_spec(net: Network) -> ShimSpec | None:
     if not addrs:
         return None
     return ShimSpec(
-        ifname=shim_name(net.id), owner=net.id, parent=net.parent.ifname, address=addrs[0], routes=tuple(routes)
+        ifname=shim_name(net.id),
+        owner=net.id,
+        parent=net.parent.ifname,
+        address=addrs[0],
+        routes=tuple(routes),
+        kernel_mode=MODES["bridge"],
     )
+
+
+def shim_drift(spec: ShimSpec, seen: ObservedLink | None) -> str | None:
+    if seen is None:
+        return MISSING
+    if seen.kind != "macvlan" or seen.owner != spec.owner:
+        return "not netd's shim"
+    if not seen.up:
+        return "down"
+    if spec.address not in seen.addresses:
+        return "address missing"
+    return None
 
 
 MACVLAN = Macvlan()

@@ -16,13 +16,25 @@ another name, and networks that would share a parent in ways the kernel cannot d
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from netd.errors import ConflictError, InvalidError, NotFoundError
 from netd.linkspec import ObservedHost, ObservedLink, ParentSpec
 from netd.model import DesiredState, Network, ParentLink
 from netd.naming import validate_ifname
 
-from .base import OPT_PARENT, LinkOptions
+from .base import OPT_PARENT, DriverOptions
+
+
+@dataclass(frozen=True)
+class LinkOptions(DriverOptions):
+    """A macvlan/ipvlan network's options, validated."""
+
+    parent: str | None  # None: a dummy parent owned by netd
+    mode: str
+    flag: str | None = None
+    host_access: bool = False
+
 
 PARENT_KINDS = ("vlan", "dummy")  # the kinds netd creates as parents
 VLAN_IDS = range(1, 4095)

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Literal
 
+from netd.drivers import get_driver
 from netd.errors import InvalidError
 from netd.model import DesiredState, Network
 from netd.ports import Published, published
@@ -228,12 +229,13 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
     ``ip_forward=False`` (Docker's ``ip-forward: false``): netd does not accept outbound forwarded traffic or
     its replies (the host's own policy decides); isolation, icc and internal drops and NAT stay.
     """
-    nets = sorted((n for n in state.networks.values() if n.driver == "bridge"), key=lambda n: n.id)
+    features = {n.id: get_driver(n).features(n) for n in state.networks.values()}
+    nets = sorted((n for n in state.networks.values() if features[n.id].filtered), key=lambda n: n.id)
     if not nets:
         return Ruleset()
     _check_unique_bridges(nets)
     keys = chain_keys(nets)
-    pub = published(state, {n.id for n in nets if not n.internal})
+    pub = published(state, {n.id for n in nets if not n.internal and features[n.id].published_ports})
 
     to_elems: list[Element] = []
     from_elems: list[Element] = []
@@ -246,7 +248,8 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
         from_elems.append(Element((net.bridge,), Jump(f"from-{key}")))
         chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward, bool(pub.get(net.id)))))
         chains.append(Chain(f"from-{key}", _from_rules(net, ip_forward)))
-        nat.extend(_nat_rules(net))
+        if features[net.id].nat:
+            nat.extend(_nat_rules(net))
         nat.extend(_port_nat_rules(net, pub.get(net.id, [])))
         bridge_rules.extend(_bridge_rules(net))
 

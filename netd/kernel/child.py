@@ -18,15 +18,12 @@ from netd.kernel.link import configure_peer, get_link
 from netd.kernel.netns import open_netns
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.observe import addresses_by_index, decode_link
-from netd.kernel.parent import MACVLAN_MODES
 from netd.linkspec import ChildSpec, ObservedChild, owner_alias, owner_of
 
 log = structlog.get_logger()
 
 IPR = Any
 NsSocket = Callable[[str], Awaitable[IPR]]
-IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
-IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}
 CHILD_KINDS = ("macvlan", "ipvlan")
 
 # pyroute2 0.9 knows IFLA_IPVLAN_MODE only; the kernel's IFLA_IPVLAN_FLAGS (2, u16) is added here.
@@ -79,10 +76,10 @@ async def _create(ipr: IPR, spec: ChildSpec, parent_index: int, obj: str) -> Non
         raise kernel_error(obj, "open the namespace", exc, "the namespace does not exist (any more)") from exc
     kw: dict[str, Any] = {"ifname": spec.peer_ifname, "kind": spec.kind, "link": parent_index, "net_ns_fd": nsfd}
     if spec.kind == "macvlan":
-        kw["macvlan_mode"] = MACVLAN_MODES[spec.mode]
+        kw["macvlan_mode"] = spec.kernel_mode
     else:
-        kw["ipvlan_mode"] = IPVLAN_MODES[spec.mode]
-        kw["ipvlan_flags"] = IPVLAN_FLAGS[spec.flag or "bridge"]
+        kw["ipvlan_mode"] = spec.kernel_mode
+        kw["ipvlan_flags"] = spec.kernel_flags
     if spec.mac:
         kw["address"] = spec.mac
     if spec.mtu:

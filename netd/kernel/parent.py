@@ -19,7 +19,6 @@ from netd.linkspec import ParentSpec, ShimSpec, owner_alias
 log = structlog.get_logger()
 
 IPR = Any  # pyroute2 AsyncIPRoute (untyped)
-MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 
 
 async def ensure_parent(ipr: IPR, spec: ParentSpec) -> int:
@@ -94,7 +93,7 @@ async def ensure_shim(ipr: IPR, spec: ShimSpec) -> None:
                 ifname=spec.ifname,
                 kind="macvlan",
                 link=int(parent["index"]),
-                macvlan_mode=MACVLAN_MODES["bridge"],
+                macvlan_mode=spec.kernel_mode,
             )
             msg = await get_link(ipr, spec.ifname)
             if msg is None:

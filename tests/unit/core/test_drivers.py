@@ -7,15 +7,13 @@ from ipaddress import ip_interface
 import pytest
 
 from netd import ipam
-from netd.drivers import build_link_network, parse_link_options
-from netd.drivers.actions import DeleteChildren, EnsureChild, EnsureParent
-from netd.drivers.base import LinkOptions
-from netd.drivers.parent import resolve_parent, split_vlan
+from netd.actions import DeleteChildren, DeleteLinks, EnsureChild, EnsureParent, Observed, Scope
+from netd.drivers import get_driver, parse_network_create
+from netd.drivers.parent import LinkOptions, resolve_parent, split_vlan
 from netd.errors import ConflictError, InvalidError, NotFoundError
 from netd.linkspec import ObservedChild, ObservedHost, ObservedLink
 from netd.model import DesiredState, Endpoint, Network
-from netd.plan import DeleteLinks, Observed, Scope, plan
-from netd.request import parse_network_create
+from netd.plan import plan
 
 
 def _link(index: int, name: str, kind: str = "device", **kw: object) -> ObservedLink:
@@ -60,30 +58,35 @@ def _net(name: str, driver: str = "macvlan", subnet: str = "10.1.0.0/24", **opts
     return base
 
 
+def parse_link_options(driver: str, opts: dict[str, str]) -> object:
+    """The driver's options as a create body gives them (unknown keys refused as the API does)."""
+    return parse_network_create({"Name": "n", "Driver": driver, "Options": opts})[1]
+
+
 def _build(
     state: DesiredState, name: str, driver: str = "macvlan", internal: bool = False, **opts: str
 ) -> Network:
     base = _net(name, driver).model_copy(update={"internal": internal})
-    return build_link_network(base, parse_link_options(driver, opts, ()), HOST, state)
+    return get_driver(driver).build_network(base, parse_link_options(driver, opts), HOST, state)
 
 
 def test_options_are_parsed_and_checked() -> None:
-    assert parse_link_options("macvlan", {"parent": "eth0"}, ()) == LinkOptions("eth0", "bridge")
-    assert parse_link_options("ipvlan", {"ipvlan_mode": "L3"}, ()) == LinkOptions(None, "l3", "bridge")
+    assert parse_link_options("macvlan", {"parent": "eth0"}) == LinkOptions("eth0", "bridge")
+    assert parse_link_options("ipvlan", {"ipvlan_mode": "L3"}) == LinkOptions(None, "l3", "bridge")
     with pytest.raises(InvalidError, match="use one of: l2, l3, l3s"):
-        parse_link_options("ipvlan", {"ipvlan_mode": "l4"}, ())
+        parse_link_options("ipvlan", {"ipvlan_mode": "l4"})
     with pytest.raises(InvalidError, match="bridge, private, vepa"):
-        parse_link_options("ipvlan", {"ipvlan_flag": "x"}, ())
+        parse_link_options("ipvlan", {"ipvlan_flag": "x"})
     with pytest.raises(InvalidError, match="unknown option 'host_access' for driver ipvlan"):
-        parse_link_options("ipvlan", {"host_access": "true"}, ())
-    req = parse_network_create(
+        parse_link_options("ipvlan", {"host_access": "true"})
+    req, opts = parse_network_create(
         {
             "Name": "n",
             "Driver": "macvlan",
             "Options": {"parent": "eth0.50", "com.docker.network.driver.mtu": "1400"},
         }
     )
-    assert req.link == LinkOptions("eth0.50", "bridge") and req.mtu == 1400
+    assert opts == LinkOptions("eth0.50", "bridge") and req.mtu == 1400
     with pytest.raises(InvalidError, match=r"unknown option 'com\.docker\.network\.bridge\.name'"):
         parse_network_create(
             {"Name": "n", "Driver": "macvlan", "Options": {"com.docker.network.bridge.name": "x"}}
@@ -135,7 +138,9 @@ def test_sharing_a_parent() -> None:
 
 def test_host_access_reserves_an_address_outside_the_range() -> None:
     base = _net("h").model_copy(update={"ipam": [ipam.validate_pool("10.1.0.0/24", None, "10.1.0.0/25")]})
-    net = build_link_network(base, LinkOptions("eth0", "bridge", host_access=True), HOST, DesiredState())
+    net = get_driver(base).build_network(
+        base, LinkOptions("eth0", "bridge", host_access=True), HOST, DesiredState()
+    )
     assert str(net.ipam[0].aux_addresses["netd-host-access"]) == "10.1.0.254"
     assert not net.masquerade
 

@@ -2,10 +2,7 @@ from ipaddress import ip_interface
 
 from samples import one_endpoint_state
 
-from netd.linkspec import ObservedHost, ObservedLink
-from netd.model import DesiredState
-from netd.naming import mac_for
-from netd.plan import (
+from netd.actions import (
     DeleteLinks,
     EnsureBridge,
     EnsureNetns,
@@ -14,8 +11,11 @@ from netd.plan import (
     RemoveNetns,
     Scope,
     SetSysctl,
-    plan,
 )
+from netd.linkspec import ObservedHost, ObservedLink
+from netd.model import DesiredState
+from netd.naming import mac_for
+from netd.plan import plan
 
 
 def _state() -> DesiredState:

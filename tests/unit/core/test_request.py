@@ -1,11 +1,13 @@
 import pytest
 
+from netd.drivers import parse_network_create
+from netd.drivers.bridge import BridgeOptions
 from netd.errors import InvalidError
-from netd.request import parse_connect, parse_network_create
+from netd.request import parse_connect
 
 
 def test_docker_network_create_body() -> None:
-    req = parse_network_create(
+    req, opts = parse_network_create(
         {
             "Name": "app",
             "Driver": "bridge",
@@ -29,7 +31,8 @@ def test_docker_network_create_body() -> None:
             },
         }
     )
-    assert (req.name, req.bridge, req.icc, req.masquerade, req.mtu) == ("app", "br-app", False, True, 1400)
+    assert isinstance(opts, BridgeOptions)
+    assert (req.name, opts.bridge, opts.icc, opts.masquerade, req.mtu) == ("app", "br-app", False, True, 1400)
     assert req.pools[0].aux_addresses == {"my-router": "172.30.0.129"}
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
 
+from netd.actions import Scope
 from netd.config import Settings
 from netd.errors import KernelError
-from netd.linkspec import NsProbe, ObservedLink
+from netd.linkspec import NsProbe, ObservedHost
 from netd.model import IPNetwork
-from netd.plan import Scope
 from netd.service import Service
 from netd.state import StateStore
 
@@ -30,8 +31,8 @@ class FakeApplier:
     async def host_prefixes(self) -> list[IPNetwork]:
         return []
 
-    async def find_link(self, ifname: str) -> ObservedLink | None:
-        return None
+    async def observe_links(self, names: Collection[str] | None) -> ObservedHost:
+        return ObservedHost()
 
     def ns_probe(self, path: str) -> NsProbe:
         return NsProbe(None, "does not exist")

@@ -12,9 +12,11 @@ from aiohttp.test_utils import TestServer
 
 from netd import ipam
 from netd.api import _body, error_middleware
+from netd.drivers import parse_network_create
+from netd.drivers.bridge import BridgeOptions
 from netd.errors import InvalidError
 from netd.naming import validate_ifname, validate_name, validate_netns_name
-from netd.request import parse_connect, parse_disconnect, parse_netns_create, parse_network_create
+from netd.request import parse_connect, parse_disconnect, parse_netns_create
 from netd.strict import ascii_int, is_dns_name, parse_json
 
 MTU = "com.docker.network.driver.mtu"
@@ -27,7 +29,7 @@ def _pool(**cfg: Any) -> dict[str, Any]:
 
 def _create_and_pool(body: Any) -> None:
     """What the service does with a create body before anything changes: parse, then validate each pool."""
-    req = parse_network_create(body)
+    req, _ = parse_network_create(body)
     for p in req.pools:
         assert p.subnet is not None
         ipam.validate_pool(p.subnet, p.gateway, p.ip_range, p.aux_addresses)
@@ -192,7 +194,7 @@ def test_disconnect_refuses_unknown_fields() -> None:
 
 
 def test_good_input_still_passes() -> None:
-    req = parse_network_create(
+    req, opts = parse_network_create(
         {
             "Name": "n",
             "EnableIPv6": True,
@@ -207,8 +209,9 @@ def test_good_input_still_passes() -> None:
             "Options": {MTU: "1500", BRIDGE: "br-ok_1.x"},
         }
     )
-    assert req.mtu == 1500 and req.bridge == "br-ok_1.x"
-    assert parse_network_create({"Name": "n", "IPAM": None, "Labels": None}).pools == []
+    assert isinstance(opts, BridgeOptions)
+    assert req.mtu == 1500 and opts.bridge == "br-ok_1.x"
+    assert parse_network_create({"Name": "n", "IPAM": None, "Labels": None})[0].pools == []
     cfg = ipam.validate_pool("10.9.0.0/24", "10.9.0.1/24", "10.9.0.128/25", {"r": "10.9.0.2"})
     assert str(cfg.gateway) == "10.9.0.1"
     assert str(ipam.validate_pool("fd00:9::/64", "fd00:9::1").gateway) == "fd00:9::1"
