@@ -28,7 +28,8 @@ from fwtopo import NetnsLoop
 from netd.firewall.base import FirewallBackend
 from netd.firewall.iptables_render import render_chains
 from netd.firewall.nft_render import render_nft_json
-from netd.firewall.rules import Ruleset, build_ruleset
+from netd.firewall.rules import build_ruleset
+from netd.firewall.ruleset import Ruleset
 from netd.model import DesiredState, Endpoint, IpamConfig, Network, PortMapping
 
 NS = "ndt-portbench"

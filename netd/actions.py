@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .firewall.ruleset import Ruleset
 from .linkspec import BridgeSpec, ChildSpec, ObservedChild, ObservedHost, ParentSpec, ShimSpec, VethSpec
 
 MISSING = "missing"  # the drift reason when the observe found no object of the name
@@ -50,6 +51,16 @@ class Scope:
         return self.netns is None or name in self.netns
 
 
+@dataclass(frozen=True)
+class FirewallSeen:
+    """The packet filter as a reconcile sees it: the rules the desired state wants, those netd applied last
+    (None: none yet in this process) and whether the kernel still holds them (checked on full passes)."""
+
+    wanted: Ruleset
+    applied: Ruleset | None
+    in_sync: bool = True
+
+
 @dataclass
 class Observed:
     host: ObservedHost
@@ -59,6 +70,10 @@ class Observed:
     children: dict[str, ObservedChild] = field(default_factory=dict)  # owned macvlan/ipvlan by endpoint id
     accept_ra: dict[str, str] = field(default_factory=dict)  # foreign links' accept_ra (read when IPv6 forwards)
     extra: dict[str, Any] = field(default_factory=dict)  # what a driver observed for itself (by driver name)
+    firewall: FirewallSeen | None = None  # None: the firewall is not part of this plan
+    # what netd changed on things not its own (netd.hostchanges): host sysctls, addresses on adopted bridges
+    changed_sysctls: frozenset[str] = frozenset()
+    changed_addresses: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # net id -> bridge
 
 
 # -------------------------------------------------------------------------------------------------- actions
@@ -73,6 +88,15 @@ class EnsureNetns:
 @dataclass(frozen=True)
 class RemoveNetns:
     name: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class MarkNetns:
+    """The marker that says netd created the named netns (so a later reconcile may remove it)."""
+
+    name: str
+    owned: bool
     owner: str
 
 
@@ -102,6 +126,28 @@ class SetSysctl:
     key: str
     value: str
     owner: str = "host"
+    best_effort: bool = False  # a failure is logged, not an error of the owner (route_localnet)
+
+
+@dataclass(frozen=True)
+class ApplyFirewall:
+    """Load netd's whole ruleset (one transaction); a failure is an error of every network in ``networks``."""
+
+    rules: Ruleset
+    reason: str
+    networks: tuple[str, ...] = ()
+    owner: str = "firewall"
+
+
+@dataclass(frozen=True)
+class FlushConntrack:
+    """Forget the UDP conntrack entries of published ports that appeared, went or changed: a UDP client that
+    never pauses keeps its entry (and its old destination) forever.  Only after the firewall was applied."""
+
+    udp: tuple[tuple[int, str | None, int], ...]  # (IP version, host address or None: any, host port)
+    owner: str = "firewall"
+    best_effort: bool = True
+    requires: str = "firewall"  # skipped when the action of this owner failed
 
 
 @dataclass(frozen=True)
@@ -144,10 +190,35 @@ class DriverAction:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class RestoreSysctls:
+    """Put back the host sysctls netd changed (IPv6 forwarding, accept_ra) once no network needs them; only
+    those that still hold netd's value (someone else's later change is theirs)."""
+
+    keys: tuple[str, ...]
+    owner: str = "host"
+    best_effort: bool = True  # tried again by the next reconcile
+
+
+@dataclass(frozen=True)
+class RemoveAdoptedAddresses:
+    """The gateway addresses netd added to a foreign bridge a network adopted, after that network."""
+
+    bridge: str
+    addresses: tuple[str, ...]
+    owner: str  # the (gone) network's id
+    best_effort: bool = True
+
+
 Action = (
     DriverAction
     | EnsureNetns
     | RemoveNetns
+    | MarkNetns
+    | ApplyFirewall
+    | FlushConntrack
+    | RestoreSysctls
+    | RemoveAdoptedAddresses
     | EnsureBridge
     | EnsureVeth
     | DeleteLinks
@@ -172,6 +243,18 @@ def describe(action: Action) -> str:
             return f"create netns {name}"
         case RemoveNetns(name=name):
             return f"remove netns {name}"
+        case MarkNetns(name=name, owned=owned):
+            return f"mark netns {name} as netd's" if owned else f"forget that netd made netns {name}"
+        case ApplyFirewall(reason=reason):
+            return f"load netd's firewall rules ({reason})"
+        case RestoreSysctls(keys=keys):
+            return "put back host sysctls netd changed: " + ", ".join(keys)
+        case RemoveAdoptedAddresses(bridge=bridge, addresses=addrs):
+            return f"remove the addresses netd added to adopted bridge {bridge}: " + ", ".join(addrs)
+        case FlushConntrack(udp=udp):
+            return "forget UDP conntrack entries to " + ", ".join(
+                f"{ip or '*'}:{port}" if v == 4 else f"[{ip or '*'}]:{port}" for v, ip, port in udp
+            )
         case EnsureBridge(spec=spec, reason=reason):
             return f"ensure bridge {spec.ifname} ({reason})"
         case EnsureVeth(spec=spec, reason=reason):
@@ -191,3 +274,10 @@ def describe(action: Action) -> str:
         case DriverAction():
             return action.describe()
     return repr(action)
+
+
+def owners(action: Action) -> tuple[str, ...]:
+    """The objects an action's failure is reported against."""
+    if isinstance(action, ApplyFirewall):
+        return (action.owner, *action.networks)
+    return (action.owner,)

@@ -124,17 +124,17 @@ def build_app(
     @routes.get("/v1/netns")
     async def list_netns(request: web.Request) -> web.Response:
         st = service.state
-        return _json([netns_view(ns, service.applier.netns_path(ns.name), st) for ns in st.netns.values()])
+        return _json([netns_view(ns, service.kernel.netns_path(ns.name), st) for ns in st.netns.values()])
 
     @routes.post("/v1/netns")
     async def create_netns(request: web.Request) -> web.Response:
         ns = await service.create_netns(await _body(request))
-        return _json(netns_view(ns, service.applier.netns_path(ns.name), service.state), status=201)
+        return _json(netns_view(ns, service.kernel.netns_path(ns.name), service.state), status=201)
 
     @routes.get("/v1/netns/{name}")
     async def inspect_netns(request: web.Request) -> web.Response:
         ns = service.get_netns(request.match_info["name"])
-        return _json(netns_view(ns, service.applier.netns_path(ns.name), service.state))
+        return _json(netns_view(ns, service.kernel.netns_path(ns.name), service.state))
 
     @routes.delete("/v1/netns/{name}")
     async def remove_netns(request: web.Request) -> web.Response:

@@ -30,6 +30,7 @@ from .firewall.select import choose_backend, cleanup_other, purge_all
 from .hostchanges import restore_sysctls_now
 from .kernel.netlink import Kernel
 from .logs import setup_logging
+from .metrics import ReconcileStats
 from .model import DesiredState
 from .notify import sd_notify
 from .operations import Operations
@@ -37,6 +38,7 @@ from .reconciler import Reconciler
 from .resolvconf import ResolvConfWriter, read_host
 from .service import Service
 from .state import StateStore
+from .triggers import Triggers
 from .unixsock import start_private
 
 log = structlog.get_logger()
@@ -47,7 +49,10 @@ class Daemon:
         self.settings = settings
         self.config_path = config_path
         self.store = StateStore(settings.state_file)
-        self.kernel = Kernel(settings.netns_dir, settings.host_mount_namespace)
+        self.kernel = Kernel(
+            settings.netns_dir, settings.host_mount_namespace, owned_dir=settings.run_dir / "netns-owned"
+        )
+        self.stats = ReconcileStats()
         self.firewall, self.firewall_reason = choose_backend(settings.firewall.backend)
         # the reconciler reads the service's state and prunes through it; both lambdas resolve at call time
         self.reconciler = Reconciler(
@@ -56,9 +61,13 @@ class Daemon:
             self.firewall,
             lambda: self.service.state,
             lambda ids, why: self.service.prune_endpoints(ids, why),
+            self.stats,
         )
-        self.service = Service(settings, self.store, self.store.load(), applier=self.reconciler)
-        self.ops = Operations(settings, config_path, self.service, self.reconciler, self.firewall.name)
+        self.triggers = Triggers(self.reconciler)
+        self.service = Service(
+            settings, self.store, self.store.load(), applier=self.reconciler, kernel=self.kernel
+        )
+        self.ops = Operations(settings, config_path, self.service, self.reconciler, self.stats, self.firewall.name)
         host_resolv = read_host()
         self.dns = DnsServer(lambda: self.service.state, Forwarder(choose_upstreams(settings.dns, host_resolv)))
         self.dns.on_query = self.ops.metrics.dns_query
@@ -76,7 +85,7 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         st = self.service.state
-        s = self.reconciler.stats
+        s = self.stats
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -118,9 +127,9 @@ class Daemon:
         # bound under umask 077, then socket_group and socket_mode: never open to others, even for a moment
         await start_private(web.UnixSite(self.runner, str(sock)), sock, s.socket_mode, s.socket_group)
         self.tasks = [
-            asyncio.create_task(self.reconciler.run_timer()),
-            asyncio.create_task(self.reconciler.run_firewall_check()),
-            asyncio.create_task(self.reconciler.run_events()),
+            asyncio.create_task(self.triggers.run_timer()),
+            asyncio.create_task(self.triggers.run_firewall_check()),
+            asyncio.create_task(self.triggers.run_events()),
         ]
         st = self.service.state
         log.info(

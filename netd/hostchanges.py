@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_interface
 from pathlib import Path
@@ -142,33 +142,26 @@ async def record_adopted(changes: HostChanges, kernel: Kernel, spec: BridgeSpec)
             changes.will_add(spec.owner, spec.ifname, added)
 
 
-async def put_back(
-    changes: HostChanges, kernel: Kernel, ip6_wanted: bool, networks: set[str], in_scope: Callable[[str], bool]
-) -> None:
-    """Undo netd's changes to what is not its own once nothing needs them: the IPv6 sysctls after the last
-    IPv6 network (``ip6_wanted`` false), the addresses netd added to an adopted bridge after its network."""
-    if changes.sysctls and not ip6_wanted:
-        current: dict[str, str | None] = {}
-        for key in changes.sysctls:
-            try:
-                current[key] = (await kernel.get_sysctl(key)).strip()
-            except (NetdError, OSError):
-                current[key] = None
+async def restore_sysctls(changes: HostChanges, kernel: Kernel) -> None:
+    """Put back the recorded sysctls that still hold netd's value, then forget the record (the IPv6 ones, after
+    the last IPv6 network: the reconciler's ``RestoreSysctls`` action)."""
+    current: dict[str, str | None] = {}
+    for key in changes.sysctls:
         try:
-            for key, original in changes.sysctls_to_restore(current):
-                await kernel.set_sysctl(key, original)
-                log.info("sysctl_restored", key=key, value=original)
-            changes.forget_sysctls()
-        except (NetdError, OSError) as e:  # tried again by the next reconcile
-            log.warning("sysctl_restore_failed", error=str(e))
-    for net_id, (bridge, addrs) in list(changes.addresses.items()):
-        if net_id in networks or not in_scope(net_id):
-            continue
-        try:
-            await kernel.remove_addresses(bridge, [ip_interface(a) for a in addrs])
-            changes.forget_addresses(net_id)
-        except (NetdError, OSError) as e:
-            log.warning("adopted_bridge_cleanup_failed", bridge=bridge, error=str(e))
+            current[key] = (await kernel.get_sysctl(key)).strip()
+        except (NetdError, OSError):
+            current[key] = None
+    for key, original in changes.sysctls_to_restore(current):
+        await kernel.set_sysctl(key, original)
+        log.info("sysctl_restored", key=key, value=original)
+    changes.forget_sysctls()
+
+
+async def remove_adopted(changes: HostChanges, kernel: Kernel, net_id: str) -> None:
+    """Remove the addresses netd added to the bridge a gone network adopted (``RemoveAdoptedAddresses``)."""
+    bridge, addrs = changes.addresses[net_id]
+    await kernel.remove_addresses(bridge, [ip_interface(a) for a in addrs])
+    changes.forget_addresses(net_id)
 
 
 def restore_sysctls_now(state_dir: Path) -> list[str]:

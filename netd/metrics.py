@@ -24,15 +24,81 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .config import Metrics as MetricsConfig
-from .firewall.rules import Ruleset
+from .firewall.ruleset import Ruleset
 from .kernel.stats import ifindex, link_counters
 from .model import DesiredState, Network
-from .reconciler import DURATION_BUCKETS, Stats
+from .reconciler import RunReport
 from .unixsock import start_private
 
 log = structlog.get_logger()
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+DRIFT_REASONS = ("timer", "event", "firewall")  # reconcile reasons that repair drift (no API call asked)
+# drift repairs by kind (``netd_drift_repairs``); None: part of another change, not counted
+REPAIR_KIND: dict[str, str | None] = {
+    "EnsureNetns": "netns",
+    "MarkNetns": None,
+    "EnsureBridge": "bridge",
+    "EnsureVeth": "veth",
+    "DeleteLinks": "stale_link",
+    "RemoveNetns": "stale_netns",
+    "SetSysctl": "sysctl",
+    "ApplyFirewall": "firewall",
+    "FlushConntrack": None,
+}
+
+
+@dataclass
+class ReconcileStats:
+    """The reconciler's counters (its ``Recorder``), read by status, doctor and /metrics."""
+
+    runs: int = 0
+    last: str = ""
+    last_reason: str = ""
+    last_duration_ms: float = 0.0
+    last_changes: int = 0
+    changes: int = 0
+    errors: int = 0
+    repairs: int = 0  # changes made by reconciles that no API call asked for: drift repaired
+    firewall_repairs: int = 0
+    last_errors: dict[str, str] = field(default_factory=dict)
+    ok: int = 0  # runs without errors
+    last_success: float = 0.0  # unix time of the last full reconcile without errors
+    duration_sum: float = 0.0  # seconds
+    duration_buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))  # cumulative
+    repairs_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def reconciled(self, run: RunReport) -> None:
+        changes = len(run.applied)
+        self.runs += 1
+        self.last = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.last_reason = run.reason
+        self.last_duration_ms = round(run.seconds * 1000, 2)
+        self.last_changes = changes
+        self.changes += changes
+        self.errors += len(run.errors)
+        self.last_errors = run.errors
+        if run.reason in DRIFT_REASONS:
+            self.repairs += changes
+            for name in run.applied:
+                kind = REPAIR_KIND.get(name, "other")
+                if kind is not None:
+                    self.repairs_by_kind[kind] = self.repairs_by_kind.get(kind, 0) + 1
+        self.duration_sum += run.seconds
+        for i, bound in enumerate(DURATION_BUCKETS):
+            if run.seconds <= bound:
+                self.duration_buckets[i] += 1
+        if not run.errors:
+            self.ok += 1
+            if run.full:
+                self.last_success = time.time()
+
+    def firewall_repaired(self) -> None:
+        self.firewall_repairs += 1
+        self.repairs += 1
+        self.repairs_by_kind["firewall"] = self.repairs_by_kind.get("firewall", 0) + 1
 
 
 @dataclass
@@ -40,7 +106,7 @@ class Source:
     """What the collector reads from the daemon, at scrape time."""
 
     state: Callable[[], DesiredState]
-    stats: Stats
+    stats: ReconcileStats
     firewall_name: str
     applied_rules: Callable[[], Ruleset | None]
     ready: Callable[[], bool]
@@ -133,7 +199,7 @@ class NetdCollector(Collector):
         yield size
         yield GaugeMetricFamily("netd_netns", "Named network namespaces netd owns", value=len(state.netns))
 
-    def _reconcile(self, s: Stats) -> Iterator[Metric]:
+    def _reconcile(self, s: ReconcileStats) -> Iterator[Metric]:
         runs = CounterMetricFamily("netd_reconciles", "Reconciles by outcome", labels=["outcome"])
         runs.add_metric(["ok"], s.ok)
         runs.add_metric(["error"], s.runs - s.ok)

@@ -19,7 +19,7 @@ from .config import Settings
 from .doctor import Facts, diagnose, report
 from .kernel import hostfacts
 from .kernel.mountns import usable
-from .metrics import Metrics, Source, serve
+from .metrics import Metrics, ReconcileStats, Source, serve
 from .notify import sd_notify, watchdog_interval
 from .ops_api import Ops
 from .progress import Health, InFlight, notify_loop
@@ -38,19 +38,21 @@ class Operations:
         config_path: Path | None,
         service: Service,
         reconciler: Reconciler,
+        stats: ReconcileStats,
         firewall_name: str,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
         self.service = service
         self.reconciler = reconciler
+        self.stats = stats
         self.started = time.time()
         self.ready = False
         self.metrics_error = ""
         self.metrics = Metrics(
             Source(
                 state=lambda: service.state,
-                stats=reconciler.stats,
+                stats=stats,
                 firewall_name=firewall_name,
                 applied_rules=lambda: reconciler.applied_rules,
                 ready=lambda: self.ready,
@@ -89,7 +91,7 @@ class Operations:
 
     def degraded(self) -> list[str]:
         out = []
-        st = self.reconciler.stats
+        st = self.stats
         if not self.ready:
             out.append("starting: the first reconcile has not finished")
         if st.last_errors:
@@ -106,7 +108,7 @@ class Operations:
 
     def status_line(self) -> str:
         st = self.service.state
-        r = self.reconciler.stats
+        r = self.stats
         sync = "in sync" if not r.last_errors else f"{len(r.last_errors)} failing"
         return (
             f"{len(st.networks)} networks, {len(st.endpoints)} endpoints, {len(st.netns)} netns; "
@@ -114,7 +116,7 @@ class Operations:
         )
 
     async def doctor(self) -> dict[str, Any]:
-        stats = self.reconciler.stats
+        stats = self.stats
         facts = Facts(
             reconcile_interval=self.settings.reconcile_interval,
             reconcile_errors=dict(stats.last_errors),

@@ -12,15 +12,22 @@ from collections.abc import Callable, Iterable
 
 from .actions import (
     Action,
+    ApplyFirewall,
     EnsureNetns,
+    FlushConntrack,
+    MarkNetns,
     Observed,
+    RemoveAdoptedAddresses,
     RemoveNetns,
+    RestoreSysctls,
     Scope,
     SetSysctl,
     dedupe_key,
 )
 from .drivers import DRIVERS, get_driver
+from .firewall.rules import udp_changes
 from .model import DesiredState, Endpoint
+from .ports import published
 
 IP6_FORWARD = "net.ipv6.conf.all.forwarding"
 
@@ -57,6 +64,25 @@ def scope_targets(state: DesiredState, scope: Scope) -> frozenset[str]:
     return frozenset(out)
 
 
+def localnet_keys(state: DesiredState, scope: Scope) -> dict[str, str]:
+    """route_localnet of the networks in scope that publish ports (127.0.0.1:<port> from the host needs it on
+    the network's host interface, as Docker sets it), by network id."""
+    touched = {
+        n.id
+        for n in state.networks.values()
+        if scope.has_network(n.id) and get_driver(n).features(n).published_ports
+    }
+    touched |= {ep.network for ep in _endpoints_in(state, scope) if ep.ports}
+    out: dict[str, str] = {}
+    if not touched:
+        return out
+    for net_id in published(state, touched):
+        net = state.network_by_id(net_id)
+        if net is not None and net.pool(4) is not None and get_driver(net).features(net).published_ports:
+            out[net_id] = f"net/ipv4/conf/{net.bridge}/route_localnet"
+    return out
+
+
 def wants_ip6_forward(state: DesiredState, ip6_forward: bool) -> bool:
     return ip6_forward and any(n.pool(6) is not None for n in state.networks.values())
 
@@ -70,8 +96,8 @@ def plan(
     ip6_forward: bool = False,
     scope: Scope | None = None,
 ) -> list[Action]:
-    """Actions in dependency order: sysctls, netns, networks' host links, endpoints, the drivers' extras,
-    then deletions (endpoints' links before networks')."""
+    """Actions in dependency order: sysctls, netns (and their markers), networks' host links, the firewall,
+    endpoints, the drivers' extras, route_localnet, then deletions (endpoints' links before networks')."""
     scope = scope or Scope.everything()
     actions: list[Action] = []
 
@@ -86,14 +112,21 @@ def plan(
         actions.append(SetSysctl(IP6_FORWARD, "1"))
 
     for name in sorted(desired.netns):
-        # alive but without netd's marker: made by a netd killed before it wrote the marker (older versions
-        # marked after the mount); the action writes the marker, so netns rm removes the mount
-        if scope.has_netns(name) and (name not in observed.netns_alive or name not in observed.netns_owned):
+        if not scope.has_netns(name):
+            continue
+        # the marker first: a kill between the two leaves a marker without a mount, which the next reconcile
+        # finishes (desired) or removes (not desired); never a mount netd does not know.  Alive without the
+        # marker: made by an older netd killed before it marked; marking it lets netns rm remove the mount
+        if name not in observed.netns_owned:
+            actions.append(MarkNetns(name, owned=True, owner=name))
+        if name not in observed.netns_alive:
             actions.append(EnsureNetns(name, owner=name))
 
     for net in desired.networks.values():
         if scope.has_network(net.id):
             actions.extend(get_driver(net).plan_network(net, observed))
+
+    actions.extend(_plan_firewall(desired, observed, scope))
 
     for ep in desired.endpoints.values():
         if not scope.has_endpoint(ep.id):
@@ -108,6 +141,10 @@ def plan(
     for drv in DRIVERS.values():
         actions.extend(drv.plan_extra(desired, observed, scope))
 
+    for net_id, key in localnet_keys(desired, scope).items():
+        if key in observed.sysctls and observed.sysctls[key] != "1":  # "" too: the bridge was missing
+            actions.append(SetSysctl(key, "1", owner=net_id, best_effort=True))
+
     # Deletions: owned objects in scope that are no longer desired, the endpoints' links before the networks'.
     # Drivers that share one implementation (macvlan and ipvlan: the same function) are asked once.
     gone: list[Action] = []
@@ -121,7 +158,32 @@ def plan(
     for name in sorted(observed.netns_owned):
         if scope.has_netns(name) and name not in desired.netns:
             actions.append(RemoveNetns(name, owner=name))
+            actions.append(MarkNetns(name, owned=False, owner=name))
+    # what netd changed on things not its own, once nothing needs it
+    if observed.changed_sysctls and not ip6_forward:
+        actions.append(RestoreSysctls(tuple(sorted(observed.changed_sysctls))))
+    wanted_nets = {n.id for n in desired.networks.values()}
+    for net_id, (bridge, addrs) in sorted(observed.changed_addresses.items()):
+        if net_id not in wanted_nets and scope.has_network(net_id):
+            actions.append(RemoveAdoptedAddresses(bridge, addrs, owner=net_id))
     return _dedupe(actions)
+
+
+def _plan_firewall(desired: DesiredState, observed: Observed, scope: Scope) -> list[Action]:
+    """The whole ruleset when it changed or the kernel lost it; then the UDP conntrack entries of published
+    ports that changed (not at start-up: the previous ruleset is unknown then, and live flows through
+    unchanged ports must not be cut)."""
+    fw = observed.firewall
+    if fw is None or (fw.wanted == fw.applied and fw.in_sync):
+        return []
+    why = "the desired state changed" if fw.wanted != fw.applied else "missing or changed in the kernel"
+    nets = tuple(n.id for n in desired.networks.values() if scope.has_network(n.id))
+    out: list[Action] = [ApplyFirewall(fw.wanted, why, networks=nets)]
+    if fw.applied is not None:
+        changed = udp_changes(fw.applied, fw.wanted)
+        if changed:
+            out.append(FlushConntrack(tuple(changed)))
+    return out
 
 
 def _dedupe(actions: list[Action]) -> list[Action]:

@@ -54,8 +54,13 @@ class Applier(Protocol):
 
     async def apply(self, scope: Scope, reason: str) -> dict[str, str]: ...
     async def reconcile(self, reason: str) -> dict[str, str]: ...
+
+
+class KernelReader(Protocol):
+    """What the service reads from the kernel to validate a request (the kernel facade's read side)."""
+
     async def host_prefixes(self) -> list[IPNetwork]: ...
-    async def observe_links(self, names: Collection[str] | None) -> ObservedHost: ...
+    async def observe(self, names: Collection[str] | None = None) -> ObservedHost: ...
     def ns_probe(self, path: str) -> NsProbe: ...
     async def ns_has_link(self, path: str, ifname: str) -> bool: ...
     def netns_foreign(self, name: str) -> str | None: ...
@@ -63,11 +68,14 @@ class Applier(Protocol):
 
 
 class Service:
-    def __init__(self, settings: Settings, store: StateStore, state: DesiredState, applier: Applier) -> None:
+    def __init__(
+        self, settings: Settings, store: StateStore, state: DesiredState, applier: Applier, kernel: KernelReader
+    ) -> None:
         self.settings = settings
         self.store = store
         self.state = state
         self.applier = applier
+        self.kernel = kernel
         self.lock = TimedLock()  # taken before the reconciler's, never after (see the module docstring)
         # called with the new state after each successful commit (the daemon syncs the DNS listeners and the
         # netns resolv.conf files); its failures are logged, never undo the change
@@ -75,7 +83,7 @@ class Service:
         self.on_change: Callable[[DesiredState, frozenset[str] | None], Awaitable[None]] | None = None
         self.addresses = ipam.AddressBook()  # held addresses and scan starts, per network (see _adopt)
         # namespace identity by inode (looked up on the applier when used: narrow fakes need not have it)
-        self.namespaces = NamespaceIndex(lambda p: self.applier.ns_probe(p), lambda n: self.applier.netns_path(n))
+        self.namespaces = NamespaceIndex(lambda p: self.kernel.ns_probe(p), lambda n: self.kernel.netns_path(n))
 
     # -- commit ------------------------------------------------------------------------------------------------
 
@@ -179,7 +187,7 @@ class Service:
             created=now(),
         )
         drv = get_driver(base)
-        host = await self.applier.observe_links(drv.create_observes(base, opts))
+        host = await self.kernel.observe(drv.create_observes(base, opts))
         return drv.build_network(base, opts, host, self.state)
 
     async def _add_automatic_pools(self, pools: list[IpamConfig], v4: bool, v6: bool) -> None:
@@ -197,9 +205,7 @@ class Service:
 
     async def _used_subnets(self) -> list[IPNetwork]:
         """Subnets a new network must not overlap: every network's and every prefix the host routes."""
-        return [
-            c.subnet for n in self.state.networks.values() for c in n.ipam
-        ] + await self.applier.host_prefixes()
+        return [c.subnet for n in self.state.networks.values() for c in n.ipam] + await self.kernel.host_prefixes()
 
     def ula_prefix(self) -> IPv6Network:
         try:
@@ -307,7 +313,7 @@ class Service:
         async with self.lock:
             if name in self.state.netns:
                 raise ConflictError(f"netns {name!r} already exists", field="name")
-            foreign = self.applier.netns_foreign(name)
+            foreign = self.kernel.netns_foreign(name)
             if foreign is not None:
                 raise ConflictError(
                     f"netns {name!r}: {foreign} already exists and was not made by netd; netd does not adopt "
@@ -358,12 +364,12 @@ class Service:
         inode: int | None = None
         if target.netns is not None:
             self.get_netns(target.netns)
-            path = self.applier.netns_path(target.netns)
-            found = self.applier.ns_probe(path)
+            path = self.kernel.netns_path(target.netns)
+            found = self.kernel.ns_probe(path)
         else:
             assert target.netns_path is not None
             path = target.netns_path
-            found = self.applier.ns_probe(path)
+            found = self.kernel.ns_probe(path)
             check_netns_path(path, found)
             assert found.ident is not None
             inode = found.ident[1]
@@ -374,7 +380,7 @@ class Service:
                 raise ConflictError(f"{target.describe()} is already connected to network {net.name!r}{as_}")
         drv = get_driver(net)
         drv.check_connect(net, self.state)
-        has_link = None if found.ident is None else partial(self.applier.ns_has_link, path)
+        has_link = None if found.ident is None else partial(self.kernel.ns_has_link, path)
         ifname = await free_ifname(target, {ep.ifname for ep in existing}, has_link)
         ep_id = new_id()
         addrs: dict[int, IPv4Interface | IPv6Interface] = {}

@@ -39,7 +39,7 @@ from netd.firewall.iptables_render import (
     render_restore,
     rendered_from_saved,
 )
-from netd.firewall.rules import Ruleset
+from netd.firewall.ruleset import Ruleset
 
 log = structlog.get_logger()
 

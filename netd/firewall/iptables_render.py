@@ -37,7 +37,7 @@ from ipaddress import ip_address
 from typing import Literal
 
 from netd.errors import FirewallError
-from netd.firewall.rules import (
+from netd.firewall.ruleset import (
     SET_BRIDGES,
     Accept,
     Dispatch,

@@ -30,7 +30,7 @@ from netd.firewall.nft_render import (
     render_nft_delta,
     render_nft_json,
 )
-from netd.firewall.rules import Ruleset
+from netd.firewall.ruleset import Ruleset
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ import structlog
 from netd.errors import FirewallError, InvalidError
 from netd.firewall.base import FirewallBackend
 from netd.firewall.iptables_render import parse_save
-from netd.firewall.rules import Ruleset
+from netd.firewall.ruleset import Ruleset
 
 log = structlog.get_logger()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncGenerator, Collection, Sequence
+from collections.abc import AsyncGenerator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,6 +27,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from netd.errors import KernelError
 from netd.kernel import child as childops
+from netd.kernel import conntrack, owned
 from netd.kernel import link as linkops
 from netd.kernel import netns as nsops
 from netd.kernel import parent as parentops
@@ -112,8 +113,9 @@ async def _open_socket() -> Any:
 class Kernel:
     """Effects on the kernel, all idempotent.  Works on the netns of the thread running the event loop."""
 
-    def __init__(self, netns_dir: Path, host_mount_namespace: str = "") -> None:
+    def __init__(self, netns_dir: Path, host_mount_namespace: str = "", owned_dir: Path | None = None) -> None:
         self.netns_dir = Path(netns_dir)
+        self.owned_dir = owned_dir if owned_dir is not None else self.netns_dir.parent / "netns-owned"
         self.host_mnt = host_mount_namespace  # bind-mount named netns from there (see kernel.mountns)
         # The reconciler's socket.  A netlink socket serves one dump at a time and answers a second with EBUSY,
         # so the reads made beside a reconcile (observe, host_prefixes) open a socket of their own per call.
@@ -239,6 +241,20 @@ class Kernel:
             raise kernel_error(f'netns "{name}"', "bring lo up", exc) from exc
         log.info("netns_created", netns=name, path=path)
         return True
+
+    def owned_netns(self, names: Collection[str] | None = None) -> set[str]:
+        """The netns names netd marked as created by it (all, or among ``names``)."""
+        return owned.owned_netns(self.owned_dir, names)
+
+    def netns_foreign(self, name: str) -> str | None:
+        """The path of a live namespace of that name netd did not make (no marker), else None."""
+        path = self.netns_path(name)
+        if (self.owned_dir / name).exists() or not self.ns_alive(path):
+            return None
+        return path
+
+    def mark_netns(self, name: str, owned_by_netd: bool) -> None:
+        owned.mark_netns(self.owned_dir, name, owned_by_netd)
 
     async def remove_netns(self, name: str) -> None:
         path = self.netns_path(name)
@@ -405,6 +421,12 @@ class Kernel:
 
     async def get_sysctl(self, key: str, ns: NsRef | None = None) -> str:
         return await sysctlops.get_sysctl(key, ns)
+
+    # ------------------------------------------------------------------------------------------ conntrack
+
+    async def flush_udp_conntrack(self, udp: Iterable[tuple[int, str | None, int]]) -> int:
+        """Forget the UDP conntrack entries to (IP version, host address or None: any, port)."""
+        return await conntrack.flush_udp(conntrack.UdpTarget(v, ip, port) for v, ip, port in udp)
 
     # ------------------------------------------------------------------------------------------ events
 

@@ -14,7 +14,8 @@ import pytest
 from fwtopo import NetnsLoop, Topology, dual_stack_state, sh
 
 from netd.firewall.base import FirewallBackend
-from netd.firewall.rules import Ruleset, build_ruleset
+from netd.firewall.rules import build_ruleset
+from netd.firewall.ruleset import Ruleset
 from netd.firewall.select import make_backend
 from netd.model import DesiredState, IpamConfig, Network
 

@@ -40,6 +40,15 @@ class FakeKernel:
     def forget_netns(self, path: str) -> None:
         self.forgotten.append(path)
 
+    def netns_path(self, name: str) -> str:
+        return f"/run/netns/{name}"
+
+    def owned_netns(self, names: Collection[str] | None = None) -> set[str]:
+        return set()
+
+    def mark_netns(self, name: str, owned: bool) -> None:
+        pass
+
     async def get_sysctl(self, key: str, ns: object = None) -> str:
         return self.sysctls.get(key, "0")
 

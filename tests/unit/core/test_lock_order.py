@@ -16,6 +16,7 @@ from fakekernel import FakeFirewall, FakeKernel
 from samples import NET_ID, one_endpoint_state
 
 from netd.config import Settings
+from netd.metrics import ReconcileStats
 from netd.model import Endpoint
 from netd.reconciler import Reconciler
 from netd.service import Service
@@ -49,8 +50,9 @@ def build(tmp_path: Path) -> tuple[Service, Reconciler, FakeKernel]:
         FakeFirewall(),
         lambda: holder["svc"].state,
         lambda ids, why: holder["svc"].prune_endpoints(ids, why),
+        ReconcileStats(),
     )
-    svc = Service(settings, store, store.load(), applier=rec)
+    svc = Service(settings, store, store.load(), applier=rec, kernel=cast(Any, kernel))
     holder["svc"] = svc
     return svc, rec, kernel
 

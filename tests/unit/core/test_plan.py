@@ -3,17 +3,24 @@ from ipaddress import ip_interface
 from samples import one_endpoint_state
 
 from netd.actions import (
+    ApplyFirewall,
     DeleteLinks,
     EnsureBridge,
     EnsureNetns,
     EnsureVeth,
+    FirewallSeen,
+    FlushConntrack,
+    MarkNetns,
     Observed,
+    RemoveAdoptedAddresses,
     RemoveNetns,
+    RestoreSysctls,
     Scope,
     SetSysctl,
 )
+from netd.firewall.rules import build_ruleset
 from netd.linkspec import ObservedHost, ObservedLink
-from netd.model import DesiredState
+from netd.model import DesiredState, PortMapping
 from netd.naming import mac_for
 from netd.plan import plan
 
@@ -57,8 +64,8 @@ def _plan(state: DesiredState, obs: Observed, scope: Scope | None = None) -> lis
 def test_empty_kernel_builds_everything_in_order() -> None:
     actions = _plan(_state(), Observed(host=_host(), netns_alive=set(), netns_owned=set()))
     kinds = [type(a) for a in actions]
-    assert kinds == [SetSysctl, EnsureNetns, EnsureBridge, EnsureVeth]
-    veth = actions[3]
+    assert kinds == [SetSysctl, MarkNetns, EnsureNetns, EnsureBridge, EnsureVeth]
+    veth = actions[4]
     assert isinstance(veth, EnsureVeth)
     assert str(veth.spec.gateway4) == "172.30.0.1" and veth.spec.netns.path == "/run/netns/web"
 
@@ -90,7 +97,8 @@ def test_drift_is_repaired_and_strays_removed_but_foreign_untouched() -> None:
     assert isinstance(actions[1], EnsureVeth)
     assert DeleteLinks(("vethold",), owner="endpoints") in actions
     assert DeleteLinks(("br-old",), owner="networks") in actions
-    assert RemoveNetns("gone", owner="gone") in actions
+    gone = actions.index(RemoveNetns("gone", owner="gone"))
+    assert actions[gone + 1] == MarkNetns("gone", owned=False, owner="gone")  # the marker goes after the netns
     assert not any("docker0" in str(a) for a in actions)
 
 
@@ -111,7 +119,7 @@ def test_scope_limits_the_plan() -> None:
     st = _state()
     obs = Observed(host=_host(), netns_alive=set(), netns_owned=set(), sysctls={"net.ipv4.ip_forward": "1"})
     only_netns = Scope(networks=frozenset(), endpoints=frozenset(), netns=frozenset({"web"}))
-    assert [type(a) for a in _plan(st, obs, only_netns)] == [EnsureNetns]
+    assert [type(a) for a in _plan(st, obs, only_netns)] == [MarkNetns, EnsureNetns]
 
 
 def test_internal_network_gets_no_default_route() -> None:
@@ -120,3 +128,53 @@ def test_internal_network_gets_no_default_route() -> None:
     actions = _plan(st, Observed(host=_host(), netns_alive={"web"}, netns_owned=set()))
     veth = next(a for a in actions if isinstance(a, EnsureVeth))
     assert veth.spec.gateway4 is None
+
+
+def _synced(st: DesiredState, **kw: object) -> Observed:
+    br = _link(5, "br-app", "bridge", "a" * 64, mtu=1400, addresses=(ip_interface("172.30.0.1/24"),))
+    ve = _link(6, "vethe", "veth", "e" * 64, master=5)
+    return Observed(
+        host=_host(br, ve),
+        netns_alive={"web"},
+        netns_owned={"web"},
+        sysctls={"net.ipv4.ip_forward": "1"},
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_the_firewall_is_planned_after_the_bridges_and_before_the_endpoints() -> None:
+    st = _state()
+    rules = build_ruleset(st)
+    obs = Observed(host=_host(), netns_alive={"web"}, netns_owned={"web"}, firewall=FirewallSeen(rules, None))
+    kinds = [type(a) for a in _plan(st, obs)]
+    assert kinds == [SetSysctl, EnsureBridge, ApplyFirewall, EnsureVeth]  # no flush: nothing applied before
+    assert _plan(st, _synced(st, firewall=FirewallSeen(rules, rules))) == []
+    (again,) = _plan(st, _synced(st, firewall=FirewallSeen(rules, rules, in_sync=False)))
+    assert isinstance(again, ApplyFirewall) and again.reason == "missing or changed in the kernel"
+    assert again.networks == ("a" * 64,)  # a failure is an error of the networks in scope
+
+
+def test_a_changed_udp_port_is_followed_by_its_conntrack_flush() -> None:
+    before = _state()
+    after = _state()
+    after.endpoints["e" * 64].ports = [PortMapping(host_ip=None, host_port=5353, container_port=53, proto="udp")]
+    obs = _synced(after, firewall=FirewallSeen(build_ruleset(after), build_ruleset(before)))
+    obs.sysctls["net/ipv4/conf/br-app/route_localnet"] = "0"
+    actions = _plan(after, obs)
+    assert [type(a) for a in actions] == [ApplyFirewall, FlushConntrack, SetSysctl]
+    assert actions[1] == FlushConntrack(((4, None, 5353),))  # the network has IPv4 only
+    assert actions[2] == SetSysctl("net/ipv4/conf/br-app/route_localnet", "1", owner="a" * 64, best_effort=True)
+
+
+def test_what_netd_changed_on_foreign_things_is_put_back_by_plan_actions() -> None:
+    st = _state()
+    obs = _synced(st)
+    obs.changed_sysctls = frozenset({"net.ipv6.conf.all.forwarding", "net/ipv6/conf/eth0/accept_ra"})
+    obs.changed_addresses = {"g" * 64: ("br0", ("10.9.0.1/24",)), "a" * 64: ("br-app", ("172.30.0.1/24",))}
+    actions = _plan(st, obs)
+    assert actions == [
+        RestoreSysctls(("net.ipv6.conf.all.forwarding", "net/ipv6/conf/eth0/accept_ra")),
+        RemoveAdoptedAddresses("br0", ("10.9.0.1/24",), owner="g" * 64),  # its network is gone; app's is not
+    ]
+    with_v6 = plan(st, obs, ns_path=lambda ep: "", ip_forward=True, ip6_forward=True)
+    assert not [a for a in with_v6 if isinstance(a, RestoreSysctls)]  # an IPv6 network still needs them

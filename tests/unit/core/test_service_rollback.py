@@ -31,7 +31,7 @@ class FakeApplier:
     async def host_prefixes(self) -> list[IPNetwork]:
         return []
 
-    async def observe_links(self, names: Collection[str] | None) -> ObservedHost:
+    async def observe(self, names: Collection[str] | None = None) -> ObservedHost:
         return ObservedHost()
 
     def ns_probe(self, path: str) -> NsProbe:
@@ -49,7 +49,7 @@ class FakeApplier:
 
 def _service(tmp_path: Path, applier: FakeApplier) -> Service:
     store = StateStore(tmp_path / "state.json")
-    return Service(Settings(state_dir=tmp_path), store, store.load(), applier)
+    return Service(Settings(state_dir=tmp_path), store, store.load(), applier, kernel=applier)
 
 
 def test_failed_apply_is_rolled_back(tmp_path: Path) -> None:

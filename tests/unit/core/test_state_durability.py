@@ -211,7 +211,7 @@ class NeverCalled:
 
 def test_a_change_that_cannot_be_stored_reaches_neither_memory_nor_kernel(tmp_path: Path, disk: Disk) -> None:
     store = StateStore(tmp_path / "state.json")
-    svc = Service(Settings(state_dir=tmp_path), store, store.load(), NeverCalled())  # type: ignore[arg-type]
+    svc = Service(Settings(state_dir=tmp_path), store, store.load(), NeverCalled(), kernel=NeverCalled())  # type: ignore[arg-type]
     before = svc.state
     disk.free = 0
     with pytest.raises(StorageError):
@@ -243,7 +243,7 @@ def test_a_rollback_that_cannot_be_stored_still_goes_back(tmp_path: Path, disk: 
     still holds the change, is corrected by the next save that succeeds."""
     store = StateStore(tmp_path / "state.json")
     applier = FailsAndFillsTheDisk(disk)
-    svc = Service(Settings(state_dir=tmp_path), store, store.load(), applier)  # type: ignore[arg-type]
+    svc = Service(Settings(state_dir=tmp_path), store, store.load(), applier, kernel=applier)  # type: ignore[arg-type]
     before = svc.state
     with pytest.raises(KernelError, match="rolled back"):
         asyncio.run(svc.create_netns({"Name": "web"}))

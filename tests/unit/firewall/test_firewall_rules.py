@@ -8,7 +8,8 @@ import pytest
 from fw_states import net, representative, state
 
 from netd.errors import InvalidError
-from netd.firewall.rules import (
+from netd.firewall.rules import build_ruleset, chain_keys
+from netd.firewall.ruleset import (
     MAP_FROM_BRIDGE,
     MAP_TO_BRIDGE,
     SET_BRIDGES,
@@ -21,8 +22,6 @@ from netd.firewall.rules import (
     Match,
     Rule,
     Ruleset,
-    build_ruleset,
-    chain_keys,
 )
 
 

@@ -12,9 +12,9 @@ from netd import ipam
 from netd.config import Settings, load_settings
 from netd.errors import InvalidError
 from netd.kernel import stats as nlstats
-from netd.metrics import Metrics, Source, address_usage
+from netd.metrics import DURATION_BUCKETS, Metrics, ReconcileStats, Source, address_usage
 from netd.model import DesiredState, Endpoint, Network
-from netd.reconciler import DURATION_BUCKETS, Stats
+from netd.reconciler import RunReport
 
 
 def _state() -> DesiredState:
@@ -41,9 +41,8 @@ def test_address_usage_counts_gateway_and_endpoints() -> None:
 
 
 def test_exposition_follows_prometheus_conventions() -> None:
-    stats = Stats()
-    stats.observe(0.02, ok=True, full=True)
-    stats.runs = 1
+    stats = ReconcileStats()
+    stats.reconciled(RunReport("start", (), {}, 0.02, full=True))
     m = Metrics(
         Source(state=_state, stats=stats, firewall_name="none", applied_rules=lambda: None, ready=lambda: True)
     )
@@ -61,11 +60,20 @@ def test_exposition_follows_prometheus_conventions() -> None:
 
 
 def test_histogram_buckets_are_cumulative() -> None:
-    s = Stats()
+    s = ReconcileStats()
     for sec in (0.001, 0.03, 100.0):
-        s.observe(sec, ok=True, full=False)
+        s.reconciled(RunReport("api", ("EnsureVeth",), {}, sec, full=False))
     assert s.duration_buckets[0] == 1 and s.duration_buckets[-1] == 2
     assert len(s.duration_buckets) == len(DURATION_BUCKETS) and s.last_success == 0.0
+    assert (s.runs, s.changes, s.repairs) == (3, 3, 0)  # API changes are not drift repairs
+
+
+def test_drift_repairs_are_counted_by_kind() -> None:
+    s = ReconcileStats()
+    s.reconciled(RunReport("timer", ("EnsureNetns", "MarkNetns", "EnsureVeth", "ApplyFirewall"), {}, 0.1, True))
+    s.firewall_repaired()
+    assert s.repairs == 5 and s.last_success > 0
+    assert s.repairs_by_kind == {"netns": 1, "veth": 1, "firewall": 2}
 
 
 def _newstats(index: int, values: tuple[int, ...]) -> bytes:
