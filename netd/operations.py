@@ -16,7 +16,8 @@ import structlog
 from aiohttp import web
 
 from .config import Settings
-from .doctor import Facts, diagnose, report
+from .doctor import diagnose, report
+from .facts import Facts
 from .kernel import hostfacts
 from .kernel.mountns import usable
 from .metrics import Metrics, ReconcileStats, Source, serve

@@ -17,7 +17,7 @@ from netd.errors import KernelError
 from netd.kernel.link import configure_peer, get_link
 from netd.kernel.netns import open_netns
 from netd.kernel.nlerror import kernel_error
-from netd.kernel.observe import addresses_by_index, decode_link
+from netd.kernel.observe import addresses_by_index, decode_link, observed_link, raw_of
 from netd.linkspec import ChildSpec, ObservedChild, owner_alias, owner_of
 
 log = structlog.get_logger()
@@ -106,14 +106,14 @@ async def _configure(nsipr: IPR, spec: ChildSpec, index: int, obj: str) -> None:
 async def observe_children(ns_socket: NsSocket, path: str) -> list[ObservedChild]:
     """netd's macvlan/ipvlan children in one namespace (by their alias)."""
     nsipr = await ns_socket(path)
-    links = [m async for m in await nsipr.link("dump")]
-    owned = [m for m in links if owner_of(m.get_attr("IFLA_IFALIAS")) is not None]
+    links = [raw_of(m) async for m in await nsipr.link("dump")]
+    owned = [raw for raw in links if owner_of(raw.alias) is not None]
     if not owned:
         return []
     addrs = addresses_by_index([m async for m in await nsipr.addr("dump")])
     out = []
-    for msg in owned:
-        link = decode_link(msg, tuple(addrs.get(int(msg["index"]), ())))
+    for raw in owned:
+        link = observed_link(raw, tuple(addrs.get(raw.index, ())))
         if link.kind in CHILD_KINDS:
             out.append(ObservedChild(link, path))
     return out
@@ -126,10 +126,11 @@ async def delete_children(ns_socket: NsSocket, children: Iterable[tuple[str, str
         except KernelError:
             continue  # the namespace is gone, and the child with it
         msg = await get_link(nsipr, ifname)
-        if msg is None or decode_link(msg).kind not in CHILD_KINDS or decode_link(msg).owner is None:
+        link = decode_link(msg) if msg is not None else None
+        if link is None or link.kind not in CHILD_KINDS or link.owner is None:
             continue
         try:
-            await nsipr.link("del", index=int(msg["index"]))
+            await nsipr.link("del", index=link.index)
         except NetlinkError as exc:
             raise kernel_error(f"{ifname} in {path}", "delete", exc) from exc
         log.info("link_deleted", ifname=ifname, netns=path)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
-from netd.doctor import Facts, ForwardChain
+from netd.facts import Facts, ForwardChain
 from netd.kernel.observe import decode_link
 
 SYSCTLS = (

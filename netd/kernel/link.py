@@ -18,7 +18,7 @@ from netd.kernel import nlbatch
 from netd.kernel.netns import open_netns
 from netd.kernel.nlbatch import IFA_F_NODAD
 from netd.kernel.nlerror import KernelOpError, is_errno, kernel_error
-from netd.kernel.observe import Msg, addresses_by_index, decode_link
+from netd.kernel.observe import Msg, addresses_by_index, decode_link, observed_link, raw_of
 from netd.kernel.rtraw import IFF_UP, RTM_NEWLINK, RawLink, get_link_request
 from netd.kernel.rtraw import decode_link as decode_link_raw
 from netd.kernel.rtsock import RouteSocket
@@ -114,12 +114,13 @@ async def ensure_bridge(ipr: IPR, spec: BridgeSpec) -> int:
             msg = await get_link(ipr, spec.ifname)
             if msg is None:
                 raise KernelError(f"{obj}: vanished right after it was created; another tool is deleting it")
-        link = decode_link(msg)
+        raw = raw_of(msg)
+        link = observed_link(raw)
         if link.kind != "bridge":
             raise KernelError(
                 f'{obj}: an interface of kind "{link.kind}" already has this name; {BRIDGE_NAME_HINT}'
             )
-        alias = msg.get_attr("IFLA_IFALIAS")
+        alias = raw.alias
         if not spec.adopt and alias and link.owner != spec.owner:
             raise KernelError(
                 f'{obj}: already belongs to "{alias}", not to network {spec.owner}; {BRIDGE_NAME_HINT}'
@@ -168,7 +169,7 @@ async def _looks_fresh(ipr: IPR, up: bool, index: int) -> bool:
     needs a second request; netd may have stopped in between).  Anything else is someone else's."""
     if up or await link_addresses(ipr, index):
         return False
-    return not [m async for m in await ipr.link("dump") if m.get_attr("IFLA_MASTER") == index]
+    return not [m async for m in await ipr.link("dump") if raw_of(m).master == index]
 
 
 async def _sync_addresses(ipr: IPR, index: int, want: Sequence[Iface], *, remove_extra: bool, blog: Any) -> None:
@@ -213,18 +214,19 @@ async def ensure_veth(
     try:
         msg = await get_link(ipr, spec.host_ifname)
         if msg is not None:
-            link = decode_link(msg)
-            if link.kind == "veth" and msg.get_attr("IFLA_IFALIAS") is None and not link.up:
+            raw = raw_of(msg)
+            if raw.kind == "veth" and raw.alias is None and not raw.flags & IFF_UP:
                 # alias and IFF_UP are set by the last request of a create: netd stopped half-way. Start over.
                 vlog.warning("veth_half_built_removed")
-                await ipr.link("del", index=link.index)
+                await ipr.link("del", index=raw.index)
                 msg = None
         if msg is not None:
-            link = decode_link(msg)
+            raw = raw_of(msg)
+            link = observed_link(raw)
             if link.kind != "veth" or link.owner != spec.owner:
                 raise KernelError(
                     f'{obj}: an interface of kind "{link.kind}" owned by '
-                    f"{msg.get_attr('IFLA_IFALIAS') or 'nobody'} already has this name; "
+                    f"{raw.alias or 'nobody'} already has this name; "
                     "remove it or choose another endpoint name"
                 )
             if msg.get_attr("IFLA_LINK_NETNSID") is None:

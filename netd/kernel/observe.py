@@ -1,4 +1,7 @@
-"""Decode RTM_NEWLINK / RTM_NEWADDR messages into the contract types of :mod:`netd.linkspec`."""
+"""Decode RTM_NEWLINK / RTM_NEWADDR messages into the contract types of :mod:`netd.linkspec`.
+
+One link decoder: a link read with pyroute2 or with the raw codec (``rtsock``) is decoded by
+``rtraw.decode_link`` and turned into an ``ObservedLink`` by ``observed_link``."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Interface, IPv6Interface, ip_interface, ip_network
 from typing import Any
 
-from netd.kernel.rtraw import IFF_UP, RT_SCOPE_LINK, RawLink
+from netd.kernel.rtraw import IFF_UP, NLMSG, RT_SCOPE_LINK, RawLink
+from netd.kernel.rtraw import decode_link as decode_raw_link
 from netd.linkspec import Iface, ObservedHost, ObservedLink, owner_of
 from netd.model import IPNetwork
 
@@ -16,22 +20,10 @@ Msg = Any  # a pyroute2 nlmsg (untyped)
 
 
 def raw_of(msg: Msg) -> RawLink:
-    """The fields netd reads of a pyroute2-decoded RTM_NEWLINK."""
-    master = msg.get_attr("IFLA_MASTER")
-    lower = msg.get_attr("IFLA_LINK")
-    vlan_id = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_ID")
-    return RawLink(
-        index=int(msg["index"]),
-        ifname=str(msg.get_attr("IFLA_IFNAME")),
-        flags=int(msg["flags"]),
-        kind=str(msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""),
-        alias=msg.get_attr("IFLA_IFALIAS"),
-        mtu=int(msg.get_attr("IFLA_MTU") or 0),
-        master=int(master) if master else None,
-        mac=str(msg.get_attr("IFLA_ADDRESS") or ""),
-        link_index=int(lower) if lower else None,
-        vlan_id=int(vlan_id) if vlan_id is not None else None,
-    )
+    """A pyroute2-read RTM_NEWLINK through the one link decoder (``rtraw.decode_link``): pyroute2 keeps the
+    datagram and the message's offset in it, so both netlink stacks yield the same fields the same way."""
+    start = int(msg.offset)
+    return decode_raw_link(msg.data, start + NLMSG.size, start + int(msg["header"]["length"]))
 
 
 def observed_link(raw: RawLink, addresses: tuple[Iface, ...] = ()) -> ObservedLink:
