@@ -63,7 +63,7 @@ class Daemon:
             lambda ids, why: self.service.prune_endpoints(ids, why),
             self.stats,
         )
-        self.triggers = Triggers(self.reconciler)
+        self.triggers = Triggers(self.reconciler, after_pass=malloc.trim)
         self.service = Service(
             settings, self.store, self.store.load(), applier=self.reconciler, kernel=self.kernel
         )

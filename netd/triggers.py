@@ -4,10 +4,10 @@ event), and the firewall check between reconciles."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
-from . import malloc
 from .drivers import get_driver
 from .model import DesiredState
 from .reconciler import Reconciler
@@ -18,8 +18,9 @@ DRIFT_EVENTS = ("link_deleted", "link_down", "addr_deleted", "link_renamed", "re
 
 
 class Triggers:
-    def __init__(self, reconciler: Reconciler) -> None:
+    def __init__(self, reconciler: Reconciler, after_pass: Callable[[], object] = lambda: None) -> None:
         self.reconciler = reconciler
+        self.after_pass = after_pass  # the daemon gives the full pass's garbage back (malloc.trim)
         self.settings = reconciler.settings
         self._wake = asyncio.Event()
         self._wanted: frozenset[str] = frozenset()
@@ -41,7 +42,7 @@ class Triggers:
                 await self.reconciler.reconcile(reason)
             except Exception:
                 log.exception("reconcile_crashed", reason=reason)
-            malloc.trim()  # a full pass decodes every link and netns: give its garbage back
+            self.after_pass()  # a full pass decodes every link and netns: give its garbage back
 
     async def run_firewall_check(self) -> None:
         while True:
