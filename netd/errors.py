@@ -17,12 +17,6 @@ class NetdError(Exception):
         self.message = message
         self.field = field
 
-    def to_dict(self) -> dict[str, str]:
-        out = {"code": self.code, "message": self.message}
-        if self.field:
-            out["field"] = self.field
-        return out
-
 
 class InvalidError(NetdError):
     """The caller's request (API, CLI, config, state file) is not valid."""
@@ -38,10 +32,6 @@ class ConflictError(NetdError):
     """The request clashes with existing state (a name, a subnet, an address, a port in use)."""
 
     code = "conflict"
-
-
-class UnsupportedError(NetdError):
-    code = "unsupported"
 
 
 class KernelError(NetdError):

@@ -1,7 +1,9 @@
 """Address management (pure).
 
-Nothing here keeps state: what is taken is derived from the desired state (gateways, aux-addresses, endpoints),
-so an allocation is released exactly when the endpoint holding it goes away.
+What is taken is derived from the desired state (gateways, aux-addresses, endpoints), so an allocation is
+released exactly when the endpoint holding it goes away.  The one thing kept is ``AddressBook``: a cache of
+that derivation per network (held addresses, where the next scan starts), kept in step with the desired state
+by the service so that a connect costs O(1).
 """
 
 from __future__ import annotations
