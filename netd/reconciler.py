@@ -48,6 +48,7 @@ from .actions import (
     owners,
 )
 from .config import Settings
+from .drivers import DRIVERS
 from .errors import NetdError
 from .firewall.base import FirewallBackend
 from .firewall.rules import build_ruleset
@@ -136,7 +137,13 @@ class Reconciler:
         targets = scope_targets(state, scope) | scope.targets
         children = await kernel.observe_children({self._target_path(t) for t in targets}) if targets else {}
         in_sync = await self._fw_in_sync(rules) if scope.is_full else True
+        extra = {}
+        for drv in DRIVERS.values():
+            seen = await drv.observe_extra(kernel, state, scope)
+            if seen is not None:
+                extra[drv.name] = seen
         return Observed(
+            extra=extra,
             host=host,
             netns_alive=alive,
             netns_owned=owned,

@@ -11,7 +11,8 @@ A driver
   ``observes_endpoint_netns``: whether the endpoint's link is found inside its namespace);
 - plans: the network's host-side links with their drift check (``plan_network``), an endpoint's link
   (``plan_endpoint``), and its own extra changes from desired vs observed (``plan_extra``: say overlay's FDB and
-  neighbour entries, as ``DriverAction``s); ``plan_cleanup`` removes what it owns that nobody wants any more;
+  neighbour entries, as ``DriverAction``s, from what its ``observe_extra`` read); ``plan_cleanup`` removes what
+  it owns that nobody wants any more;
 - tells which firewall and DNS features apply to the network (``features``).
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Protocol
+from typing import Any, Protocol
 
 from netd.actions import Action, Observed, Scope
 from netd.errors import InvalidError
@@ -80,7 +81,12 @@ class NetworkDriver(Protocol):
 
     def observes_endpoint_netns(self, net: Network) -> bool: ...
 
-    # -- planning ----------------------------------------------------------------------------------------------
+    # -- observing and planning --------------------------------------------------------------------------------
+    async def observe_extra(self, kernel: Any, desired: DesiredState, scope: Scope) -> Any:
+        """What the driver's ``plan_extra`` compares against (say the FDB of overlay's VXLAN devices), read
+        through the kernel facade; the reconciler keeps it in ``Observed.extra[name]``.  None: nothing."""
+        ...
+
     def plan_network(self, net: Network, observed: Observed) -> list[Action]: ...
 
     def plan_endpoint(self, ep: Endpoint, net: Network, ns_path: str, observed: Observed) -> list[Action]: ...

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_interface
+from typing import Any
 
 from netd.actions import MISSING, Action, DeleteLinks, EnsureBridge, EnsureVeth, Observed, Scope
 from netd.errors import ConflictError, InvalidError
@@ -107,6 +108,9 @@ class Bridge:
         if reason is None:
             return []
         return [EnsureVeth(spec, owner=ep.id, reason=reason, seen_missing=reason == MISSING)]
+
+    async def observe_extra(self, kernel: Any, desired: DesiredState, scope: Scope) -> Any:
+        return None
 
     def plan_extra(self, desired: DesiredState, observed: Observed, scope: Scope) -> list[Action]:
         return []

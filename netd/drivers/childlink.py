@@ -9,6 +9,7 @@ behaviour: the endpoints sit on the parent's segment).
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from netd.actions import (
     MISSING,
@@ -104,6 +105,9 @@ class ChildLinkDriver:
         spec = self.build_child_spec(ep, net, ns_path)
         reason = child_drift(spec, observed.children.get(ep.id))
         return [EnsureChild(spec, owner=ep.id, reason=reason)] if reason is not None else []
+
+    async def observe_extra(self, kernel: Any, desired: DesiredState, scope: Scope) -> Any:
+        return None
 
     def plan_extra(self, desired: DesiredState, observed: Observed, scope: Scope) -> list[Action]:
         return []

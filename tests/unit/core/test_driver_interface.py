@@ -93,8 +93,11 @@ class Segment(Bridge):
     def features(self, net: Network) -> Features:
         return Features(filtered=True, nat=False, published_ports=False, dns=False)
 
+    async def observe_extra(self, kernel: Any, desired: DesiredState, scope: Scope) -> Any:
+        return set(kernel.fdb)
+
     def plan_extra(self, desired: DesiredState, observed: Observed, scope: Scope) -> list[Action]:
-        have = observed.extra.get("fdb", set())
+        have = observed.extra.get(self.name, set())
         want = {("02:42:0a:00:00:09", "192.0.2.9")}
         return [AddFdb(mac, dst, owner=NET_ID) for mac, dst in sorted(want - have)]
 
@@ -112,5 +115,5 @@ def test_a_new_kind_changes_firewall_dns_and_plan_without_touching_them(monkeypa
     actions = plan(st, obs, ns_path=lambda ep: f"/run/netns/{ep.netns}", ip_forward=False)
     fdb = [a for a in actions if isinstance(a, AddFdb)]
     assert [describe(a) for a in fdb] == ["fdb 02:42:0a:00:00:09 -> 192.0.2.9"]
-    obs.extra["fdb"] = {("02:42:0a:00:00:09", "192.0.2.9")}
+    obs.extra["bridge"] = {("02:42:0a:00:00:09", "192.0.2.9")}
     assert not [a for a in plan(st, obs, ns_path=lambda ep: "", ip_forward=False) if isinstance(a, AddFdb)]

@@ -254,12 +254,16 @@ def test_a_driver_action_is_applied_through_the_kernel_without_the_reconciler_kn
 
     from netd.drivers import DRIVERS
 
-    fdb: list[tuple[str, str]] = []
+    fdb: set[tuple[str, str]] = set()
 
     async def add_fdb(mac: str, dst: str) -> None:
-        fdb.append((mac, dst))
+        rig.kernel.calls.append(f"fdb {mac} {dst}")
+        fdb.add((mac, dst))
 
     rig.kernel.add_fdb = add_fdb  # type: ignore[attr-defined]
+    rig.kernel.fdb = fdb  # type: ignore[attr-defined]  # what the driver's observe_extra reads
     monkeypatch.setitem(DRIVERS, "bridge", Segment())
     assert rig.run() == {}
-    assert fdb == [("02:42:0a:00:00:09", "192.0.2.9")]
+    assert fdb == {("02:42:0a:00:00:09", "192.0.2.9")} and "fdb 02:42:0a:00:00:09 192.0.2.9" in rig.kernel.calls
+    rig.kernel.calls.clear()
+    assert rig.run() == {} and rig.kernel.calls == []  # observed: nothing more to add
