@@ -28,8 +28,6 @@ import structlog
 
 from netd.errors import FirewallError
 from netd.firewall.iptables_render import (
-    IP_FAMILIES,
-    IpFamily,
     Rendered,
     Saved,
     in_sync,
@@ -39,6 +37,7 @@ from netd.firewall.iptables_render import (
     render_restore,
     rendered_from_saved,
 )
+from netd.firewall.iptables_rule import IP_FAMILIES, IpFamily
 from netd.firewall.ruleset import Ruleset
 
 log = structlog.get_logger()

@@ -16,17 +16,16 @@ from fw_states import net, representative, state
 
 from netd.errors import FirewallError
 from netd.firewall.iptables_render import (
-    IP_FAMILIES,
     Rendered,
     Saved,
     SavedTable,
-    chain_name,
     in_sync,
     parse_save,
     render_chains,
     render_removal,
     render_restore,
 )
+from netd.firewall.iptables_rule import IP_FAMILIES, chain_name
 from netd.firewall.rules import build_ruleset
 from netd.firewall.select import HostFacts, decide
 
