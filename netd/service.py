@@ -12,11 +12,10 @@ calls ``prune_endpoints`` only while it does not hold its own lock; nothing here
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from functools import partial
-from ipaddress import IPv4Interface, IPv6Interface, IPv6Network, ip_interface
+from ipaddress import IPv4Interface, IPv6Interface, ip_interface
 from typing import Any, Protocol
 
 import structlog
@@ -24,17 +23,16 @@ import structlog
 from . import ipam, ports
 from .actions import Scope
 from .config import Settings
-from .drivers import DriverOptions, get_driver, parse_network_create
+from .drivers import get_driver, parse_network_create
 from .errors import ConflictError, InvalidError, KernelError, NotFoundError, StorageError
-from .linkspec import NsProbe, ObservedHost
-from .model import DesiredState, Endpoint, IpamConfig, IPNetwork, Netns, Network, PortMapping
+from .model import DesiredState, Endpoint, Netns, Network, PortMapping
 from .naming import new_id
+from .networks import KernelReader, NetworkBuilder, now
 from .nsident import NamespaceIndex, check_netns_path, free_ifname, spelling
 from .plan import scope_links, scope_targets
 from .progress import TimedLock
 from .request import (
     Connect,
-    NetworkCreate,
     Target,
     parse_connect,
     parse_disconnect,
@@ -45,26 +43,11 @@ from .state import StateStore
 log = structlog.get_logger()
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 class Applier(Protocol):
     """The part of the reconciler the service needs (kept narrow so unit tests can fake it)."""
 
     async def apply(self, scope: Scope, reason: str) -> dict[str, str]: ...
     async def reconcile(self, reason: str) -> dict[str, str]: ...
-
-
-class KernelReader(Protocol):
-    """What the service reads from the kernel to validate a request (the kernel facade's read side)."""
-
-    async def host_prefixes(self) -> list[IPNetwork]: ...
-    async def observe(self, names: Collection[str] | None = None) -> ObservedHost: ...
-    def ns_probe(self, path: str) -> NsProbe: ...
-    async def ns_has_link(self, path: str, ifname: str) -> bool: ...
-    def netns_foreign(self, name: str) -> str | None: ...
-    def netns_path(self, name: str) -> str: ...
 
 
 class Service:
@@ -76,6 +59,7 @@ class Service:
         self.state = state
         self.applier = applier
         self.kernel = kernel
+        self.networks = NetworkBuilder(settings, kernel)
         self.lock = TimedLock()  # taken before the reconciler's, never after (see the module docstring)
         # called with the new state after each successful commit (the daemon syncs the DNS listeners and the
         # netns resolv.conf files); its failures are logged, never undo the change
@@ -139,7 +123,7 @@ class Service:
     async def create_network(self, body: Any) -> Network:
         req, opts = parse_network_create(body)
         async with self.lock:
-            net = await self._build_network(req, opts)
+            net = await self.networks.build(req, opts, self.state)
             new = self.state.copy_for_change()
             new.networks[net.name] = net
             await self._commit(new, Scope.of(networks=[net.id]), f"network create {net.name}")
@@ -147,76 +131,6 @@ class Service:
                 "network_created", network=net.name, bridge=net.bridge, subnets=[str(c.subnet) for c in net.ipam]
             )
             return net
-
-    async def _build_network(self, req: NetworkCreate, opts: DriverOptions) -> Network:
-        if req.name in self.state.networks:
-            raise ConflictError(f"network {req.name!r} already exists", field="name")
-        net_id = new_id()
-        pools: list[IpamConfig] = []
-        for p in req.pools:
-            if p.subnet is not None:
-                pools.append(ipam.validate_pool(p.subnet, p.gateway, p.ip_range, p.aux_addresses))
-        if len({c.subnet.version for c in pools}) != len(pools):
-            raise InvalidError("give at most one IPv4 and one IPv6 subnet", field="subnet")
-        if any(c.subnet.version == 6 for c in pools) and not req.enable_ipv6:
-            raise InvalidError("an IPv6 subnet needs --ipv6", field="subnet")
-        if not req.enable_ipv4 and any(c.subnet.version == 4 for c in pools):
-            raise InvalidError(
-                "an IPv4 --subnet conflicts with com.docker.network.enable_ipv4=false", field="subnet"
-            )
-        others = {n.name: [c.subnet for c in n.ipam] for n in self.state.networks.values()}
-        for cfg in pools:
-            hit = ipam.overlapping(cfg.subnet, others)
-            if hit is not None:
-                raise ConflictError(
-                    f"network {req.name!r}: subnet {cfg.subnet} overlaps network {hit[0]!r} ({hit[1]}); "
-                    "pick another --subnet",
-                    field="subnet",
-                )
-        await self._add_automatic_pools(pools, req.enable_ipv4, req.enable_ipv6)
-        base = Network(
-            id=net_id,
-            name=req.name,
-            driver=req.driver,  # a key of DRIVERS (checked by the parse)
-            internal=req.internal,
-            enable_ipv6=req.enable_ipv6,
-            ipam=pools,
-            options=req.options,
-            bridge="",
-            mtu=req.mtu,
-            created=now(),
-        )
-        drv = get_driver(base)
-        host = await self.kernel.observe(drv.create_observes(base, opts))
-        return drv.build_network(base, opts, host, self.state)
-
-    async def _add_automatic_pools(self, pools: list[IpamConfig], v4: bool, v6: bool) -> None:
-        """Pick the subnets the request did not give, clear of other networks and of the host's routes."""
-        need4 = v4 and not any(c.subnet.version == 4 for c in pools)
-        need6 = v6 and not any(c.subnet.version == 6 for c in pools)
-        if not need4 and not need6:
-            return
-        used = await self._used_subnets()
-        if need4:
-            subnet = ipam.choose_subnet(((p.base, p.size) for p in self.settings.default_address_pools), used)
-            pools.insert(0, ipam.validate_pool(str(subnet)))
-        if need6:
-            pools.append(ipam.validate_pool(str(ipam.choose_subnet_v6(self.ula_prefix(), used))))
-
-    async def _used_subnets(self) -> list[IPNetwork]:
-        """Subnets a new network must not overlap: every network's and every prefix the host routes."""
-        return [c.subnet for n in self.state.networks.values() for c in n.ipam] + await self.kernel.host_prefixes()
-
-    def ula_prefix(self) -> IPv6Network:
-        try:
-            machine_id = self.settings.machine_id_file.read_text()
-        except OSError as e:
-            raise InvalidError(
-                f"cannot read {self.settings.machine_id_file} for the host's IPv6 ULA prefix ({e.strerror}); "
-                "pass an IPv6 --subnet or set machine_id_file",
-                field="subnet",
-            ) from e
-        return ipam.ula_prefix(machine_id)
 
     async def remove_network(self, name: str) -> None:
         async with self.lock:
@@ -249,43 +163,14 @@ class Service:
                     del new.networks[current.name]
                     await self._commit(new, Scope.of(networks=[current.id]), "default bridge disabled")
                 return
-            if cfg.bip is not None:
-                bip = cfg.bip
-            elif current is not None and current.pool(4) is not None:
-                pool = current.pool(4)
-                assert pool is not None and pool.gateway is not None
-                bip = IPv4Interface(f"{pool.gateway}/{pool.subnet.prefixlen}")
-            else:
-                used = await self._used_subnets()
-                subnet = ipam.choose_subnet(((p.base, p.size) for p in self.settings.default_address_pools), used)
-                bip = IPv4Interface(f"{ipam.first_host(subnet)}/{subnet.prefixlen}")
-            pool = ipam.validate_pool(
-                str(bip.network), str(bip.ip), str(cfg.fixed_cidr) if cfg.fixed_cidr else None, None
-            )
-            pools = [pool]
-            if cfg.ipv6:
-                pools.append(await self._default_pool_v6(current))
-            net = Network(
-                id=current.id if current is not None else new_id(),
-                name=cfg.network_name,
-                ipam=pools,
-                enable_ipv6=cfg.ipv6,
-                default_gateway6=cfg.default_gateway_v6,
-                bridge=cfg.name,
-                icc=cfg.icc,
-                masquerade=cfg.ip_masq,
-                mtu=cfg.mtu,
-                is_default=True,
-                default_gateway4=cfg.default_gateway,
-                created=current.created if current is not None else now(),
-            )
+            net = await self.networks.default_network(current, self.state)
             if current is not None and current == net:
                 return
             if current is not None and self.state.endpoints_of(current.id) and current.ipam != net.ipam:
                 log.error("default_bridge_not_changed", reason="it has endpoints; disconnect them to change bip")
                 return
             taken = {n.name: [c.subnet for c in n.ipam] for n in self.state.networks.values() if not n.is_default}
-            for p in pools:
+            for p in net.ipam:
                 hit = ipam.overlapping(p.subnet, taken)
                 if hit is not None:
                     raise ConflictError(
@@ -296,15 +181,6 @@ class Service:
                 del new.networks[current.name]
             new.networks[net.name] = net
             await self._commit(new, Scope.of(networks=[net.id]), "default bridge")
-
-    async def _default_pool_v6(self, current: Network | None) -> IpamConfig:
-        cfg = self.settings.default_bridge
-        if cfg.fixed_cidr_v6 is not None:
-            return ipam.validate_pool(str(cfg.fixed_cidr_v6))
-        if current is not None and (have := current.pool(6)) is not None:
-            return have
-        used = await self._used_subnets()
-        return ipam.validate_pool(str(ipam.choose_subnet_v6(self.ula_prefix(), used)))
 
     # -- netns -------------------------------------------------------------------------------------------------
 
