@@ -27,9 +27,9 @@ from common import machine, pkg_version, table, write_result
 from fwbench import each_backend, med
 from fwtopo import NetnsLoop
 
+from netd.core.model import DesiredState, Endpoint, IpamConfig, Network
 from netd.firewall.base import FirewallBackend
 from netd.firewall.rules import build_ruleset
-from netd.model import DesiredState, Endpoint, IpamConfig, Network
 
 NS = "ndt-fwbench"
 

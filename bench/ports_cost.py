@@ -25,12 +25,12 @@ from common import machine, pkg_version, table, write_result
 from fwbench import each_backend, med
 from fwtopo import NetnsLoop
 
+from netd.core.model import DesiredState, Endpoint, IpamConfig, Network, PortMapping
+from netd.core.ruleset import Ruleset
 from netd.firewall.base import FirewallBackend
 from netd.firewall.iptables_render import render_chains
 from netd.firewall.nft_render import render_nft_json
 from netd.firewall.rules import build_ruleset
-from netd.firewall.ruleset import Ruleset
-from netd.model import DesiredState, Endpoint, IpamConfig, Network, PortMapping
 
 NS = "ndt-portbench"
 NETS = 10

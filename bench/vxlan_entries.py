@@ -30,12 +30,12 @@ from kernelenv import Env, umount_all_under  # noqa: E402
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST  # noqa: E402
 from pyroute2.netlink.rtnl.ndmsg import ndmsg  # noqa: E402
 
+from netd.core.linkspec import BridgeSpec  # noqa: E402
+from netd.core.vxlanspec import EntryPlan, FdbEntry, NeighEntry, PeerEntry, VxlanSpec, build_entries  # noqa: E402
 from netd.kernel import ndraw, nlbatch  # noqa: E402
 from netd.kernel import vxlan as vxlanops  # noqa: E402
+from netd.kernel.facade import Kernel  # noqa: E402
 from netd.kernel.ndraw import NTF_SELF, NUD_PERMANENT, RTM_NEWNEIGH  # noqa: E402
-from netd.kernel.netlink import Kernel  # noqa: E402
-from netd.linkspec import BridgeSpec  # noqa: E402
-from netd.vxlanspec import EntryPlan, FdbEntry, NeighEntry, PeerEntry, VxlanSpec, build_entries  # noqa: E402
 
 LOCAL = "192.0.2.1"
 

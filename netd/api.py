@@ -9,11 +9,11 @@ from typing import Any
 import structlog
 from aiohttp import hdrs, web
 
-from .errors import InvalidError, NetdError, StorageError
-from .ops_api import Ops, add_ops_routes, timed
-from .service import Service
-from .strict import parse_json
-from .views import endpoint_view, netns_view, network_view
+from netd.core.errors import InvalidError, NetdError, StorageError
+from netd.core.strict import parse_json
+from netd.engine.service import Service
+from netd.ops.api import Ops, add_ops_routes, timed
+from netd.views import endpoint_view, netns_view, network_view
 
 log = structlog.get_logger()
 
@@ -58,7 +58,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def _body(request: web.Request) -> Any:
-    """The JSON body, parsed strictly (:func:`netd.strict.parse_json`); an uncompressed body only."""
+    """The JSON body, parsed strictly (:func:`netd.core.strict.parse_json`); an uncompressed body only."""
     encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise InvalidError(

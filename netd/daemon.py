@@ -20,26 +20,27 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from . import __version__, malloc
-from .api import build_app
-from .config import Settings, load_settings
-from .dns import DnsServer
-from .dns_upstream import Forwarder, choose_upstreams
-from .errors import NetdError
-from .firewall.select import choose_backend, cleanup_other, purge_all
-from .hostchanges import restore_sysctls_now
-from .kernel.netlink import Kernel
-from .logs import setup_logging
-from .metrics import ReconcileStats
-from .model import DesiredState
-from .notify import sd_notify
-from .operations import Operations
-from .reconciler import Reconciler
-from .resolvconf import ResolvConfWriter, read_host
-from .service import Service
-from .state import StateStore
-from .triggers import Triggers
-from .unixsock import start_private
+from netd import __version__
+from netd.api import build_app
+from netd.core.config import Settings, load_settings
+from netd.core.errors import NetdError
+from netd.core.model import DesiredState
+from netd.dns.resolvconf import ResolvConfWriter, read_host
+from netd.dns.server import DnsServer
+from netd.dns.upstream import Forwarder, choose_upstreams
+from netd.engine.hostchanges import restore_sysctls_now
+from netd.engine.reconciler import Reconciler
+from netd.engine.service import Service
+from netd.engine.state import StateStore
+from netd.engine.triggers import Triggers
+from netd.firewall.select import choose_backend, cleanup_other, purge_all
+from netd.kernel.facade import Kernel
+from netd.ops import malloc
+from netd.ops.logs import setup_logging
+from netd.ops.metrics import ReconcileStats
+from netd.ops.notify import sd_notify
+from netd.ops.operations import Operations
+from netd.ops.unixsock import start_private
 
 log = structlog.get_logger()
 

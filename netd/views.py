@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .dns_answer import resolver_address
-from .model import DesiredState, Endpoint, Netns, Network
+from netd.core.model import DesiredState, Endpoint, Netns, Network
+from netd.dns.answer import resolver_address
 
 
 def endpoint_name(ep: Endpoint) -> str:

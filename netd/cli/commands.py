@@ -261,5 +261,3 @@ def private_port_arg(text: str) -> tuple[int, str | None]:
     if not number.isdigit() or not 1 <= int(number) <= 65535 or (slash and proto not in ("tcp", "udp", "sctp")):
         raise argparse.ArgumentTypeError(f'"{text}" is not PORT[/tcp|udp|sctp]')
     return int(number), proto or None
-
-

@@ -262,5 +262,3 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _no_requests(args: argparse.Namespace) -> list[Request]:
     return []
-
-

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from netd.errors import InvalidError
-from netd.model import Network
-from netd.request import OPT_MTU, NetworkCreate, parse_common_options
-from netd.request import parse_network_create as parse_create_body
-
-from .base import DriverOptions, Features, NetworkDriver
-from .bridge import BRIDGE
-from .ipvlan import IPVLAN
-from .macvlan import MACVLAN
+from netd.core.errors import InvalidError
+from netd.core.model import Network
+from netd.core.request import OPT_MTU, NetworkCreate, parse_common_options
+from netd.core.request import parse_network_create as parse_create_body
+from netd.drivers.base import DriverOptions, Features, NetworkDriver
+from netd.drivers.bridge import BRIDGE
+from netd.drivers.ipvlan import IPVLAN
+from netd.drivers.macvlan import MACVLAN
 
 DRIVERS: dict[str, NetworkDriver] = {d.name: d for d in (BRIDGE, MACVLAN, IPVLAN)}
 COMMON_OPTIONS = (OPT_MTU,)  # every kind takes these

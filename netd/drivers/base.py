@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Protocol
 
-from netd.actions import Action, Observed, Scope
-from netd.errors import InvalidError
-from netd.linkspec import ObservedHost
-from netd.model import DesiredState, Endpoint, Network
-from netd.request import parse_bool_option
+from netd.core.actions import Action, Observed, Scope
+from netd.core.errors import InvalidError
+from netd.core.linkspec import ObservedHost
+from netd.core.model import DesiredState, Endpoint, Network
+from netd.core.request import parse_bool_option
 
 OPT_PARENT = "parent"
 OPT_HOST_ACCESS = "host_access"

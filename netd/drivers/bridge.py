@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from ipaddress import ip_interface
 from typing import Any
 
-from netd.actions import MISSING, Action, DeleteLinks, EnsureBridge, EnsureVeth, Observed, Scope
-from netd.errors import ConflictError, InvalidError
-from netd.linkspec import BridgeSpec, Iface, NsRef, ObservedHost, ObservedLink, VethSpec
-from netd.model import DesiredState, Endpoint, Network
-from netd.naming import bridge_name, host_veth_name, mac_for, validate_ifname
-from netd.request import OPT_ENABLE_V4, OPT_MTU
-
-from .base import DriverOptions, Features, bool_option, gateways
+from netd.core.actions import MISSING, Action, DeleteLinks, EnsureBridge, EnsureVeth, Observed, Scope
+from netd.core.errors import ConflictError, InvalidError
+from netd.core.linkspec import BridgeSpec, Iface, NsRef, ObservedHost, ObservedLink, VethSpec
+from netd.core.model import DesiredState, Endpoint, Network
+from netd.core.naming import bridge_name, host_veth_name, mac_for, validate_ifname
+from netd.core.request import OPT_ENABLE_V4, OPT_MTU
+from netd.drivers.base import DriverOptions, Features, bool_option, gateways
 
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_ICC = "com.docker.network.bridge.enable_icc"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from netd.actions import (
+from netd.core.actions import (
     MISSING,
     Action,
     DeleteChildren,
@@ -21,14 +21,20 @@ from netd.actions import (
     Observed,
     Scope,
 )
-from netd.errors import ConflictError
-from netd.linkspec import ChildSpec, Iface, ObservedChild, ObservedHost
-from netd.model import DesiredState, Endpoint, Network
-
-from .base import NO_FEATURES, DriverOptions, Features
+from netd.core.errors import ConflictError
+from netd.core.linkspec import ChildSpec, Iface, ObservedChild, ObservedHost
+from netd.core.model import DesiredState, Endpoint, Network
+from netd.drivers.base import NO_FEATURES, DriverOptions, Features
 
 __all__ = ["CHILD_KINDS", "ChildLinkDriver", "LinkOptions", "child_addresses", "shim_name"]
-from .parent import LinkOptions, build_parent_spec, gone_parents, parent_drift, parent_names, resolve_parent
+from netd.drivers.parent import (
+    LinkOptions,
+    build_parent_spec,
+    gone_parents,
+    parent_drift,
+    parent_names,
+    resolve_parent,
+)
 
 CHILD_KINDS = ("macvlan", "ipvlan")
 

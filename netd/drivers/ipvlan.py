@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from netd.linkspec import ChildSpec, NsRef
-from netd.model import Endpoint, Network
-
-from .base import OPT_PARENT, choice, gateways
-from .childlink import ChildLinkDriver, LinkOptions, child_addresses
+from netd.core.linkspec import ChildSpec, NsRef
+from netd.core.model import Endpoint, Network
+from netd.drivers.base import OPT_PARENT, choice, gateways
+from netd.drivers.childlink import ChildLinkDriver, LinkOptions, child_addresses
 
 OPT_MODE = "ipvlan_mode"
 OPT_FLAG = "ipvlan_flag"

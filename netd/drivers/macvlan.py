@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv6Address, ip_interface
 
-from netd.actions import MISSING, Action, EnsureShim, Observed
-from netd.errors import ConflictError, InvalidError
-from netd.linkspec import ChildSpec, Iface, NsRef, ObservedHost, ObservedLink, ShimSpec
-from netd.model import DesiredState, Endpoint, IPAddress, IpamConfig, Network
-from netd.naming import mac_for
-
-from .base import OPT_HOST_ACCESS, OPT_PARENT, DriverOptions, bool_option, choice, gateways
-from .childlink import ChildLinkDriver, LinkOptions, child_addresses, shim_name
+from netd.core.actions import MISSING, Action, EnsureShim, Observed
+from netd.core.errors import ConflictError, InvalidError
+from netd.core.linkspec import ChildSpec, Iface, NsRef, ObservedHost, ObservedLink, ShimSpec
+from netd.core.model import DesiredState, Endpoint, IPAddress, IpamConfig, Network
+from netd.core.naming import mac_for
+from netd.drivers.base import OPT_HOST_ACCESS, OPT_PARENT, DriverOptions, bool_option, choice, gateways
+from netd.drivers.childlink import ChildLinkDriver, LinkOptions, child_addresses, shim_name
 
 OPT_MODE = "macvlan_mode"
 MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}  # IFLA_MACVLAN_MODE

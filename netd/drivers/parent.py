@@ -18,12 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from netd.errors import ConflictError, InvalidError, NotFoundError
-from netd.linkspec import ObservedHost, ObservedLink, ParentSpec
-from netd.model import DesiredState, Network, ParentLink
-from netd.naming import validate_ifname
-
-from .base import OPT_PARENT, DriverOptions
+from netd.core.errors import ConflictError, InvalidError, NotFoundError
+from netd.core.linkspec import ObservedHost, ObservedLink, ParentSpec
+from netd.core.model import DesiredState, Network, ParentLink
+from netd.core.naming import validate_ifname
+from netd.drivers.base import OPT_PARENT, DriverOptions
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from netd.firewall.ruleset import Ruleset
+from netd.core.ruleset import Ruleset
 
 
 class FirewallBackend(Protocol):

@@ -26,7 +26,8 @@ from typing import Literal
 
 import structlog
 
-from netd.errors import FirewallError
+from netd.core.errors import FirewallError
+from netd.core.ruleset import Ruleset
 from netd.firewall.iptables_render import (
     Rendered,
     Saved,
@@ -38,7 +39,6 @@ from netd.firewall.iptables_render import (
     rendered_from_saved,
 )
 from netd.firewall.iptables_rule import IP_FAMILIES, IpFamily
-from netd.firewall.ruleset import Ruleset
 
 log = structlog.get_logger()
 

@@ -34,6 +34,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from netd.core.ruleset import (
+    DnatMap,
+    Ruleset,
+)
 from netd.firewall.iptables_rule import (
     DOCKER_USER,
     HOOKS,
@@ -52,10 +56,6 @@ from netd.firewall.iptables_rule import (
     quote_comment,
     render_rule,
     table_of_chains,
-)
-from netd.firewall.ruleset import (
-    DnatMap,
-    Ruleset,
 )
 
 # ---------------------------------------------------------------------------------------------------- observed

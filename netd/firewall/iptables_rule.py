@@ -10,8 +10,8 @@ import re
 from ipaddress import ip_address
 from typing import Literal
 
-from netd.errors import FirewallError
-from netd.firewall.ruleset import (
+from netd.core.errors import FirewallError
+from netd.core.ruleset import (
     SET_BRIDGES,
     Accept,
     Dispatch,

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from netd.firewall.ruleset import (
+from netd.core.ruleset import (
     Accept,
     Chain,
     Dispatch,

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
-from netd.errors import FirewallError
+from netd.core.errors import FirewallError
+from netd.core.ruleset import Ruleset
 from netd.firewall.nft_render import (
     FAMILIES,
     TABLE_NAME,
@@ -30,7 +31,6 @@ from netd.firewall.nft_render import (
     render_nft_delta,
     render_nft_json,
 )
-from netd.firewall.ruleset import Ruleset
 
 T = TypeVar("T")
 

@@ -53,9 +53,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-from netd.drivers import get_driver
-from netd.errors import InvalidError
-from netd.firewall.ruleset import (
+from netd.core.errors import InvalidError
+from netd.core.model import DesiredState, Network
+from netd.core.ports import Published, published
+from netd.core.ruleset import (
     CHAIN_FORWARD,
     CHAIN_OUTPUT,
     CHAIN_POSTROUTING,
@@ -82,8 +83,7 @@ from netd.firewall.ruleset import (
     SetKey,
     Table,
 )
-from netd.model import DesiredState, Network
-from netd.ports import Published, published
+from netd.drivers import get_driver
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9]+$")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from netd.errors import FirewallError, InvalidError
+from netd.core.errors import FirewallError, InvalidError
+from netd.core.ruleset import Ruleset
 from netd.firewall.base import FirewallBackend
 from netd.firewall.iptables_render import parse_save
-from netd.firewall.ruleset import Ruleset
 
 log = structlog.get_logger()
 

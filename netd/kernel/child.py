@@ -13,12 +13,12 @@ import structlog
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg.plugins.ipvlan import ipvlan as _ipvlan_nla
 
-from netd.errors import KernelError
+from netd.core.errors import KernelError
+from netd.core.linkspec import ChildSpec, ObservedChild, owner_alias, owner_of
 from netd.kernel.link import configure_peer, get_link
 from netd.kernel.netns import open_netns
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.observe import addresses_by_index, decode_link, observed_link, raw_of
-from netd.linkspec import ChildSpec, ObservedChild, owner_alias, owner_of
 
 log = structlog.get_logger()
 

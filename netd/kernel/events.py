@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from netd.core.linkspec import Iface
 from netd.kernel.rtraw import (
     IFF_UP,
     NETLINK_ROUTE,
@@ -30,7 +31,6 @@ from netd.kernel.rtraw import (
     error_of,
     messages,
 )
-from netd.linkspec import Iface
 
 log = structlog.get_logger()
 

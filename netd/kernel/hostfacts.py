@@ -15,7 +15,7 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
-from netd.facts import Facts, ForwardChain
+from netd.core.facts import Facts, ForwardChain
 from netd.kernel.observe import decode_link
 
 SYSCTLS = (

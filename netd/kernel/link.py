@@ -13,7 +13,8 @@ from typing import Any
 import structlog
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netd.errors import KernelError
+from netd.core.errors import KernelError
+from netd.core.linkspec import BridgeSpec, ChildSpec, Iface, VethSpec, owner_alias
 from netd.kernel import nlbatch
 from netd.kernel.netns import open_netns
 from netd.kernel.nlbatch import IFA_F_NODAD
@@ -23,7 +24,6 @@ from netd.kernel.rtraw import IFF_UP, RTM_NEWLINK, RawLink, get_link_request
 from netd.kernel.rtraw import decode_link as decode_link_raw
 from netd.kernel.rtsock import RouteSocket
 from netd.kernel.sysctl import write_sysctl
-from netd.linkspec import BridgeSpec, ChildSpec, Iface, VethSpec, owner_alias
 
 log = structlog.get_logger()
 

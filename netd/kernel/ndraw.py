@@ -1,5 +1,5 @@
 """Raw rtnetlink framing for the neighbour and FDB entries of one device: dumps (RTM_GETNEIGH) decoded into the
-pure entry types of :mod:`netd.vxlanspec`, and the replace/delete requests.
+pure entry types of :mod:`netd.core.vxlanspec`, and the replace/delete requests.
 
 A VXLAN device of an overlay network carries an FDB entry and one or two neighbour entries per remote endpoint
 (thousands).  pyroute2 decodes every attribute of every message, this reads the three netd needs; and writing
@@ -14,8 +14,8 @@ import socket
 import struct
 from ipaddress import ip_address
 
+from netd.core.vxlanspec import Addr, FdbEntry, NeighEntry
 from netd.kernel.rtraw import NLATTR, NLM_F_DUMP, NLM_F_REQUEST, attrs, request
-from netd.vxlanspec import Addr, FdbEntry, NeighEntry
 
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8

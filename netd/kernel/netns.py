@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from netd.core.linkspec import NsProbe
 from netd.kernel.mountns import HostMount
-from netd.linkspec import NsProbe
 
 T = TypeVar("T")
 

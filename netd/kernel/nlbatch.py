@@ -21,8 +21,8 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from netd.core.linkspec import Iface
 from netd.kernel.rtraw import IFF_UP
-from netd.linkspec import Iface
 
 IFA_F_NODAD = 0x02
 RT_TABLE_MAIN = 254

@@ -1,4 +1,4 @@
-"""Turn netlink/OS errors into :class:`netd.errors.KernelError` with a message that says what to do."""
+"""Turn netlink/OS errors into :class:`netd.core.errors.KernelError` with a message that says what to do."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netd.errors import KernelError
+from netd.core.errors import KernelError
 
 _HINTS: dict[int, str] = {
     errno.EEXIST: "another interface already has this name; pick another name or remove the other interface",

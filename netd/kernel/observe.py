@@ -1,4 +1,4 @@
-"""Decode RTM_NEWLINK / RTM_NEWADDR messages into the contract types of :mod:`netd.linkspec`.
+"""Decode RTM_NEWLINK / RTM_NEWADDR messages into the contract types of :mod:`netd.core.linkspec`.
 
 One link decoder: a link read with pyroute2 or with the raw codec (``rtsock``) is decoded by
 ``rtraw.decode_link`` and turned into an ``ObservedLink`` by ``observed_link``."""
@@ -11,10 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Interface, IPv6Interface, ip_interface, ip_network
 from typing import Any
 
+from netd.core.linkspec import Iface, ObservedHost, ObservedLink, owner_of
+from netd.core.model import IPNetwork
 from netd.kernel.rtraw import IFF_UP, NLMSG, RT_SCOPE_LINK, RawLink
 from netd.kernel.rtraw import decode_link as decode_raw_link
-from netd.linkspec import Iface, ObservedHost, ObservedLink, owner_of
-from netd.model import IPNetwork
 
 Msg = Any  # a pyroute2 nlmsg (untyped)
 

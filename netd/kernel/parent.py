@@ -10,11 +10,11 @@ from typing import Any
 import structlog
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netd.errors import KernelError
+from netd.core.errors import KernelError
+from netd.core.linkspec import ParentSpec, ShimSpec, owner_alias
 from netd.kernel.link import add_address, get_link, link_addresses
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.observe import decode_link
-from netd.linkspec import ParentSpec, ShimSpec, owner_alias
 
 log = structlog.get_logger()
 

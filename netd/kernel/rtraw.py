@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address, ip_interface
 from typing import NamedTuple
 
-from netd.linkspec import Iface
+from netd.core.linkspec import Iface
 
 NETLINK_ROUTE = 0
 NLM_F_REQUEST = 0x1

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from netd.errors import KernelError
+from netd.core.errors import KernelError
+from netd.core.linkspec import NsRef
 from netd.kernel.netns import in_fresh_thread, setns_net
 from netd.kernel.nlerror import kernel_error
-from netd.linkspec import NsRef
 
 PROC_SYS = "/proc/sys"
 

@@ -1,6 +1,6 @@
 """The overlay data plane in the kernel: the VXLAN device (create-or-verify) and its static FDB and neighbour
 entries (observe, replace, delete, in batches).  Thin: netlink in, KernelError out; the decisions are the pure
-``plan_*`` functions of :mod:`netd.vxlanspec`.
+``plan_*`` functions of :mod:`netd.core.vxlanspec`.
 
 The device: learning off, ``proxy`` on (the VXLAN driver answers ARP and neighbour solicitations from its own
 neighbour table, so they never cross the underlay), no group, no default remote, l2miss/l3miss off.  An entry:
@@ -25,7 +25,22 @@ from typing import Any
 import structlog
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netd.errors import KernelError
+from netd.core.errors import KernelError
+from netd.core.linkspec import owner_alias, owner_of
+from netd.core.vxlanspec import (
+    Addr,
+    EntryPlan,
+    FdbEntry,
+    NeighEntry,
+    ObservedEntries,
+    ObservedVxlan,
+    PeerEntry,
+    VxlanSpec,
+    check_vtep_family,
+    overlay_mtu,
+    plan_entries,
+    plan_vxlan,
+)
 from netd.kernel import ndraw
 from netd.kernel.link import IPR, get_link
 from netd.kernel.ndraw import RTM_NEWNEIGH, decode_fdb, decode_neigh, dump_request
@@ -47,21 +62,6 @@ from netd.kernel.rtraw import (
 from netd.kernel.rtraw import decode_link as decode_raw_link
 from netd.kernel.rtraw import dump_request as link_dump_request
 from netd.kernel.rtsock import RECV_SIZE, SOL_NETLINK, DumpInterrupted, RouteSocket
-from netd.linkspec import owner_alias, owner_of
-from netd.vxlanspec import (
-    Addr,
-    EntryPlan,
-    FdbEntry,
-    NeighEntry,
-    ObservedEntries,
-    ObservedVxlan,
-    PeerEntry,
-    VxlanSpec,
-    check_vtep_family,
-    overlay_mtu,
-    plan_entries,
-    plan_vxlan,
-)
 
 log = structlog.get_logger()
 

@@ -279,7 +279,7 @@ class Host:
 
     def stored_state(self) -> dict[str, Any]:
         """The desired state as netd would load it from its state directory."""
-        from netd.state import StateStore
+        from netd.engine.state import StateStore
 
         return StateStore(self.state_dir / "state.json").load().model_dump(mode="json")
 

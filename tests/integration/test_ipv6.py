@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from netdtest import Host, in_ns, ping, reach, running_host, source_seen_outside
 
-from netd.ipam import ula_prefix
+from netd.core.ipam import ula_prefix
 
 
 def _net6(host: Host, name: str, v6: str | None, v4: str | None = None, **opts: str) -> dict[str, Any]:

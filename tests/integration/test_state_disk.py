@@ -15,7 +15,7 @@ from typing import Any
 
 from netdtest import Host, in_ns, running_host, sh
 
-from netd.state import StateStore
+from netd.engine.state import StateStore
 
 PAGE = 4096
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Interface
 
-from netd import ipam
-from netd.model import DesiredState, Endpoint, Netns, Network
+from netd.core import ipam
+from netd.core.model import DesiredState, Endpoint, Netns, Network
 
 NET_ID = "a" * 64
 EP_ID = "e" * 64

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from netd.model import DesiredState
+from netd.core.model import DesiredState
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -189,7 +189,7 @@ def dual_stack_state() -> DesiredState:
     """Four dual-stack networks, one of each kind the rule builder treats differently."""
     from ipaddress import ip_network
 
-    from netd.model import IpamConfig, Network
+    from netd.core.model import IpamConfig, Network
 
     kinds: list[dict[str, bool]] = [{}, {"internal": True}, {"icc": False}, {"masquerade": False}]
     nets = [

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from fwtopo import NetnsLoop, Topology, dual_stack_state, sh
 
+from netd.core.model import DesiredState, IpamConfig, Network
+from netd.core.ruleset import Ruleset
 from netd.firewall.base import FirewallBackend
 from netd.firewall.rules import build_ruleset
-from netd.firewall.ruleset import Ruleset
 from netd.firewall.select import make_backend
-from netd.model import DesiredState, IpamConfig, Network
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ import pytest
 from fwtopo import NetnsLoop, Topology, dual_stack_state, sh
 from test_firewall_backend import Driver, desired
 
+from netd.core.model import DesiredState
 from netd.firewall.iptables import IptablesBackend, binary
 from netd.firewall.nftables import NftablesBackend
 from netd.firewall.rules import build_ruleset
 from netd.firewall.select import cleanup_other, decide, probe
-from netd.model import DesiredState
 
 pytestmark = pytest.mark.integration
 

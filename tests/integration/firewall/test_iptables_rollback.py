@@ -14,7 +14,7 @@ from test_firewall_backend import Driver, desired
 from test_iptables_backend import netd_lines, save
 
 import netd.firewall.iptables as iptables
-from netd.errors import FirewallError
+from netd.core.errors import FirewallError
 from netd.firewall.iptables import IptablesBackend
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ from pathlib import Path
 import structlog
 from kernelenv import Env, sh, umount_all_under
 
-from netd.kernel.netlink import Kernel
-from netd.linkspec import BridgeSpec, NsRef, VethSpec
+from netd.core.linkspec import BridgeSpec, NsRef, VethSpec
+from netd.kernel.facade import Kernel
 
 
 def ms(xs: list[float]) -> str:

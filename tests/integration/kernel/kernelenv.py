@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from netd.kernel.netlink import Kernel
+from netd.kernel.facade import Kernel
 
 CLONE_NEWNET = 0x40000000
 MNT_DETACH = 2

@@ -16,13 +16,13 @@ import pytest
 from kernelenv import Env, mountpoints, nsip, sh
 from pyroute2 import AsyncIPRoute
 
-from netd.errors import KernelError
+from netd.core.errors import KernelError
+from netd.core.linkspec import BridgeSpec, NsRef, VethSpec, owner_alias
 from netd.kernel import nlbatch
 from netd.kernel.events import link_events
+from netd.kernel.facade import Kernel
 from netd.kernel.link import get_link
-from netd.kernel.netlink import Kernel
 from netd.kernel.observe import decode_addr, decode_link
-from netd.linkspec import BridgeSpec, NsRef, VethSpec, owner_alias
 
 V4 = ip_interface("10.77.0.1/24")
 V6 = ip_interface("fd00:77::1/64")

@@ -23,11 +23,11 @@ import pytest
 from kernelenv import Env, need_root, nsip, sh, umount_all_under
 from pyroute2 import AsyncIPRoute
 
-from netd.errors import InvalidError, KernelError
+from netd.core.errors import InvalidError, KernelError
+from netd.core.linkspec import BridgeSpec, NsRef, VethSpec
+from netd.core.vxlanspec import FdbEntry, NeighEntry, ObservedEntries, PeerEntry, VxlanSpec
 from netd.kernel import vxlan as vxlanops
-from netd.kernel.netlink import Kernel
-from netd.linkspec import BridgeSpec, NsRef, VethSpec
-from netd.vxlanspec import FdbEntry, NeighEntry, ObservedEntries, PeerEntry, VxlanSpec
+from netd.kernel.facade import Kernel
 
 UNDERLAY = {1: "192.0.2.1", 2: "192.0.2.2"}
 UNDERLAY6 = {1: "2001:db8:5::1", 2: "2001:db8:5::2"}

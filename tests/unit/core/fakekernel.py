@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import AsyncGenerator, Collection
 from typing import Any
 
+from netd.core.linkspec import ObservedHost
+from netd.core.model import IPNetwork
 from netd.firewall.rules import Ruleset
-from netd.linkspec import ObservedHost
-from netd.model import IPNetwork
 
 
 class FakeKernel:

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from netd.config import load_settings
-from netd.errors import InvalidError, StateError
-from netd.model import DesiredState, Netns
-from netd.state import StateStore
+from netd.core.config import load_settings
+from netd.core.errors import InvalidError, StateError
+from netd.core.model import DesiredState, Netns
+from netd.engine.state import StateStore
 
 
 def test_toml_with_docker_keys_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,7 +65,7 @@ def test_state_roundtrip_journal_and_compaction(tmp_path: Path, monkeypatch: pyt
     assert [(r["op"], r["key"]) for r in records] == [("put", "a"), ("put", "b"), ("del", "a")]
     assert len(lines) == 2  # one line per change: a crash keeps a change whole or not at all
     assert StateStore(tmp_path / "state.json").load() == s2
-    monkeypatch.setattr("netd.state.COMPACT_EVERY", 2)
+    monkeypatch.setattr("netd.engine.state.COMPACT_EVERY", 2)
     s3 = s2.copy_for_change()
     s3.netns["c"] = Netns(name="c")
     store.save(s3)  # the journal is full: a snapshot, the journal gone

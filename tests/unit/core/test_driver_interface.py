@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 from samples import NET_ID, one_endpoint_state
 
-from netd.actions import Action, DriverAction, Observed, Scope, describe
-from netd.dns_answer import has_resolver
+from netd.core.actions import Action, DriverAction, Observed, Scope, describe
+from netd.core.errors import ConflictError, InvalidError
+from netd.core.linkspec import ObservedHost, ObservedLink
+from netd.core.model import DesiredState, Network
+from netd.dns.answer import has_resolver
 from netd.drivers import DRIVERS, get_driver, parse_network_create
 from netd.drivers.base import Features, NetworkDriver
 from netd.drivers.bridge import Bridge
-from netd.errors import ConflictError, InvalidError
+from netd.engine.plan import plan, scope_links
 from netd.firewall.rules import build_ruleset
-from netd.linkspec import ObservedHost, ObservedLink
-from netd.model import DesiredState, Network
-from netd.plan import plan, scope_links
 
 
 def _members(proto: type) -> set[str]:

@@ -6,14 +6,14 @@ from ipaddress import ip_interface
 
 import pytest
 
-from netd import ipam
-from netd.actions import DeleteChildren, DeleteLinks, EnsureChild, EnsureParent, Observed, Scope
+from netd.core import ipam
+from netd.core.actions import DeleteChildren, DeleteLinks, EnsureChild, EnsureParent, Observed, Scope
+from netd.core.errors import ConflictError, InvalidError, NotFoundError
+from netd.core.linkspec import ObservedChild, ObservedHost, ObservedLink
+from netd.core.model import DesiredState, Endpoint, Network
 from netd.drivers import get_driver, parse_network_create
 from netd.drivers.parent import LinkOptions, resolve_parent, split_vlan
-from netd.errors import ConflictError, InvalidError, NotFoundError
-from netd.linkspec import ObservedChild, ObservedHost, ObservedLink
-from netd.model import DesiredState, Endpoint, Network
-from netd.plan import plan
+from netd.engine.plan import plan
 
 
 def _link(index: int, name: str, kind: str = "device", **kw: object) -> ObservedLink:

@@ -2,8 +2,8 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from netd import ipam
-from netd.errors import ConflictError, InvalidError
+from netd.core import ipam
+from netd.core.errors import ConflictError, InvalidError
 
 
 def test_gateway_defaults_to_first_host() -> None:

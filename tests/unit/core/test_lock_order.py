@@ -15,12 +15,12 @@ from typing import Any, cast
 from fakekernel import FakeFirewall, FakeKernel
 from samples import NET_ID, one_endpoint_state
 
-from netd.config import Settings
-from netd.metrics import ReconcileStats
-from netd.model import Endpoint
-from netd.reconciler import Reconciler
-from netd.service import Service
-from netd.state import StateStore
+from netd.core.config import Settings
+from netd.core.model import Endpoint
+from netd.engine.reconciler import Reconciler
+from netd.engine.service import Service
+from netd.engine.state import StateStore
+from netd.ops.metrics import ReconcileStats
 
 GONE_PATH = "/proc/4242424/ns/net"
 FOREIGN_EP = "f" * 64

@@ -1,10 +1,10 @@
-"""netd.malloc on this machine's glibc (Debian): the settings are taken, and trimming is safe to call."""
+"""netd.ops.malloc on this machine's glibc (Debian): the settings are taken, and trimming is safe to call."""
 
 from __future__ import annotations
 
 import pytest
 
-from netd import malloc
+from netd.ops import malloc
 
 
 def test_glibc_takes_the_fixed_mmap_threshold() -> None:

@@ -1,4 +1,4 @@
-"""Namespace identity by inode and ethN allocation (netd.nsident), with a fake kernel."""
+"""Namespace identity by inode and ethN allocation (netd.engine.nsident), with a fake kernel."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import asyncio
 import pytest
 from samples import one_endpoint_state
 
-from netd.errors import ConflictError
-from netd.linkspec import NsProbe
-from netd.model import DesiredState, Endpoint
-from netd.nsident import NamespaceIndex, free_ifname
-from netd.request import Target
+from netd.core.errors import ConflictError
+from netd.core.linkspec import NsProbe
+from netd.core.model import DesiredState, Endpoint
+from netd.core.request import Target
+from netd.engine.nsident import NamespaceIndex, free_ifname
 
 WEB_INO = 4026532001
 

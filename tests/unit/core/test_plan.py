@@ -2,7 +2,7 @@ from ipaddress import ip_interface
 
 from samples import one_endpoint_state
 
-from netd.actions import (
+from netd.core.actions import (
     ApplyFirewall,
     DeleteLinks,
     EnsureBridge,
@@ -18,11 +18,11 @@ from netd.actions import (
     Scope,
     SetSysctl,
 )
+from netd.core.linkspec import ObservedHost, ObservedLink
+from netd.core.model import DesiredState, PortMapping
+from netd.core.naming import mac_for
+from netd.engine.plan import plan
 from netd.firewall.rules import build_ruleset
-from netd.linkspec import ObservedHost, ObservedLink
-from netd.model import DesiredState, PortMapping
-from netd.naming import mac_for
-from netd.plan import plan
 
 
 def _state() -> DesiredState:

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from samples import EP_ID, NET_ID, one_endpoint_state
 
-from netd.actions import Scope
-from netd.config import Settings
-from netd.errors import KernelError
-from netd.firewall.ruleset import Ruleset
-from netd.linkspec import BridgeSpec, ObservedChild, ObservedHost, ObservedLink, VethSpec
-from netd.metrics import ReconcileStats
-from netd.model import DesiredState, PortMapping
-from netd.reconciler import Reconciler
+from netd.core.actions import Scope
+from netd.core.config import Settings
+from netd.core.errors import KernelError
+from netd.core.linkspec import BridgeSpec, ObservedChild, ObservedHost, ObservedLink, VethSpec
+from netd.core.model import DesiredState, PortMapping
+from netd.core.ruleset import Ruleset
+from netd.engine.reconciler import Reconciler
+from netd.ops.metrics import ReconcileStats
 
 
 class FakeKernel:

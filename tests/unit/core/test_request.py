@@ -1,9 +1,9 @@
 import pytest
 
+from netd.core.errors import InvalidError
+from netd.core.request import parse_connect
 from netd.drivers import parse_network_create
 from netd.drivers.bridge import BridgeOptions
-from netd.errors import InvalidError
-from netd.request import parse_connect
 
 
 def test_docker_network_create_body() -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from netd.actions import Scope
-from netd.config import Settings
-from netd.errors import KernelError
-from netd.linkspec import NsProbe, ObservedHost
-from netd.model import IPNetwork
-from netd.service import Service
-from netd.state import StateStore
+from netd.core.actions import Scope
+from netd.core.config import Settings
+from netd.core.errors import KernelError
+from netd.core.linkspec import NsProbe, ObservedHost
+from netd.core.model import IPNetwork
+from netd.engine.service import Service
+from netd.engine.state import StateStore
 
 
 class FakeApplier:

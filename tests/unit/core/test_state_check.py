@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from samples import EP_ID, NET_ID, one_endpoint_state
 
-from netd import ipam
-from netd.errors import StateError
-from netd.model import DesiredState, Endpoint, Netns, Network
-from netd.state import StateStore
+from netd.core import ipam
+from netd.core.errors import StateError
+from netd.core.model import DesiredState, Endpoint, Netns, Network
+from netd.engine.state import StateStore
 
 OTHER_NET = "b" * 64
 OTHER_EP = "f" * 64

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from netd import state as state_mod
-from netd.config import Settings
-from netd.errors import KernelError, StateError, StorageError
-from netd.model import DesiredState, Netns
-from netd.plan import Scope
-from netd.service import Service
-from netd.state import StateStore
+from netd.core.config import Settings
+from netd.core.errors import KernelError, StateError, StorageError
+from netd.core.model import DesiredState, Netns
+from netd.engine import state as state_mod
+from netd.engine.plan import Scope
+from netd.engine.service import Service
+from netd.engine.state import StateStore
 
 REAL_WRITE = os.write
 

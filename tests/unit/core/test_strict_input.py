@@ -10,14 +10,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from netd import ipam
 from netd.api import _body, error_middleware
+from netd.core import ipam
+from netd.core.errors import InvalidError
+from netd.core.naming import validate_ifname, validate_name, validate_netns_name
+from netd.core.request import parse_connect, parse_disconnect, parse_netns_create
+from netd.core.strict import ascii_int, is_dns_name, parse_json
 from netd.drivers import parse_network_create
 from netd.drivers.bridge import BridgeOptions
-from netd.errors import InvalidError
-from netd.naming import validate_ifname, validate_name, validate_netns_name
-from netd.request import parse_connect, parse_disconnect, parse_netns_create
-from netd.strict import ascii_int, is_dns_name, parse_json
 
 MTU = "com.docker.network.driver.mtu"
 BRIDGE = "com.docker.network.bridge.name"

@@ -8,10 +8,8 @@ from ipaddress import ip_address
 
 import pytest
 
-from netd.errors import InvalidError
-from netd.kernel.ndraw import NDA_DST, NDA_LLADDR, NDMSG, NTF_SELF, NUD_PERMANENT, decode_fdb, decode_neigh
-from netd.kernel.rtraw import NLATTR
-from netd.vxlanspec import (
+from netd.core.errors import InvalidError
+from netd.core.vxlanspec import (
     FdbEntry,
     NeighEntry,
     ObservedEntries,
@@ -26,6 +24,8 @@ from netd.vxlanspec import (
     validate_port,
     validate_vni,
 )
+from netd.kernel.ndraw import NDA_DST, NDA_LLADDR, NDMSG, NTF_SELF, NUD_PERMANENT, decode_fdb, decode_neigh
+from netd.kernel.rtraw import NLATTR
 
 A, B = ip_address("192.0.2.1"), ip_address("192.0.2.2")
 MAC1, MAC2 = "02:42:0a:00:00:02", "02:42:0a:00:00:03"
@@ -212,7 +212,7 @@ def test_raw_requests_carry_what_the_decoders_read() -> None:
 
 
 def test_vtep_family_must_match_the_device() -> None:
-    from netd.vxlanspec import check_vtep_family
+    from netd.core.vxlanspec import check_vtep_family
 
     check_vtep_family([PeerEntry(MAC1, (), B)], A)
     check_vtep_family([PeerEntry(MAC1, (), B)], None)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from test_lock_order import build
 
-from netd.progress import Health, InFlight, notify_loop
+from netd.ops.progress import Health, InFlight, notify_loop
 
 BOUND = 3600.0  # seconds; "held too long" is simulated by moving the start back, no timing involved
 

@@ -10,11 +10,11 @@ import dns.opcode
 import dns.rcode
 import pytest
 
-from netd.dns import DnsServer
-from netd.dns_answer import answer, build_index, endpoint_names, listen_addresses, resolver_address
-from netd.dns_upstream import Forwarder, choose_upstreams
-from netd.model import DesiredState, Endpoint, IpamConfig, Netns, Network
-from netd.resolvconf import HostResolv
+from netd.core.model import DesiredState, Endpoint, IpamConfig, Netns, Network
+from netd.dns.answer import answer, build_index, endpoint_names, listen_addresses, resolver_address
+from netd.dns.resolvconf import HostResolv
+from netd.dns.server import DnsServer
+from netd.dns.upstream import Forwarder, choose_upstreams
 
 
 def _net(name: str, subnet: str, **kw: object) -> Network:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from ipaddress import ip_interface, ip_network
 from pathlib import Path
 
-from netd.model import DesiredState, Endpoint, IpamConfig, Netns, Network
-from netd.resolvconf import MARKER, HostResolv, ResolvConfWriter, build_files, parse, read_host
+from netd.core.model import DesiredState, Endpoint, IpamConfig, Netns, Network
+from netd.dns.resolvconf import MARKER, HostResolv, ResolvConfWriter, build_files, parse, read_host
 
 HOST = """\
 # from the machine

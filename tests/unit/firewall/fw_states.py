@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 
-from netd.model import DesiredState, IpamConfig, Network
+from netd.core.model import DesiredState, IpamConfig, Network
 
 
 def net(net_id: str, bridge: str, *subnets: str, **kw: object) -> Network:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fw_states import net, representative, state
 
-from netd.errors import FirewallError
+from netd.core.errors import FirewallError
 from netd.firewall.iptables_render import (
     Rendered,
     Saved,

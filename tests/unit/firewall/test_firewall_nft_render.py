@@ -180,7 +180,7 @@ def test_choose_backend_says_why() -> None:
 
 
 def test_make_backend_unknown() -> None:
-    from netd.errors import InvalidError
+    from netd.core.errors import InvalidError
     from netd.firewall.select import make_backend
 
     with pytest.raises(InvalidError, match="unknown"):
@@ -207,7 +207,7 @@ def test_nft_errors_become_firewall_errors() -> None:
     """A refused transaction surfaces nft's own message plus what to do (fake context: no root needed)."""
     import asyncio
 
-    from netd.errors import FirewallError
+    from netd.core.errors import FirewallError
     from netd.firewall.nftables import NftablesBackend
 
     class Refusing:

@@ -7,9 +7,8 @@ from ipaddress import ip_network
 import pytest
 from fw_states import net, representative, state
 
-from netd.errors import InvalidError
-from netd.firewall.rules import build_ruleset, chain_keys
-from netd.firewall.ruleset import (
+from netd.core.errors import InvalidError
+from netd.core.ruleset import (
     MAP_FROM_BRIDGE,
     MAP_TO_BRIDGE,
     SET_BRIDGES,
@@ -23,6 +22,7 @@ from netd.firewall.ruleset import (
     Rule,
     Ruleset,
 )
+from netd.firewall.rules import build_ruleset, chain_keys
 
 
 def verdicts(rules: tuple[Rule, ...]) -> list[tuple[Match, object]]:
@@ -121,7 +121,7 @@ def test_ip_forward_off_keeps_drops_only() -> None:
 
 
 def test_cost_is_per_network_not_per_endpoint() -> None:
-    from netd.model import Endpoint
+    from netd.core.model import Endpoint
 
     st = state(net("n1", "br1", "10.1.0.0/24"))
     before = build_ruleset(st)

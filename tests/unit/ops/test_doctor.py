@@ -6,8 +6,8 @@ from ipaddress import ip_network
 
 from samples import one_endpoint_state
 
-from netd.doctor import Facts, ForwardChain, diagnose, report
-from netd.model import DesiredState
+from netd.core.model import DesiredState
+from netd.ops.doctor import Facts, ForwardChain, diagnose, report
 
 
 def _state(mtu: int | None = None) -> DesiredState:

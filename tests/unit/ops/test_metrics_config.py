@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from netd.config import Metrics
+from netd.core.config import Metrics
 
 
 def test_listen_forms() -> None:

@@ -8,13 +8,13 @@ from ipaddress import ip_interface
 
 import pytest
 
-from netd import ipam
-from netd.config import Settings, load_settings
-from netd.errors import InvalidError
+from netd.core import ipam
+from netd.core.config import Settings, load_settings
+from netd.core.errors import InvalidError
+from netd.core.model import DesiredState, Endpoint, Network
+from netd.engine.reconciler import RunReport
 from netd.kernel import stats as nlstats
-from netd.metrics import DURATION_BUCKETS, Metrics, ReconcileStats, Source, address_usage
-from netd.model import DesiredState, Endpoint, Network
-from netd.reconciler import RunReport
+from netd.ops.metrics import DURATION_BUCKETS, Metrics, ReconcileStats, Source, address_usage
 
 
 def _state() -> DesiredState:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ipaddress import ip_address, ip_interface, ip_network
 
-from netd.model import DesiredState, Endpoint, IpamConfig, Network, PortMapping
+from netd.core.model import DesiredState, Endpoint, IpamConfig, Network, PortMapping
 
 
 def net(net_id: str, bridge: str, *subnets: str, **kw: object) -> Network:

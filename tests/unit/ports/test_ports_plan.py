@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from port_states import pm
 
-from netd.errors import ConflictError, InvalidError
-from netd.ports import Holder, binds, check_families, describe, overlaps, parse_port_range, plan_ports
-from netd.request import parse_connect
+from netd.core.errors import ConflictError, InvalidError
+from netd.core.ports import Holder, binds, check_families, describe, overlaps, parse_port_range, plan_ports
+from netd.core.request import parse_connect
 
 BOTH = frozenset({4, 6})
 V4 = frozenset({4})

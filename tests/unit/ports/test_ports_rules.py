@@ -13,10 +13,10 @@ from pathlib import Path
 
 from port_states import ep, pm, ports_state
 
+from netd.core.ruleset import DNAT_MAPS, Accept, DnatMap, Masquerade, Match
 from netd.firewall.iptables_render import render_chains, render_restore
 from netd.firewall.nft_render import expected_summaries, render_nft_delta, render_nft_json
 from netd.firewall.rules import build_ruleset, udp_changes
-from netd.firewall.ruleset import DNAT_MAPS, Accept, DnatMap, Masquerade, Match
 
 GOLDEN = Path(__file__).resolve().parents[1] / "firewall" / "golden"
 

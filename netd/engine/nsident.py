@@ -1,0 +1,99 @@
+"""Which namespace a connect targets, checked and identified: pure, the kernel is read through callbacks.
+
+A namespace is its nsfs inode: ``/run/netns/a``, ``/proc/PID/ns/net`` and a netd netns name may all name one.
+Interface names are allocated once per namespace (not per spelling), like Docker: the next ``ethN`` used neither
+by netd's endpoints there nor by any link already in it (a runtime's own eth0 is never taken over or deleted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from netd.core.errors import ConflictError, InvalidError, NotFoundError
+from netd.core.linkspec import NsProbe
+from netd.core.model import DesiredState, Endpoint
+from netd.core.request import Target
+
+MAX_IFNAMES = 64  # ethN tried beyond the ones netd uses in the namespace
+
+
+def check_netns_path(path: str, found: NsProbe) -> None:
+    """A NetnsPath must be a live network namespace, and neither netd's own nor the host's initial one."""
+    if found.ident is None:
+        if found.problem == "does not exist":
+            raise NotFoundError(
+                f"{path} is not a network namespace (is the process still running?)", field="NetnsPath"
+            )
+        what = found.problem if found.problem.startswith("cannot") else f"{found.problem}, not a network namespace"
+        raise InvalidError(
+            f"NetnsPath {path} {what}; pass a network namespace file such as /proc/PID/ns/net (of a process in "
+            "the container) or /run/netns/NAME",
+            field="NetnsPath",
+        )
+    if found.own:
+        what = (
+            "is netd's own network namespace (the host's)"
+            if found.own == "netd"
+            else "is the host's initial network namespace (PID 1's)"
+        )
+        raise InvalidError(
+            f"NetnsPath {path} {what}; connecting it would move the host's interfaces and default route under "
+            "netd's control: pass the container's namespace (/proc/PID/ns/net of a process inside it)",
+            field="NetnsPath",
+        )
+
+
+def spelling(ep: Endpoint) -> str:
+    return f"netns {ep.netns!r}" if ep.netns is not None else f"namespace {ep.netns_path}"
+
+
+class NamespaceIndex:
+    """The inode of each netd netns, cached: a path connect compares it with every netns that has endpoints."""
+
+    def __init__(self, probe: Callable[[str], NsProbe], netns_path: Callable[[str], str]) -> None:
+        self.probe = probe
+        self.netns_path = netns_path
+        self._inodes: dict[str, int] = {}
+
+    def forget(self, name: str) -> None:
+        self._inodes.pop(name, None)
+
+    def inode(self, name: str) -> int | None:
+        ino = self._inodes.get(name)
+        if ino is None:
+            found = self.probe(self.netns_path(name)).ident
+            if found is None:
+                return None
+            ino = self._inodes[name] = found[1]
+        return ino
+
+    def endpoints_in(self, state: DesiredState, target: Target, found: NsProbe) -> list[Endpoint]:
+        """The endpoints in the target's namespace, whatever name or path they were connected by."""
+        if found.ident is None:
+            return state.endpoints_in(target.key())
+        ino = found.ident[1]
+        if target.netns is not None:  # two netd netns are never one namespace: only a path can be another name
+            self._inodes[target.netns] = ino
+            return [
+                ep
+                for ep in state.endpoints.values()
+                if ep.netns == target.netns or (ep.netns_path is not None and ep.netns_inode == ino)
+            ]
+        return [
+            ep
+            for ep in state.endpoints.values()
+            if (ep.netns_inode if ep.netns is None else self.inode(ep.netns)) == ino
+        ]
+
+
+async def free_ifname(target: Target, used: set[str], taken: Callable[[str], Awaitable[bool]] | None) -> str:
+    """The first ethN not in ``used`` (netd's endpoints in the namespace) for which ``taken`` (a link of that
+    name exists in the namespace; None: the namespace is not there yet) is false."""
+    for i in range(len(used) + MAX_IFNAMES):
+        ifname = f"eth{i}"
+        if ifname not in used and (taken is None or not await taken(ifname)):
+            return ifname
+    raise ConflictError(
+        f"{target.describe()}: eth0 to eth{len(used) + MAX_IFNAMES - 1} are all taken by other interfaces; "
+        "remove some of them"
+    )

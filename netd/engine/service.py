@@ -1,0 +1,383 @@
+"""What the API calls: validate -> update the desired state -> persist -> reconcile.
+
+Every change is validated completely before anything is written.  The new state is saved, then the reconciler
+applies it; if applying fails for the objects the request touched, the previous state is restored and
+reconciled again, which removes whatever was half-built (the reconciler deletes owned objects that are no longer
+desired).  So a failed request changes nothing, in the state file or in the kernel.
+
+Lock order: the service lock, then the reconciler lock (``applier.apply``), never the reverse.  The reconciler
+calls ``prune_endpoints`` only while it does not hold its own lock; nothing here calls ``applier.reconcile``
+(a full pass, which prunes) while holding ``self.lock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from functools import partial
+from ipaddress import IPv4Interface, IPv6Interface, ip_interface
+from typing import Any, Protocol
+
+import structlog
+
+from netd.core import ipam, ports
+from netd.core.actions import Scope
+from netd.core.config import Settings
+from netd.core.errors import ConflictError, InvalidError, KernelError, NotFoundError, StorageError
+from netd.core.model import DesiredState, Endpoint, Netns, Network, PortMapping
+from netd.core.naming import new_id
+from netd.core.request import (
+    Connect,
+    Target,
+    parse_connect,
+    parse_disconnect,
+    parse_netns_create,
+)
+from netd.drivers import get_driver, parse_network_create
+from netd.engine.locks import TimedLock
+from netd.engine.networks import KernelReader, NetworkBuilder, now
+from netd.engine.nsident import NamespaceIndex, check_netns_path, free_ifname, spelling
+from netd.engine.plan import scope_links, scope_targets
+from netd.engine.state import StateStore
+
+log = structlog.get_logger()
+
+
+class Applier(Protocol):
+    """The part of the reconciler the service needs (kept narrow so unit tests can fake it)."""
+
+    async def apply(self, scope: Scope, reason: str) -> dict[str, str]: ...
+    async def reconcile(self, reason: str) -> dict[str, str]: ...
+
+
+class Service:
+    def __init__(
+        self, settings: Settings, store: StateStore, state: DesiredState, applier: Applier, kernel: KernelReader
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.state = state
+        self.applier = applier
+        self.kernel = kernel
+        self.networks = NetworkBuilder(settings, kernel)
+        self.lock = TimedLock()  # taken before the reconciler's, never after (see the module docstring)
+        # called with the new state after each successful commit (the daemon syncs the DNS listeners and the
+        # netns resolv.conf files); its failures are logged, never undo the change
+        # the second argument names the only namespaces whose endpoints changed (None: anything may have)
+        self.on_change: Callable[[DesiredState, frozenset[str] | None], Awaitable[None]] | None = None
+        self.addresses = ipam.AddressBook()  # held addresses and scan starts, per network (see _adopt)
+        # namespace identity by inode (looked up on the applier when used: narrow fakes need not have it)
+        self.namespaces = NamespaceIndex(lambda p: self.kernel.ns_probe(p), lambda n: self.kernel.netns_path(n))
+
+    # -- commit ------------------------------------------------------------------------------------------------
+
+    async def _commit(self, new: DesiredState, scope: Scope, what: str) -> None:
+        """Persist and apply ``new``; on failure for the touched objects, go back to the old state."""
+        old = self.state
+        # look at the links of both versions: the old one's are what a removal deletes, the new one's are
+        # what a rollback deletes
+        scope = replace(
+            scope,
+            links=scope.links | scope_links(old, scope) | scope_links(new, scope),
+            targets=scope.targets | scope_targets(old, scope) | scope_targets(new, scope),
+        )
+        self._adopt(new, scope)
+        errors = await self.applier.apply(scope, reason=what)
+        touched = _scope_ids(scope)
+        failed = {k: v for k, v in errors.items() if k in touched}
+        if not failed:
+            await self.notify_change(_touched_netns(old, new, scope))
+            return
+        log.warning("change_rolled_back", change=what, errors=failed)
+        try:
+            self._adopt(old, scope)
+        except StorageError as e:  # the client is told it failed: memory and kernel go back all the same; the
+            # store still holds ``new`` as saved, so its next successful save writes the difference back
+            log.error("rollback_not_stored", change=what, error=e.message)
+            self._adopt(old, scope, persist=False)
+        await self.applier.apply(scope, reason=f"rollback {what}")
+        raise KernelError(f"{what} failed and was rolled back: " + "; ".join(failed.values()))
+
+    async def notify_change(self, netns: frozenset[str] | None = None) -> None:
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change(self.state, netns)
+        except Exception as e:  # DNS/resolv.conf trouble must not fail (or undo) a committed change
+            log.error("change_hook_failed", error=str(e), kind=type(e).__name__)
+
+    async def reconcile_all(self) -> dict[str, str]:
+        return await self.applier.reconcile("api")  # not under self.lock: a full pass may prune
+
+    # -- networks ----------------------------------------------------------------------------------------------
+
+    def get_network(self, name: str) -> Network:
+        net = self.state.networks.get(name)
+        if net is None:
+            by_id = [n for n in self.state.networks.values() if n.id.startswith(name)] if len(name) >= 6 else []
+            if len(by_id) == 1:
+                return by_id[0]
+            raise NotFoundError(f"network {name!r} not found; see netd-ctl network ls")
+        return net
+
+    async def create_network(self, body: Any) -> Network:
+        req, opts = parse_network_create(body)
+        async with self.lock:
+            net = await self.networks.build(req, opts, self.state)
+            new = self.state.copy_for_change()
+            new.networks[net.name] = net
+            await self._commit(new, Scope.of(networks=[net.id]), f"network create {net.name}")
+            log.info(
+                "network_created", network=net.name, bridge=net.bridge, subnets=[str(c.subnet) for c in net.ipam]
+            )
+            return net
+
+    async def remove_network(self, name: str) -> None:
+        async with self.lock:
+            net = self.get_network(name)
+            if net.is_default:
+                raise ConflictError(
+                    f"network {net.name!r} is the default bridge; disable it in the config instead"
+                )
+            eps = self.state.endpoints_of(net.id)
+            if eps:
+                names = ", ".join(sorted({ep.netns or ep.netns_path or "?" for ep in eps}))
+                raise ConflictError(
+                    f"network {net.name!r} has active endpoints ({names}); disconnect them first", field="name"
+                )
+            new = self.state.copy_for_change()
+            del new.networks[net.name]
+            await self._commit(new, Scope.of(networks=[net.id]), f"network rm {net.name}")
+            log.info("network_removed", network=net.name)
+
+    # -- default bridge ----------------------------------------------------------------------------------------
+
+    async def ensure_default_network(self) -> None:
+        """Create or update the docker0-style default network from ``[default_bridge]``."""
+        cfg = self.settings.default_bridge
+        async with self.lock:
+            current = next((n for n in self.state.networks.values() if n.is_default), None)
+            if not cfg.enabled:
+                if current is not None and not self.state.endpoints_of(current.id):
+                    new = self.state.copy_for_change()
+                    del new.networks[current.name]
+                    await self._commit(new, Scope.of(networks=[current.id]), "default bridge disabled")
+                return
+            net = await self.networks.default_network(current, self.state)
+            if current is not None and current == net:
+                return
+            if current is not None and self.state.endpoints_of(current.id) and current.ipam != net.ipam:
+                log.error("default_bridge_not_changed", reason="it has endpoints; disconnect them to change bip")
+                return
+            taken = {n.name: [c.subnet for c in n.ipam] for n in self.state.networks.values() if not n.is_default}
+            for p in net.ipam:
+                hit = ipam.overlapping(p.subnet, taken)
+                if hit is not None:
+                    raise ConflictError(
+                        f"default_bridge: subnet {p.subnet} overlaps network {hit[0]!r} ({hit[1]})", field="bip"
+                    )
+            new = self.state.copy_for_change()
+            if current is not None:
+                del new.networks[current.name]
+            new.networks[net.name] = net
+            await self._commit(new, Scope.of(networks=[net.id]), "default bridge")
+
+    # -- netns -------------------------------------------------------------------------------------------------
+
+    async def create_netns(self, body: Any) -> Netns:
+        name = parse_netns_create(body)
+        async with self.lock:
+            if name in self.state.netns:
+                raise ConflictError(f"netns {name!r} already exists", field="name")
+            foreign = self.kernel.netns_foreign(name)
+            if foreign is not None:
+                raise ConflictError(
+                    f"netns {name!r}: {foreign} already exists and was not made by netd; netd does not adopt "
+                    f"it: remove it (ip netns del {name}) or choose another name",
+                    field="Name",
+                )
+            ns = Netns(name=name, created=now())
+            new = self.state.copy_for_change()
+            new.netns[name] = ns
+            await self._commit(new, Scope.of(netns=[name]), f"netns create {name}")
+            log.info("netns_created", netns=name)
+            return ns
+
+    def get_netns(self, name: str) -> Netns:
+        ns = self.state.netns.get(name)
+        if ns is None:
+            raise NotFoundError(f"netns {name!r} not found; create it with: netd-ctl netns create {name}")
+        return ns
+
+    async def remove_netns(self, name: str) -> None:
+        """Remove a netns and its endpoints (like removing a container)."""
+        async with self.lock:
+            self.get_netns(name)
+            new = self.state.copy_for_change()
+            del new.netns[name]
+            self.namespaces.forget(name)
+            gone = {ep.id for ep in new.endpoints_in(f"netns:{name}")}
+            for ep_id in gone:
+                del new.endpoints[ep_id]
+            await self._commit(new, Scope.of(endpoints=gone, netns=[name]), f"netns rm {name}")
+            log.info("netns_removed", netns=name, endpoints=len(gone))
+
+    # -- endpoints ---------------------------------------------------------------------------------------------
+
+    async def connect(self, network: str, body: Any) -> Endpoint:
+        req = parse_connect(body)
+        async with self.lock:
+            net = self.get_network(network)
+            ep = await self._build_endpoint(net, req)
+            new = self.state.copy_for_change()
+            new.endpoints[ep.id] = ep
+            await self._commit(new, Scope.of(endpoints=[ep.id]), f"connect {req.target.describe()} to {net.name}")
+            log.info("endpoint_connected", network=net.name, target=ep.target, ip=str(ep.ipv4), ifname=ep.ifname)
+            return ep
+
+    async def _build_endpoint(self, net: Network, req: Connect) -> Endpoint:
+        target = req.target
+        inode: int | None = None
+        if target.netns is not None:
+            self.get_netns(target.netns)
+            path = self.kernel.netns_path(target.netns)
+            found = self.kernel.ns_probe(path)
+        else:
+            assert target.netns_path is not None
+            path = target.netns_path
+            found = self.kernel.ns_probe(path)
+            check_netns_path(path, found)
+            assert found.ident is not None
+            inode = found.ident[1]
+        existing = self.namespaces.endpoints_in(self.state, target, found)
+        for ep in existing:
+            if ep.network == net.id:
+                as_ = "" if ep.target == target.key() else f" (as {spelling(ep)})"
+                raise ConflictError(f"{target.describe()} is already connected to network {net.name!r}{as_}")
+        drv = get_driver(net)
+        drv.check_connect(net, self.state)
+        has_link = None if found.ident is None else partial(self.kernel.ns_has_link, path)
+        ifname = await free_ifname(target, {ep.ifname for ep in existing}, has_link)
+        ep_id = new_id()
+        addrs: dict[int, IPv4Interface | IPv6Interface] = {}
+        for version, requested in ((4, req.ipv4), (6, req.ipv6)):
+            pool = net.pool(version)
+            if pool is None:
+                if requested is not None:
+                    raise InvalidError(
+                        f"network {net.name!r} has no IPv{version} subnet for {requested}",
+                        field="ip" if version == 4 else "ip6",
+                    )
+                continue
+            taken = self.addresses.taken(self.state, net.id)
+            start = self.addresses.start(net.id, version)
+            addr = ipam.allocate(pool, taken, requested, network=net.name, start=start)
+            if requested is None:
+                self.addresses.picked(net.id, pool, addr)
+            addrs[version] = ip_interface(f"{addr}/{pool.subnet.prefixlen}")
+        v4 = addrs.get(4)
+        v6 = addrs.get(6)
+        port_list = self._plan_ports(net, req, frozenset(addrs)) if req.ports else []
+        return Endpoint(
+            id=ep_id,
+            network=net.id,
+            netns=target.netns,
+            netns_path=target.netns_path,
+            netns_inode=inode,
+            ifname=ifname,
+            host_ifname=drv.endpoint_host_ifname(ep_id),
+            mac=drv.endpoint_mac(net, ep_id),
+            ipv4=v4 if isinstance(v4, IPv4Interface) else None,
+            ipv6=v6 if isinstance(v6, IPv6Interface) else None,
+            aliases=req.aliases,
+            default_route=not net.internal and not any(ep.default_route for ep in existing),
+            ports=port_list,
+            created=now(),
+        )
+
+    def _plan_ports(self, net: Network, req: Connect, families: frozenset[int]) -> list[PortMapping]:
+        """Published ports of a new endpoint: checked against every other endpoint's, host port 0 picked."""
+        if not get_driver(net).features(net).published_ports or net.internal:
+            why = "is internal (no traffic reaches it from outside the host, as in Docker)"
+            if not get_driver(net).features(net).published_ports:
+                why = f"is a {net.driver} network (its endpoints are reachable at their own addresses)"
+            raise InvalidError(
+                f"network {net.name!r} {why}: it cannot publish ports; connect without -p, or publish on a "
+                "non-internal bridge network",
+                field="publish",
+            )
+        ports.check_families(req.ports, families, net.name)
+        holders: list[ports.Holder] = []
+        for ep in self.state.endpoints.values():
+            other = self.state.network_by_id(ep.network)
+            if not ep.ports or other is None:
+                continue
+            fams = frozenset(a.version for a in (ep.ipv4, ep.ipv6) if a is not None)
+            who = f"{'netns ' + repr(ep.netns) if ep.netns else ep.netns_path} on network {other.name!r}"
+            holders.extend(ports.Holder(m, fams, who) for m in ep.ports)
+        return ports.plan_ports(req.ports, families, holders, self.settings.port_range)
+
+    def _adopt(self, new: DesiredState, scope: Scope, persist: bool = True) -> None:
+        """Persist ``new`` and make it current: the one way the desired state changes after start-up (so the
+        address book sees every change of the endpoints).  A save that fails (StorageError) changes nothing."""
+        before = self.state
+        if persist:
+            self.store.save(new)
+        self.state = new
+        self.addresses.changed(before, new, scope.endpoints)
+
+    async def disconnect(self, network: str, body: Any) -> None:
+        target = parse_disconnect(body)
+        async with self.lock:
+            net = self.get_network(network)
+            ep = self._find_endpoint(net, target)
+            new = self.state.copy_for_change()
+            del new.endpoints[ep.id]
+            await self._commit(new, Scope.of(endpoints=[ep.id]), f"disconnect {target.describe()} from {net.name}")
+            log.info("endpoint_disconnected", network=net.name, target=ep.target)
+
+    def _find_endpoint(self, net: Network, target: Target) -> Endpoint:
+        for ep in self.state.endpoints_of(net.id):
+            if ep.target == target.key():
+                return ep
+        raise NotFoundError(f"{target.describe()} is not connected to network {net.name!r}")
+
+    async def prune_endpoints(self, ids: set[str], why: str) -> None:
+        """Drop endpoints whose foreign namespace has gone (the container exited or the host rebooted).
+
+        Called by the reconciler's full pass before it takes its lock; that pass then removes what is left."""
+        async with self.lock:
+            gone = ids & set(self.state.endpoints)
+            if not gone:
+                return
+            new = self.state.copy_for_change()
+            for ep_id in gone:
+                ep = new.endpoints.pop(ep_id)
+                log.info("endpoint_pruned", endpoint=ep_id[:12], netns_path=ep.netns_path, reason=why)
+            try:
+                self._adopt(new, Scope.of(endpoints=gone))
+            except StorageError as e:  # kept until a later pass can store their removal; the pass goes on
+                log.error("endpoint_prune_not_stored", endpoints=len(gone), error=e.message)
+                return
+            await self.notify_change()  # their names leave DNS
+
+
+def _touched_netns(old: DesiredState, new: DesiredState, scope: Scope) -> frozenset[str] | None:
+    """The netns whose endpoints a scoped change touched; None when networks changed (any namespace may)."""
+    if scope.networks is None or scope.networks or scope.endpoints is None or scope.netns is None:
+        return None
+    names = set(scope.netns)
+    for ep_id in scope.endpoints:
+        for state in (old, new):
+            ep = state.endpoints.get(ep_id)
+            if ep is not None and ep.netns is not None:
+                names.add(ep.netns)
+    return frozenset(names)
+
+
+def _scope_ids(scope: Scope) -> set[str]:
+    out: set[str] = set()
+    for part in (scope.networks, scope.endpoints, scope.netns):
+        if part is not None:
+            out |= part
+    return out
