@@ -144,6 +144,8 @@ class Reconciler:
                 extra[drv.name] = seen
         return Observed(
             extra=extra,
+            changed_sysctls=frozenset(self.changes.sysctls),
+            changed_addresses={k: (b, tuple(a)) for k, (b, a) in self.changes.addresses.items()},
             host=host,
             netns_alive=alive,
             netns_owned=owned,

@@ -267,3 +267,14 @@ def test_a_driver_action_is_applied_through_the_kernel_without_the_reconciler_kn
     assert fdb == {("02:42:0a:00:00:09", "192.0.2.9")} and "fdb 02:42:0a:00:00:09 192.0.2.9" in rig.kernel.calls
     rig.kernel.calls.clear()
     assert rig.run() == {} and rig.kernel.calls == []  # observed: nothing more to add
+
+
+def test_what_netd_changed_on_the_host_is_observed_and_put_back_by_the_plan(rig: Rig) -> None:
+    from netd.engine.hostchanges import SysctlChange
+
+    key = "net.ipv6.conf.all.forwarding"
+    rig.kernel.sysctls[key] = "1"
+    rig.rec.changes.sysctls[key] = SysctlChange("0", "1")  # recorded when the last IPv6 network came
+    assert [d["action"] for d in asyncio.run(rig.rec.dry_run())][-1] == "RestoreSysctls"
+    assert rig.run() == {}
+    assert rig.kernel.sysctls[key] == "0" and not rig.rec.changes.sysctls
