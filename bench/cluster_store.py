@@ -31,7 +31,7 @@ from netd.cluster.ipam import ClusterIpam  # noqa: E402
 from netd.cluster.keys import KeyLayout  # noqa: E402
 from netd.cluster.records import Allocation, OverlayNetwork, encode  # noqa: E402
 from netd.cluster.store import ClusterStore  # noqa: E402
-from netd.ipam import validate_pool  # noqa: E402
+from netd.core.ipam import validate_pool  # noqa: E402
 
 KEYS = KeyLayout("/netd-bench/v1")
 

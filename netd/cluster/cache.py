@@ -19,11 +19,19 @@ from typing import TypeVar
 
 import structlog
 
-from .errors import ClusterUnavailableError
-from .keys import KeyLayout, Kind, ParsedKey
-from .records import Allocation, EndpointRecord, NodeAlive, NodeRecord, OverlayNetwork, Record, decode_kind
-from .store import ClusterStore, WatchCompactedError, WatchEvent
-from .txn import KV
+from netd.cluster.errors import ClusterUnavailableError
+from netd.cluster.keys import KeyLayout, Kind, ParsedKey
+from netd.cluster.records import (
+    Allocation,
+    EndpointRecord,
+    NodeAlive,
+    NodeRecord,
+    OverlayNetwork,
+    Record,
+    decode_kind,
+)
+from netd.cluster.store import ClusterStore, WatchCompactedError, WatchEvent
+from netd.cluster.txn import KV
 
 log = structlog.get_logger("netd.cluster")
 
@@ -173,6 +181,7 @@ class ClusterCache:
 
     async def wait_for(self, predicate: Callable[[ClusterCache], bool], timeout: float) -> bool:
         """Wait until ``predicate(self)`` holds after some update; False after ``timeout`` seconds."""
+
         async def waiting() -> None:
             async with self._updated:
                 await self._updated.wait_for(lambda: predicate(self))
@@ -203,7 +212,8 @@ class ClusterCache:
 
     def endpoints(self, network_id: str | None = None) -> list[EndpointRecord]:
         return [
-            rec for p, rec in self._of("endpoint", EndpointRecord).items()
+            rec
+            for p, rec in self._of("endpoint", EndpointRecord).items()
             if network_id is None or p.parent == network_id
         ]
 

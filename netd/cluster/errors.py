@@ -1,8 +1,8 @@
-"""Errors of the cluster layer (all :class:`netd.errors.NetdError`, so the API and CLI show them as usual)."""
+"""Errors of the cluster layer (all :class:`netd.core.errors.NetdError`, so the API and CLI show them as usual)."""
 
 from __future__ import annotations
 
-from ..errors import NetdError
+from netd.core.errors import NetdError
 
 
 class ClusterUnavailableError(NetdError):

@@ -1,6 +1,6 @@
 """Cluster-wide IPAM: overlay addresses, VNIs and overlay subnets, each made unique by an etcd transaction.
 
-The candidates come from the pure single-host IPAM (``netd.ipam``: gateway, ip-range, aux-addresses, pools);
+The candidates come from the pure single-host IPAM (``netd.core.ipam``: gateway, ip-range, aux-addresses, pools);
 what makes them unique across nodes is the transaction:
 
 - an address: ``/addresses/<net>/<ip>`` is created only if it does not exist and the network still exists; on a
@@ -19,11 +19,8 @@ from ipaddress import IPv4Network
 
 import structlog
 
-from .. import ipam as local_ipam
-from ..errors import ConflictError, InvalidError, NotFoundError
-from ..model import IPAddress, IPNetwork
-from .keys import KeyLayout, parse_subnet_token
-from .records import (
+from netd.cluster.keys import KeyLayout, parse_subnet_token
+from netd.cluster.records import (
     VNI_AUTO_START,
     VNI_MAX,
     VNI_MIN,
@@ -36,8 +33,11 @@ from .records import (
     encode,
     now,
 )
-from .store import ClusterStore
-from .txn import Delete, Get, Put, absent, mod_is, present, unchanged_since
+from netd.cluster.store import ClusterStore
+from netd.cluster.txn import Delete, Get, Put, absent, mod_is, present, unchanged_since
+from netd.core import ipam as local_ipam
+from netd.core.errors import ConflictError, InvalidError, NotFoundError
+from netd.core.model import IPAddress, IPNetwork
 
 log = structlog.get_logger("netd.cluster")
 
@@ -131,7 +131,8 @@ class ClusterIpam:
             if not VNI_MIN <= requested <= VNI_MAX:
                 raise InvalidError(
                     f"VNI {requested} is out of range: use {VNI_MIN}-{VNI_MAX} "
-                    "(com.docker.network.driver.overlay.vxlanid_list)", field="options",
+                    "(com.docker.network.driver.overlay.vxlanid_list)",
+                    field="options",
                 )
             if await self._take_vni(network_id, requested):
                 return requested
@@ -139,7 +140,8 @@ class ClusterIpam:
             other = decode(VniReservation, holder.value).network if holder is not None else "?"
             raise ConflictError(
                 f"VNI {requested} is already used by overlay network {other}; choose another vxlanid_list value "
-                "or omit it", field="options",
+                "or omit it",
+                field="options",
             )
         used, _ = await self.store.get_prefix(self.keys.section("vnis"))
         taken: set[int] = set()
@@ -207,8 +209,9 @@ class ClusterIpam:
             if result.succeeded:
                 return subnet
             log.debug("subnet_reservation_raced", subnet=str(subnet))
-        raise ConflictError("could not reserve an overlay subnet: too many concurrent creates; try again",
-                            field="subnet")
+        raise ConflictError(
+            "could not reserve an overlay subnet: too many concurrent creates; try again", field="subnet"
+        )
 
     async def _local_subnets(self) -> dict[str, list[IPNetwork]]:
         nodes, _ = await self.store.get_prefix(self.keys.section("nodes"))
@@ -259,4 +262,3 @@ def _subnet_reservation(value: bytes) -> SubnetReservation | None:
         return decode(SubnetReservation, value)
     except ValueError:
         return None
-

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 from typing import Literal
 
-from ..model import IPAddress, IPNetwork
+from netd.core.model import IPAddress, IPNetwork
 
 Kind = Literal[
     "node", "alive", "network", "network_name", "vni", "subnet", "address", "endpoint", "service", "key"

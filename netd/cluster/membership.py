@@ -22,13 +22,13 @@ from typing import Any
 
 import structlog
 
-from ..errors import ConflictError, NotFoundError
-from ..model import IPAddress, IPNetwork
-from .errors import ClusterUnavailableError, LeaseLostError
-from .keys import KeyLayout
-from .records import Allocation, EndpointRecord, NodeAlive, NodeRecord, decode, encode, now
-from .store import ClusterStore
-from .txn import Delete, Put, absent, mod_is
+from netd.cluster.errors import ClusterUnavailableError, LeaseLostError
+from netd.cluster.keys import KeyLayout
+from netd.cluster.records import Allocation, EndpointRecord, NodeAlive, NodeRecord, decode, encode, now
+from netd.cluster.store import ClusterStore
+from netd.cluster.txn import Delete, Put, absent, mod_is
+from netd.core.errors import ConflictError, NotFoundError
+from netd.core.model import IPAddress, IPNetwork
 
 log = structlog.get_logger("netd.cluster")
 
@@ -51,9 +51,15 @@ class NodeStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "Name": self.name, "Address": self.advertise_address, "State": "alive" if self.alive else "down",
-            "LastSeen": self.last_seen, "Started": self.started, "Registered": self.registered,
-            "Version": self.version, "VxlanPort": self.vxlan_port, "LocalSubnets": self.local_subnets,
+            "Name": self.name,
+            "Address": self.advertise_address,
+            "State": "alive" if self.alive else "down",
+            "LastSeen": self.last_seen,
+            "Started": self.started,
+            "Registered": self.registered,
+            "Version": self.version,
+            "VxlanPort": self.vxlan_port,
+            "LocalSubnets": self.local_subnets,
             "Endpoints": self.endpoints,
         }
 
@@ -74,7 +80,11 @@ class Membership:
     ) -> None:
         self.store, self.keys = store, keys
         self.name, self.address, self.version, self.vxlan_port, self.ttl = (
-            name, advertise_address, version, vxlan_port, ttl
+            name,
+            advertise_address,
+            version,
+            vxlan_port,
+            ttl,
         )
         self.local_subnets = list(local_subnets)
         self.on_register = on_register
@@ -92,8 +102,13 @@ class Membership:
 
     def _record(self) -> NodeRecord:
         return NodeRecord(
-            name=self.name, advertise_address=self.address, vxlan_port=self.vxlan_port, version=self.version,
-            started=self.started, registered=self._registered_at or now(), last_seen=now(),
+            name=self.name,
+            advertise_address=self.address,
+            vxlan_port=self.vxlan_port,
+            version=self.version,
+            started=self.started,
+            registered=self._registered_at or now(),
+            last_seen=now(),
             local_subnets=self.local_subnets,
         )
 
@@ -122,14 +137,16 @@ class Membership:
         compares = [absent(key)] if current is None else [mod_is(key, current.mod_revision)]
         record = self._record()
         result = await self.store.txn(
-            f"register node {self.name}", compares,
+            f"register node {self.name}",
+            compares,
             [Put(key, encode(alive), lease), Put(self.keys.node(self.name), encode(record))],
         )
         if not result.succeeded:
             await self.store.revoke_lease(lease)
             raise ConflictError(
                 f"node name {self.name!r} was registered by another node at the same moment; give each node its "
-                "own [cluster] node_name", field="node_name",
+                "own [cluster] node_name",
+                field="node_name",
             )
         first = self.registrations == 0
         self.lease_id, self.registrations = lease, self.registrations + 1
@@ -206,12 +223,20 @@ class Membership:
             except ValueError as e:
                 log.warning("cluster_bad_value", key=kv.key, error=str(e))
                 continue
-            out.append(NodeStatus(
-                name=rec.name, advertise_address=str(rec.advertise_address), alive=rec.name in live,
-                last_seen=now() if rec.name in live else rec.last_seen, started=rec.started,
-                registered=rec.registered, version=rec.version, vxlan_port=rec.vxlan_port,
-                local_subnets=[str(s) for s in rec.local_subnets], endpoints=count.get(rec.name, 0),
-            ))
+            out.append(
+                NodeStatus(
+                    name=rec.name,
+                    advertise_address=str(rec.advertise_address),
+                    alive=rec.name in live,
+                    last_seen=now() if rec.name in live else rec.last_seen,
+                    started=rec.started,
+                    registered=rec.registered,
+                    version=rec.version,
+                    vxlan_port=rec.vxlan_port,
+                    local_subnets=[str(s) for s in rec.local_subnets],
+                    endpoints=count.get(rec.name, 0),
+                )
+            )
         return out
 
     async def remove_node(self, name: str) -> dict[str, int]:
@@ -220,7 +245,8 @@ class Membership:
         if await self.store.get(self.keys.alive(name)) is not None:
             raise ConflictError(
                 f"node {name!r} is alive (it holds its lease); stop netd on it first, or wait until its lease "
-                "expires, then run node rm again", field="node",
+                "expires, then run node rm again",
+                field="node",
             )
         record = await self.store.get(self.keys.node(name))
         endpoints, _ = await self.store.get_prefix(self.keys.section("endpoints"))
@@ -236,8 +262,9 @@ class Membership:
                 f"remove node {name}", guard, [Delete(k) for k in doomed[i : i + TXN_OPS]]
             )
             if not result.succeeded:
-                raise ConflictError(f"node {name!r} came back while it was being removed; nothing more removed",
-                                    field="node")
+                raise ConflictError(
+                    f"node {name!r} came back while it was being removed; nothing more removed", field="node"
+                )
         log.info("node_removed", node=name, endpoints=len(doomed_eps), addresses=len(doomed_addrs))
         return {"endpoints": len(doomed_eps), "addresses": len(doomed_addrs)}
 

@@ -15,15 +15,24 @@ from ipaddress import IPv4Network
 
 import structlog
 
-from .. import ipam as local_ipam
-from ..errors import ConflictError, InvalidError, NotFoundError
-from ..model import IpamConfig, IPNetwork
-from .errors import ClusterUnavailableError
-from .ipam import DEFAULT_OVERLAY_POOLS, ClusterIpam
-from .keys import KeyLayout
-from .records import VNI_MAX, VNI_MIN, EndpointRecord, NameReservation, OverlayNetwork, decode, encode, now
-from .store import ClusterStore
-from .txn import Delete, Get, Put, absent, empty_prefix, present
+from netd.cluster.errors import ClusterUnavailableError
+from netd.cluster.ipam import DEFAULT_OVERLAY_POOLS, ClusterIpam
+from netd.cluster.keys import KeyLayout
+from netd.cluster.records import (
+    VNI_MAX,
+    VNI_MIN,
+    EndpointRecord,
+    NameReservation,
+    OverlayNetwork,
+    decode,
+    encode,
+    now,
+)
+from netd.cluster.store import ClusterStore
+from netd.cluster.txn import Delete, Get, Put, absent, empty_prefix, present
+from netd.core import ipam as local_ipam
+from netd.core.errors import ConflictError, InvalidError, NotFoundError
+from netd.core.model import IpamConfig, IPNetwork
 
 log = structlog.get_logger("netd.cluster")
 
@@ -45,8 +54,9 @@ def vni_from_options(options: dict[str, str]) -> int | None:
         )
     vni = int(parts[0])
     if not VNI_MIN <= vni <= VNI_MAX:
-        raise InvalidError(f"{VXLANID_OPTION}={raw!r}: VNI {vni} is out of range {VNI_MIN}-{VNI_MAX}",
-                           field="options")
+        raise InvalidError(
+            f"{VXLANID_OPTION}={raw!r}: VNI {vni} is out of range {VNI_MIN}-{VNI_MAX}", field="options"
+        )
     return vni
 
 
@@ -88,17 +98,22 @@ class ClusterNetworks:
         if draft.gateway6 and not draft.subnet6:
             raise InvalidError("an IPv6 gateway needs an IPv6 --subnet", field="subnet")
         # check what can be checked before reserving anything
-        wanted4 = local_ipam.validate_pool(draft.subnet, draft.gateway, draft.ip_range, draft.aux_addresses) \
-            if draft.subnet else None
+        wanted4 = (
+            local_ipam.validate_pool(draft.subnet, draft.gateway, draft.ip_range, draft.aux_addresses)
+            if draft.subnet
+            else None
+        )
         wanted6 = local_ipam.validate_pool(draft.subnet6, draft.gateway6) if draft.subnet6 else None
         if wanted4 is not None and wanted4.subnet.version != 4:
-            raise InvalidError(f"subnet {wanted4.subnet} is not IPv4; pass an IPv6 subnet as subnet6",
-                               field="subnet")
+            raise InvalidError(
+                f"subnet {wanted4.subnet} is not IPv4; pass an IPv6 subnet as subnet6", field="subnet"
+            )
         if wanted6 is not None and wanted6.subnet.version != 6:
             raise InvalidError(f"subnet {wanted6.subnet} is not IPv6", field="subnet")
         if await self.store.get(self.keys.network_name(draft.name)) is not None:
-            raise ConflictError(f"network {draft.name!r} already exists in the cluster; choose another name",
-                                field="name")
+            raise ConflictError(
+                f"network {draft.name!r} already exists in the cluster; choose another name", field="name"
+            )
         vni: int | None = None
         subnets: list[IPNetwork] = []
         try:
@@ -111,26 +126,40 @@ class ClusterNetworks:
                 subnets.append(await self.ipam.allocate_subnet(draft.id, wanted6.subnet))
                 ipam.append(wanted6)
             net = OverlayNetwork(
-                id=draft.id, name=draft.name, vni=vni, ipam=ipam, options=draft.options,
-                attachable=draft.attachable, internal=draft.internal, ingress=draft.ingress,
-                encrypted=draft.encrypted, enable_ipv6=wanted6 is not None, mtu=draft.mtu, created=now(),
+                id=draft.id,
+                name=draft.name,
+                vni=vni,
+                ipam=ipam,
+                options=draft.options,
+                attachable=draft.attachable,
+                internal=draft.internal,
+                ingress=draft.ingress,
+                encrypted=draft.encrypted,
+                enable_ipv6=wanted6 is not None,
+                mtu=draft.mtu,
+                created=now(),
                 created_on=self.node,
             )
             name_key = self.keys.network_name(draft.name)
             result = await self.store.txn(
-                f"create network {draft.name}", [absent(name_key), absent(self.keys.network(draft.id))],
-                [Put(self.keys.network(draft.id), encode(net)),
-                 Put(name_key, encode(NameReservation(network=draft.id)))],
+                f"create network {draft.name}",
+                [absent(name_key), absent(self.keys.network(draft.id))],
+                [
+                    Put(self.keys.network(draft.id), encode(net)),
+                    Put(name_key, encode(NameReservation(network=draft.id))),
+                ],
                 [Get(name_key)],
             )
             if not result.succeeded:
-                raise ConflictError(f"network {draft.name!r} was created on another node at the same moment",
-                                    field="name")
+                raise ConflictError(
+                    f"network {draft.name!r} was created on another node at the same moment", field="name"
+                )
         except BaseException:
             await self._release(draft.id, vni, subnets)
             raise
-        log.info("cluster_network_created", network=draft.name, id=draft.id, vni=vni,
-                 subnets=[str(s) for s in subnets])
+        log.info(
+            "cluster_network_created", network=draft.name, id=draft.id, vni=vni, subnets=[str(s) for s in subnets]
+        )
         return net
 
     async def _release(self, net_id: str, vni: int | None, subnets: list[IPNetwork]) -> None:
@@ -147,8 +176,10 @@ class ClusterNetworks:
             raise NotFoundError(f"overlay network {name!r} not found in the cluster", field="network")
         eps = self.keys.endpoints_of(net.id)
         deletes = [
-            Delete(self.keys.network(net.id)), Delete(self.keys.network_name(net.name)),
-            Delete(self.keys.vni(net.vni)), *(Delete(self.keys.subnet(c.subnet)) for c in net.ipam),
+            Delete(self.keys.network(net.id)),
+            Delete(self.keys.network_name(net.name)),
+            Delete(self.keys.vni(net.vni)),
+            *(Delete(self.keys.subnet(c.subnet)) for c in net.ipam),
             Delete(self.keys.addresses_of(net.id), prefix=True),  # gateway-less leftovers of crashed connects
         ]
         result = await self.store.txn(
@@ -159,7 +190,8 @@ class ClusterNetworks:
             nodes = sorted({decode(EndpointRecord, kv.value).node for kv in held})
             raise ConflictError(
                 f"network {name!r} has {len(held)} endpoint(s) on node(s) {', '.join(nodes) or '?'}; disconnect "
-                "them first (network disconnect on those nodes)", field="network",
+                "them first (network disconnect on those nodes)",
+                field="network",
             )
         log.info("cluster_network_removed", network=name, id=net.id)
         return net

@@ -3,7 +3,7 @@
 The daemon imports this module only when ``settings.cluster`` is set::
 
     if settings.cluster is not None:
-        from .cluster.node import ClusterNode       # loads aetcd/grpc (~17 MiB) only in cluster mode
+        from netd.cluster.cluster.node import ClusterNode       # loads aetcd/grpc (~17 MiB) only in cluster mode
         cluster = ClusterNode(settings.cluster, version=__version__, advertise_address=addr,
                               local_subnets=..., on_change=reconciler.cluster_changed)
         await cluster.start()                        # ClusterUnavailableError: etcd unreachable at start
@@ -15,17 +15,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidError
-from ..model import IPAddress, IPNetwork
-from .cache import ClusterCache, OnChange
-from .ipam import ClusterIpam
-from .keys import KeyLayout
-from .membership import Membership
-from .networks import ClusterNetworks
-from .store import ClusterStore
+from netd.cluster.cache import ClusterCache, OnChange
+from netd.cluster.ipam import ClusterIpam
+from netd.cluster.keys import KeyLayout
+from netd.cluster.membership import Membership
+from netd.cluster.networks import ClusterNetworks
+from netd.cluster.store import ClusterStore
+from netd.core.errors import InvalidError
+from netd.core.model import IPAddress, IPNetwork
 
 if TYPE_CHECKING:
-    from ..config import Cluster
+    from netd.core.config import Cluster
 
 
 class ClusterNode:
@@ -43,14 +43,22 @@ class ClusterNode:
         if address is None:
             raise InvalidError(
                 "[cluster] advertise_address is not set and no address was found on the default route's "
-                "interface; set advertise_address to this node's underlay address", field="advertise_address",
+                "interface; set advertise_address to this node's underlay address",
+                field="advertise_address",
             )
         self.cfg = cfg
         self.keys = KeyLayout(cfg.key_prefix)
         self.store = ClusterStore.from_config(cfg)
         self.membership = Membership(
-            self.store, self.keys, name=cfg.node_name, advertise_address=address, version=version,
-            vxlan_port=cfg.vxlan_port, ttl=cfg.lease_ttl, local_subnets=local_subnets, on_register=on_register,
+            self.store,
+            self.keys,
+            name=cfg.node_name,
+            advertise_address=address,
+            version=version,
+            vxlan_port=cfg.vxlan_port,
+            ttl=cfg.lease_ttl,
+            local_subnets=local_subnets,
+            on_register=on_register,
         )
         self.ipam = ClusterIpam(self.store, self.keys, cfg.node_name)
         self.networks = ClusterNetworks(self.store, self.keys, self.ipam, cfg.node_name)

@@ -12,8 +12,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..model import IPAddress, IpamConfig, IPNetwork
-from .keys import Kind
+from netd.cluster.keys import Kind
+from netd.core.model import IPAddress, IpamConfig, IPNetwork
 
 VNI_MIN = 1
 VNI_MAX = (1 << 24) - 1

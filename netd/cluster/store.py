@@ -36,11 +36,11 @@ import grpc
 import structlog
 from aetcd import rpc, watcher
 
-from .errors import ClusterRefusedError, ClusterUnavailableError, LeaseLostError
-from .txn import KV, Cmp, Delete, Get, Put, TxnResult, absent, mod_is, to_compare, to_op
+from netd.cluster.errors import ClusterRefusedError, ClusterUnavailableError, LeaseLostError
+from netd.cluster.txn import KV, Cmp, Delete, Get, Put, TxnResult, absent, mod_is, to_compare, to_op
 
 if TYPE_CHECKING:
-    from ..config import Cluster
+    from netd.core.config import Cluster
 
 log = structlog.get_logger("netd.cluster")
 
@@ -161,7 +161,10 @@ class ClusterStore:
     @classmethod
     def from_config(cls, cfg: Cluster) -> ClusterStore:
         return cls(
-            cfg.etcd_endpoints, cacert=cfg.etcd_cacert, cert=cfg.etcd_cert, key=cfg.etcd_key,
+            cfg.etcd_endpoints,
+            cacert=cfg.etcd_cacert,
+            cert=cfg.etcd_cert,
+            key=cfg.etcd_key,
             timeout=cfg.request_timeout,
         )
 
@@ -249,7 +252,10 @@ class ClusterStore:
         return int(got.deleted)
 
     async def txn(
-        self, what: str, compares: Sequence[Cmp], success: Sequence[Put | Delete | Get],
+        self,
+        what: str,
+        compares: Sequence[Cmp],
+        success: Sequence[Put | Delete | Get],
         failure: Sequence[Put | Delete | Get] = (),
     ) -> TxnResult:
         async def run(c: _Client) -> tuple[bool, list[Any]]:
@@ -266,7 +272,12 @@ class ClusterStore:
         return TxnResult(ok, gets)
 
     async def create(
-        self, key: str, value: bytes, *, lease: int = 0, require: Sequence[Cmp] = (),
+        self,
+        key: str,
+        value: bytes,
+        *,
+        lease: int = 0,
+        require: Sequence[Cmp] = (),
         also: Sequence[Put | Delete] = (),
     ) -> TxnResult:
         """Put ``key`` only if it does not exist (and every ``require`` holds), with ``also`` in the same

@@ -78,8 +78,12 @@ class TxnResult:
     gets: list[KV | None] = field(default_factory=list)  # one per Get of the branch that ran, in order
 
 
-_TARGETS = {"version": transactions.Version, "mod": transactions.Mod, "create": transactions.Create,
-            "value": transactions.Value}
+_TARGETS = {
+    "version": transactions.Version,
+    "mod": transactions.Mod,
+    "create": transactions.Create,
+    "value": transactions.Value,
+}
 _OPS = {"==": rpc.Compare.EQUAL, "!=": rpc.Compare.NOT_EQUAL, "<": rpc.Compare.LESS, ">": rpc.Compare.GREATER}
 
 

@@ -18,11 +18,12 @@ ALLOWED: dict[str, set[str]] = {
     "kernel": {"core"},
     "firewall": {"core", "drivers"},
     "dns": {"core", "drivers"},
+    "cluster": {"core"},
     "engine": {"core", "drivers", "kernel", "firewall"},
     "ops": {"core", "drivers", "kernel", "firewall", "engine", "dns"},
     "cli": set(),
 }
-NO_HTTP = ("core", "drivers", "kernel", "firewall", "engine")
+NO_HTTP = ("core", "drivers", "kernel", "firewall", "cluster", "engine")
 
 
 def _imports(path: Path) -> list[str]:

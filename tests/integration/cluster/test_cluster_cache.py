@@ -11,7 +11,7 @@ from etcdfix import EtcdCluster
 
 from netd.cluster.cache import Change, ClusterCache
 from netd.cluster.records import EndpointRecord, NodeAlive, OverlayNetwork, encode
-from netd.ipam import validate_pool
+from netd.core.ipam import validate_pool
 
 
 def net(net_id: str, vni: int) -> OverlayNetwork:

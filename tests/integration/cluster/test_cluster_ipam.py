@@ -14,8 +14,8 @@ from etcdfix import EtcdCluster
 from netd.cluster.ipam import ClusterIpam
 from netd.cluster.records import NodeRecord, OverlayNetwork, encode
 from netd.cluster.store import ClusterStore
-from netd.errors import ConflictError, InvalidError, NotFoundError
-from netd.ipam import validate_pool
+from netd.core.errors import ConflictError, InvalidError, NotFoundError
+from netd.core.ipam import validate_pool
 
 
 async def make_network(

@@ -15,9 +15,9 @@ from netd.cluster.ipam import ClusterIpam
 from netd.cluster.membership import Membership
 from netd.cluster.records import EndpointRecord, OverlayNetwork, encode
 from netd.cluster.store import ClusterStore
-from netd.errors import ConflictError, NotFoundError
-from netd.ipam import validate_pool
-from netd.model import IPNetwork
+from netd.core.errors import ConflictError, NotFoundError
+from netd.core.ipam import validate_pool
+from netd.core.model import IPNetwork
 
 
 def member(s: ClusterStore, name: str, addr: str, ttl: int = 2, subnets: Iterable[IPNetwork] = ()) -> Membership:

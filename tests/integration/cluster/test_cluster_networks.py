@@ -15,8 +15,8 @@ from netd.cluster.errors import ClusterUnavailableError
 from netd.cluster.ipam import ClusterIpam
 from netd.cluster.networks import ClusterNetworks, NetworkDraft
 from netd.cluster.records import EndpointRecord, encode
-from netd.config import load_settings
-from netd.errors import ConflictError, InvalidError, NotFoundError
+from netd.core.config import load_settings
+from netd.core.errors import ConflictError, InvalidError, NotFoundError
 
 
 def test_create_and_remove_overlay_networks(etcd: EtcdCluster) -> None:

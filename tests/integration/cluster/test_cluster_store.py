@@ -12,7 +12,7 @@ from etcdfix import EtcdCluster, etcd_cluster
 from netd.cluster.errors import ClusterUnavailableError
 from netd.cluster.store import ClusterStore, WatchCompactedError, WatchEvent
 from netd.cluster.txn import empty_prefix, unchanged_since
-from netd.errors import NetdError
+from netd.core.errors import NetdError
 
 
 def test_get_put_delete_and_prefix(etcd: EtcdCluster) -> None:

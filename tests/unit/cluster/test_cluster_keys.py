@@ -22,9 +22,9 @@ from netd.cluster.records import (
     decode_kind,
     encode,
 )
-from netd.config import load_settings, parse_duration
-from netd.errors import InvalidError
-from netd.ipam import validate_pool
+from netd.core.config import load_settings, parse_duration
+from netd.core.errors import InvalidError
+from netd.core.ipam import validate_pool
 
 K = KeyLayout("/netd/v1")
 
@@ -161,7 +161,7 @@ def test_bad_cluster_config_names_the_key(tmp_path: Path, body: str, reason: str
 
 
 def test_single_host_daemon_does_not_load_the_cluster_code() -> None:
-    code = "import sys, netd.daemon, netd.config; print(sorted(m for m in sys.modules if m.startswith(" \
+    code = "import sys, netd.daemon, netd.core.config; print(sorted(m for m in sys.modules if m.startswith(" \
            "('aetcd', 'grpc', 'netd.cluster'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
