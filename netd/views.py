@@ -31,6 +31,7 @@ def endpoint_view(ep: Endpoint, net: Network) -> dict[str, Any]:
         "Gateway": gw4,
         "IPv6Gateway": str(p6.gateway) if p6 is not None and p6.gateway and ep.default_route else "",
         "Aliases": list(ep.aliases),
+        "ContainerID": ep.container_id or "",
         # the network's DNS resolver (its gateway); a runtime puts it in the --netns-path namespace's resolv.conf
         "Resolver": str(resolver) if resolver is not None else "",
         "Ports": [
@@ -52,6 +53,8 @@ def network_view(net: Network, state: DesiredState) -> dict[str, Any]:
         containers[ep.id] = {k: v[k] for k in ("Name", "EndpointID", "MacAddress", "IPv4Address", "IPv6Address")}
         containers[ep.id]["Aliases"] = v["Aliases"]
         containers[ep.id]["Ports"] = v["Ports"]  # published ports, with the host ports netd picked
+        for key in ("ContainerID", "NetnsPath", "Netns", "Interface"):  # what the CNI plugin's DEL/GC look up
+            containers[ep.id][key] = v[key]
     return {
         "Name": net.name,
         "Id": net.id,
@@ -80,7 +83,7 @@ def network_view(net: Network, state: DesiredState) -> dict[str, Any]:
         "Attachable": True,
         "Containers": containers,
         "Options": dict(net.options),
-        "Labels": {},
+        "Labels": dict(net.labels),
         "Bridge": net.bridge,
         "Default": net.is_default,
     }

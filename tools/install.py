@@ -8,6 +8,7 @@ What goes where (under DESTDIR, when given, for packaging; paths inside files ne
 
     PREFIX/                                   a venv with netd and its dependencies
     BINDIR/netd, BINDIR/netd-ctl              symlinks into the venv
+    /usr/lib/cni/netd, /opt/cni/bin/netd      the CNI plugin (PREFIX/bin/netd-cni), for podman, containerd, k8s
     /usr/local/lib/systemd/system/netd.service
     /etc/netd/netd.toml                       the commented example of every key; an existing file is kept
     /usr/lib/sysusers.d/netd.conf             the "netd" group: members may use the API socket (0660 root:netd)
@@ -38,6 +39,7 @@ BASH_COMPLETION = "/usr/share/bash-completion/completions/netd-ctl"
 ZSH_COMPLETION = "/usr/share/zsh/vendor-completions/_netd-ctl"
 DOC_DIR = "/usr/local/share/doc/netd"
 MANIFEST = "install-manifest.txt"
+CNI_DIRS = ("/usr/lib/cni", "/opt/cni/bin")  # where podman (Debian) and containerd/kubelet look for plugins
 
 
 def under(destdir: str, path: str) -> Path:
@@ -88,6 +90,13 @@ def install(args: argparse.Namespace) -> int:
             link.unlink()
         link.symlink_to(f"{prefix}/bin/{name}")
         files.append(f"{bindir}/{name}")
+    for cni_dir in CNI_DIRS:
+        link = under(d, f"{cni_dir}/netd")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(f"{prefix}/bin/netd-cni")
+        files.append(f"{cni_dir}/netd")
     unit = (REPO / "systemd" / "netd.service").read_text().replace("/usr/local/bin/netd", f"{bindir}/netd")
     write(under(d, f"{UNIT_DIR}/netd.service"), unit)
     files.append(f"{UNIT_DIR}/netd.service")

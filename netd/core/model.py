@@ -78,6 +78,7 @@ class Network(_Model):
     mode: str | None = None  # macvlan_mode or ipvlan_mode
     ipvlan_flag: str | None = None
     host_access: bool = False  # a host-side macvlan shim with a route to the network's range
+    labels: dict[str, str] = Field(default_factory=dict)  # Docker's network labels (filters, prune)
     created: str = ""
 
     def pool(self, version: int) -> IpamConfig | None:
@@ -101,6 +102,9 @@ class Endpoint(_Model):
     aliases: list[str] = Field(default_factory=list)
     default_route: bool = True  # the first network of a namespace carries its default route
     ports: list[PortMapping] = Field(default_factory=list)
+    # set when a container runtime attached it through the CNI plugin (CNI_CONTAINERID): DEL and GC find CNI
+    # endpoints by it, and inspect shows it
+    container_id: str | None = None
     created: str = ""
 
     @property

@@ -13,7 +13,7 @@ from typing import Any
 from netd.core.errors import InvalidError
 from netd.core.ipam import parse_address
 from netd.core.model import IPAddress, PortMapping
-from netd.core.naming import validate_name, validate_netns_name
+from netd.core.naming import validate_ifname, validate_name, validate_netns_name
 from netd.core.strict import ascii_int, is_dns_name
 
 OPT_MTU = "com.docker.network.driver.mtu"
@@ -49,6 +49,7 @@ class NetworkCreate:
     options: dict[str, str]  # the driver's -o options (parsed by the driver) and the common ones
     mtu: int | None = None
     enable_ipv4: bool = True
+    labels: dict[str, str] = field(default_factory=dict)  # Docker's network labels
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class Connect:
     ipv6: IPAddress | None
     aliases: list[str] = field(default_factory=list)
     ports: list[PortMapping] = field(default_factory=list)
+    mac: str | None = None  # EndpointConfig.MacAddress
+    ifname: str | None = None  # Interface: the name inside the namespace (CNI_IFNAME); default eth0, eth1, ...
+    container_id: str | None = None  # ContainerID: the runtime's container (CNI_CONTAINERID)
 
 
 def _obj(body: Any, what: str) -> dict[str, Any]:
@@ -185,6 +189,7 @@ def parse_network_create(body: Any) -> NetworkCreate:
         enable_ipv6=_bool(b, "EnableIPv6"),
         pools=pools,
         options=options,
+        labels=_str_map(b.get("Labels"), "Labels"),
     )
 
 
@@ -234,9 +239,20 @@ def parse_disconnect(body: Any) -> Target:
     return parse_target(b)
 
 
+def parse_container_disconnect(body: dict[str, Any]) -> tuple[str, str | None]:
+    """A runtime's disconnect (CNI DEL, GC): ``ContainerID`` and, optionally, ``Interface``."""
+    _known(body, ("ContainerID", "Interface"), "network disconnect")
+    container_id = parse_container_id(_str(body, "ContainerID", required=True))
+    assert container_id is not None
+    ifname = _str(body, "Interface")
+    if ifname is not None:
+        validate_ifname(ifname, "Interface")
+    return container_id, ifname
+
+
 def parse_connect(body: Any) -> Connect:
     b = _obj(body, "network connect")
-    _known(b, ("Netns", "NetnsPath", "EndpointConfig", "Ports"), "")
+    _known(b, ("Netns", "NetnsPath", "EndpointConfig", "Ports", "Interface", "ContainerID"), "")
     target = parse_target(b)
     cfg = _opt_obj(b, "EndpointConfig", "EndpointConfig")
     ipam = _opt_obj(cfg, "IPAMConfig", "EndpointConfig.IPAMConfig")
@@ -253,7 +269,47 @@ def parse_connect(body: Any) -> Connect:
         raise InvalidError("Aliases must be a list of names", field="alias")
     aliases = [validate_dns_name(a) for a in aliases_raw]
     ports = parse_ports(b.get("Ports"))
-    return Connect(target=target, ipv4=ipv4, ipv6=ipv6, aliases=aliases, ports=ports)
+    mac = parse_mac(_str(cfg, "MacAddress"))
+    ifname = _str(b, "Interface")
+    if ifname is not None:
+        validate_ifname(ifname, "Interface")
+    container_id = parse_container_id(_str(b, "ContainerID"))
+    return Connect(
+        target=target,
+        ipv4=ipv4,
+        ipv6=ipv6,
+        aliases=aliases,
+        ports=ports,
+        mac=mac,
+        ifname=ifname,
+        container_id=container_id,
+    )
+
+
+def parse_mac(text: str | None) -> str | None:
+    """A unicast MAC ``aa:bb:cc:dd:ee:ff`` (lower-cased), or None."""
+    if text is None:
+        return None
+    parts = text.replace("-", ":").split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
+        raise InvalidError(f"MacAddress {text!r} is not a MAC address like 02:42:ac:11:00:02", field="mac")
+    if int(parts[0], 16) & 1:
+        raise InvalidError(f"MacAddress {text!r} is a multicast address; use a unicast one", field="mac")
+    if all(p == "00" for p in parts):
+        raise InvalidError("MacAddress 00:00:00:00:00:00 is not usable; give another", field="mac")
+    return ":".join(parts).lower()
+
+
+def parse_container_id(text: str | None) -> str | None:
+    """A runtime's container id (CNI: alphanumerics, '_', '.', '-'), at most 256 characters."""
+    if text is None:
+        return None
+    if len(text) > 256 or not all(c.isascii() and (c.isalnum() or c in "_.-") for c in text):
+        raise InvalidError(
+            f"ContainerID {text[:80]!r} is not valid: use up to 256 letters, digits, '_', '.' or '-'",
+            field="ContainerID",
+        )
+    return text
 
 
 PORT_PROTOS = ("tcp", "udp", "sctp")

@@ -77,6 +77,7 @@ class NetworkBuilder:
             options=req.options,
             bridge="",
             mtu=req.mtu,
+            labels=req.labels,
             created=now(),
         )
         drv = get_driver(base)

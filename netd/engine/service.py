@@ -30,6 +30,7 @@ from netd.core.request import (
     Connect,
     Target,
     parse_connect,
+    parse_container_disconnect,
     parse_disconnect,
     parse_netns_create,
 )
@@ -257,7 +258,26 @@ class Service:
         drv = get_driver(net)
         drv.check_connect(net, self.state)
         has_link = None if found.ident is None else partial(self.kernel.ns_has_link, path)
-        ifname = await free_ifname(target, {ep.ifname for ep in existing}, has_link)
+        used_ifnames = {ep.ifname for ep in existing}
+        if req.ifname is None:
+            ifname = await free_ifname(target, used_ifnames, has_link)
+        elif req.ifname in used_ifnames or (has_link is not None and await has_link(req.ifname)):
+            raise ConflictError(
+                f"{target.describe()} already has an interface {req.ifname}; choose another name",
+                field="Interface",
+            )
+        else:
+            ifname = req.ifname
+        if req.container_id is not None and any(
+            ep.container_id == req.container_id and ep.ifname == ifname for ep in self.state.endpoints.values()
+        ):
+            raise ConflictError(
+                f"container {req.container_id[:12]} already has {ifname} from netd; delete it first (CNI DEL)",
+                field="ContainerID",
+            )
+        mac = req.mac
+        if mac is not None and any(ep.mac == mac for ep in self.state.endpoints_of(net.id)):
+            raise ConflictError(f"MAC address {mac} is already used on network {net.name!r}", field="mac")
         ep_id = new_id()
         addrs: dict[int, IPv4Interface | IPv6Interface] = {}
         for version, requested in ((4, req.ipv4), (6, req.ipv6)):
@@ -286,12 +306,13 @@ class Service:
             netns_inode=inode,
             ifname=ifname,
             host_ifname=drv.endpoint_host_ifname(ep_id),
-            mac=drv.endpoint_mac(net, ep_id),
+            mac=mac or drv.endpoint_mac(net, ep_id),
             ipv4=v4 if isinstance(v4, IPv4Interface) else None,
             ipv6=v6 if isinstance(v6, IPv6Interface) else None,
             aliases=req.aliases,
             default_route=not net.internal and not any(ep.default_route for ep in existing),
             ports=port_list,
+            container_id=req.container_id,
             created=now(),
         )
 
@@ -327,14 +348,31 @@ class Service:
         self.addresses.changed(before, new, scope.endpoints)
 
     async def disconnect(self, network: str, body: Any) -> None:
-        target = parse_disconnect(body)
+        container: tuple[str, str | None] | None = None
+        target: Target | None = None
+        if isinstance(body, dict) and "ContainerID" in body:
+            container = parse_container_disconnect(body)
+        else:
+            target = parse_disconnect(body)
+        container_id = container[0] if container is not None else None
         async with self.lock:
             net = self.get_network(network)
-            ep = self._find_endpoint(net, target)
+            if container is not None:
+                ep = self._find_container(net, *container)
+            else:
+                assert target is not None
+                ep = self._find_endpoint(net, target)
             new = self.state.copy_for_change()
             del new.endpoints[ep.id]
-            await self._commit(new, Scope.of(endpoints=[ep.id]), f"disconnect {target.describe()} from {net.name}")
-            log.info("endpoint_disconnected", network=net.name, target=ep.target)
+            await self._commit(new, Scope.of(endpoints=[ep.id]), f"disconnect {ep.target} from {net.name}")
+            log.info("endpoint_disconnected", network=net.name, target=ep.target, container=container_id)
+
+    def _find_container(self, net: Network, container_id: str, ifname: str | None) -> Endpoint:
+        """The endpoint a CNI runtime attached (``ContainerID`` and, when given, ``Interface``)."""
+        for ep in self.state.endpoints_of(net.id):
+            if ep.container_id == container_id and (not ifname or ep.ifname == ifname):
+                return ep
+        raise NotFoundError(f"container {container_id[:12]} has no endpoint on network {net.name!r}")
 
     def _find_endpoint(self, net: Network, target: Target) -> Endpoint:
         for ep in self.state.endpoints_of(net.id):

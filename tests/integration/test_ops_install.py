@@ -30,6 +30,9 @@ def test_destdir_install_and_uninstall(tmp_path: Path) -> None:
         link = root / "usr" / "local" / "bin" / name
         assert os.readlink(link) == f"/opt/netd/bin/{name}"
         assert (venv / "bin" / name).read_text().startswith("#!/opt/netd/bin/python")
+    for cni_dir in ("usr/lib/cni", "opt/cni/bin"):  # the CNI plugin, where podman and containerd look for it
+        assert os.readlink(root / cni_dir / "netd") == "/opt/netd/bin/netd-cni"
+    assert (venv / "bin" / "netd-cni").read_text().startswith("#!/opt/netd/bin/python")
     for f in [*(venv / "bin").iterdir(), venv / "pyvenv.cfg"]:  # nothing points into the staging root
         if f.is_file() and not f.is_symlink():
             assert str(root) not in f.read_bytes().decode(errors="replace"), f
@@ -51,6 +54,7 @@ def test_destdir_install_and_uninstall(tmp_path: Path) -> None:
     r = _run("uninstall", "--destdir", str(root))
     assert r.returncode == 0, r.stdout + r.stderr
     assert not venv.exists() and not (root / "usr/local/bin/netd").is_symlink()
+    assert not (root / "usr/lib/cni/netd").is_symlink() and not (root / "opt/cni/bin/netd").is_symlink()
     assert not (root / "usr/local/lib/systemd/system/netd.service").exists()
     assert mine.exists()  # configuration stays unless --purge
 
