@@ -104,7 +104,8 @@ class Plugin:
         for name in names:
             value = self.env.get(name, "")
             if not value:
-                raise CniError(INVALID_ENV, f"{name} is not set", f"the runtime must set {name} for {self.command}")
+                why = f"the runtime must set {name} for {self.command}"
+                raise CniError(INVALID_ENV, f"{name} is not set", why)
             values.append(value)
         return values
 
@@ -162,7 +163,12 @@ class Plugin:
         container_id, netns, ifname = self.need("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
         body = connect_body(self.conf.get("runtimeConfig"), self.env.get("CNI_ARGS", ""), self.network)
         body.update({"NetnsPath": netns, "Interface": ifname, "ContainerID": container_id})
-        ep = self.call("POST", f"/v1/networks/{client.quote(self.network)}/connect", body)
+        try:
+            ep = self.call("POST", f"/v1/networks/{client.quote(self.network)}/connect", body)
+        except CniError as e:
+            if e.http_status == 404:  # no such netd network (or namespace): the configuration names it
+                raise CniError(INVALID_CONFIG, f"cannot attach to netd network {self.network!r}", e.details) from None
+            raise
         return build_result(self.version, ep, netns, self.conf.get("prevResult"))
 
     def delete(self) -> None:
