@@ -76,6 +76,7 @@ class Daemon:
         self.service.on_change = self._state_changed
         self.stopping = asyncio.Event()
         self.runner: web.AppRunner | None = None
+        self.docker_runner: web.AppRunner | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
     async def _state_changed(self, state: DesiredState, netns: frozenset[str] | None) -> None:
@@ -127,6 +128,11 @@ class Daemon:
         await self.runner.setup()
         # bound under umask 077, then socket_group and socket_mode: never open to others, even for a moment
         await start_private(web.UnixSite(self.runner, str(sock)), sock, s.socket_mode, s.socket_group)
+        if s.docker_api.path is not None:
+            from .docker_api import serve_docker_api  # only a daemon that serves it loads it
+
+            path = s.docker_api.path
+            self.docker_runner = await serve_docker_api(self.service, path, s.socket_mode, s.socket_group)
         self.tasks = [
             asyncio.create_task(self.triggers.run_timer()),
             asyncio.create_task(self.triggers.run_firewall_check()),
@@ -177,8 +183,9 @@ class Daemon:
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self.runner is not None:
-            await self.runner.cleanup()
+        for runner in (self.runner, self.docker_runner):
+            if runner is not None:
+                await runner.cleanup()
         await self.ops.stop()
         await self.dns.close()
         await self.kernel.close()

@@ -190,6 +190,25 @@ class Cluster(_Section):
         )
 
 
+class DockerApi(_Section):
+    """Docker's Engine API network routes for the docker CLI and SDK: ``listen = "unix:/run/netd/docker.sock"``;
+    ``""`` (the default) turns it off.  The socket gets the API socket's mode and group."""
+
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _unix(cls, v: str) -> str:
+        if v and (not v.startswith("unix:/") or "\0" in v):
+            example = '"unix:/run/netd/docker.sock"; "" turns it off'
+            raise ValueError(f'"{v}" is not unix:/ABSOLUTE/PATH (e.g. {example})')
+        return v
+
+    @property
+    def path(self) -> Path | None:
+        return Path(self.listen.removeprefix("unix:")) if self.listen else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NETD_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
@@ -218,6 +237,7 @@ class Settings(BaseSettings):
     dns: list[IPv4Address | IPv6Address] = Field(default_factory=list)
     metrics: Metrics = Field(default_factory=Metrics)
     cluster: Cluster | None = None  # [cluster]: multi-host mode (overlay networks through etcd)
+    docker_api: DockerApi = Field(default_factory=DockerApi)
     # host ports `-p 80` (no host port) is given, lowest free first; Docker's default range
     published_port_range: str = "49153-60999"
     # Bind-mount named netns from this mount namespace (systemd's ProtectSystem= gives netd a private one whose
