@@ -8,7 +8,8 @@ What goes where (under DESTDIR, when given, for packaging; paths inside files ne
 
     PREFIX/                                   a venv with netd and its dependencies
     BINDIR/netd, BINDIR/netd-ctl              symlinks into the venv
-    /usr/lib/cni/netd, /opt/cni/bin/netd      the CNI plugin (PREFIX/bin/netd-cni), for podman, containerd, k8s
+    /usr/lib/cni/netd, /opt/cni/bin/netd      the CNI plugin for podman, containerd, kubelet: a launcher that runs
+                                              netd.cli.cni with ``python -IS`` (no site: ~50 ms less per call)
     /usr/local/lib/systemd/system/netd.service
     /etc/netd/netd.toml                       the commented example of every key; an existing file is kept
     /usr/lib/sysusers.d/netd.conf             the "netd" group: members may use the API socket (0660 root:netd)
@@ -78,6 +79,12 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
+def cni_launcher(python: str, path: str) -> str:
+    """The CNI plugin as runtimes exec it: isolated (-I) and without site (-S), so the interpreter starts fast;
+    the plugin imports only the standard library and netd.cli."""
+    return f"#!{python} -IS\nimport sys\nsys.path.insert(0, {path!r})\nfrom netd.cli.cni import main\nmain()\n"
+
+
 def install(args: argparse.Namespace) -> int:
     d, prefix, bindir = args.destdir, args.prefix, args.bindir
     files: list[str] = []
@@ -90,12 +97,12 @@ def install(args: argparse.Namespace) -> int:
             link.unlink()
         link.symlink_to(f"{prefix}/bin/{name}")
         files.append(f"{bindir}/{name}")
+    site = next((venv / "lib").glob("python3*/site-packages")).relative_to(venv)
     for cni_dir in CNI_DIRS:
-        link = under(d, f"{cni_dir}/netd")
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(f"{prefix}/bin/netd-cni")
+        plugin = under(d, f"{cni_dir}/netd")
+        if plugin.is_symlink():
+            plugin.unlink()
+        write(plugin, cni_launcher(f"{prefix}/bin/python", f"{prefix}/{site}"), mode=0o755)
         files.append(f"{cni_dir}/netd")
     unit = (REPO / "systemd" / "netd.service").read_text().replace("/usr/local/bin/netd", f"{bindir}/netd")
     write(under(d, f"{UNIT_DIR}/netd.service"), unit)

@@ -31,7 +31,12 @@ def test_destdir_install_and_uninstall(tmp_path: Path) -> None:
         assert os.readlink(link) == f"/opt/netd/bin/{name}"
         assert (venv / "bin" / name).read_text().startswith("#!/opt/netd/bin/python")
     for cni_dir in ("usr/lib/cni", "opt/cni/bin"):  # the CNI plugin, where podman and containerd look for it
-        assert os.readlink(root / cni_dir / "netd") == "/opt/netd/bin/netd-cni"
+        plugin = root / cni_dir / "netd"
+        assert os.access(plugin, os.X_OK)
+        first, _, body = plugin.read_text().partition("\n")
+        assert first == "#!/opt/netd/bin/python -IS"
+        site = body.split("sys.path.insert(0, '")[1].split("'")[0]
+        assert site.startswith("/opt/netd/lib/python3") and (root / site.lstrip("/") / "netd/cli/cni.py").exists()
     assert (venv / "bin" / "netd-cni").read_text().startswith("#!/opt/netd/bin/python")
     for f in [*(venv / "bin").iterdir(), venv / "pyvenv.cfg"]:  # nothing points into the staging root
         if f.is_file() and not f.is_symlink():
@@ -54,7 +59,7 @@ def test_destdir_install_and_uninstall(tmp_path: Path) -> None:
     r = _run("uninstall", "--destdir", str(root))
     assert r.returncode == 0, r.stdout + r.stderr
     assert not venv.exists() and not (root / "usr/local/bin/netd").is_symlink()
-    assert not (root / "usr/lib/cni/netd").is_symlink() and not (root / "opt/cni/bin/netd").is_symlink()
+    assert not (root / "usr/lib/cni/netd").exists() and not (root / "opt/cni/bin/netd").exists()
     assert not (root / "usr/local/lib/systemd/system/netd.service").exists()
     assert mine.exists()  # configuration stays unless --purge
 
