@@ -72,6 +72,16 @@ class NetdCni:
         self.host.api.ok("POST", "/v1/networks", {"Name": "bench", "IPAM": {"Config": [{"Subnet": peers.SUBNET}]}})
 
     def _call(self, cmd: str, i: int) -> None:
+        if self.plugin == "in-process":  # the same API calls without the process start: where the time goes
+            from netd.cli import client
+
+            sock, path = str(self.host.run_dir / "netd.sock"), f"/run/netns/{self.netns[i]}"
+            body = {"NetnsPath": path, "Interface": "eth0", "ContainerID": f"bench{i}"}
+            if cmd == "ADD":
+                client.call(sock, "POST", "/v1/networks/bench/connect", body)
+            else:
+                client.call(sock, "POST", "/v1/networks/bench/disconnect", {"ContainerID": f"bench{i}"})
+            return
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "CNI_COMMAND": cmd,
@@ -102,7 +112,7 @@ def installed_launcher(tmp: Path) -> str:
     return str(path)
 
 
-def run_netd_cni(n: int, budget: float, tmp: Path, installed: bool) -> dict[str, Any]:
+def run_netd_cni(n: int, budget: float, tmp: Path, installed: bool, in_process: bool = False) -> dict[str, Any]:
     tag = secrets.token_hex(2)
     names = [f"{PREFIX}{tag}-{i}" for i in range(n)]
     host = Host(tmp / f"netd-cni-{tag}", tag=bench_tag())
@@ -110,6 +120,8 @@ def run_netd_cni(n: int, budget: float, tmp: Path, installed: bool) -> dict[str,
         netns_batch("add", names)
         if installed:
             tool = NetdCni(host, names, installed_launcher(tmp), "netd CNI (installed, -IS)")
+        elif in_process:
+            tool = NetdCni(host, names, "in-process", "netd API, same calls, no process")
         else:
             tool = NetdCni(host, names, NETD_CNI, "netd CNI (.venv/bin/netd-cni)")
         return measure(tool, n, budget)
@@ -175,7 +187,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=120.0, help="seconds per phase (attach, detach) per tool")
     ap.add_argument("--reps", type=int, default=30, help="ls calls per client")
     ap.add_argument("--connects", type=int, default=50, help="connects per client")
-    ap.add_argument("--tools", default="netd-cni-installed,netd-cni,cni,netavark")
+    ap.add_argument("--tools", default="netd-cni-installed,netd-cni,netd-cni-api,cni,netavark")
     args = ap.parse_args()
     info = machine()
     info["versions"] = {p: pkg_version(p) for p in ("containernetworking-plugins", "netavark", "docker.io")}
@@ -186,7 +198,8 @@ def main() -> None:
         for name in args.tools.split(","):
             print(f"-- {name} N={args.n}", flush=True)
             if name.startswith("netd-cni"):
-                r = run_netd_cni(args.n, args.budget, tmp, installed=name == "netd-cni-installed")
+                installed, in_process = name == "netd-cni-installed", name == "netd-cni-api"
+                r = run_netd_cni(args.n, args.budget, tmp, installed, in_process)
             else:
                 r = run_peer(name, args.n, args.budget, tmp)
             results.append(r)
@@ -194,6 +207,10 @@ def main() -> None:
             settle()
         print("-- docker CLI vs netd-ctl", flush=True)
         clients = run_docker_vs_ctl(args.reps, args.connects, tmp)
+        launcher = installed_launcher(tmp)
+        for label, cmd in (("netd CNI VERSION (installed, -IS)", launcher), ("netd CNI VERSION (venv)", NETD_CNI)):
+            env = {"CNI_COMMAND": "VERSION", "PATH": os.environ.get("PATH", "/usr/bin")}
+            clients[label] = summary([_timed([cmd], env) for _ in range(args.reps)])
     table = render(results)
     rows = [
         [k, str(v["count"]), str(v["p50"]), str(v["p95"]), str(v["max"])]
