@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netdtest import Host, in_ns, running_host
+from netdtest import Host, in_ns, running_host, source_seen_outside
 from podmantest import Podman, available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
@@ -55,8 +55,9 @@ def test_podman_containers_on_a_netd_network(pod: tuple[Host, Podman]) -> None:
     assert r.returncode == 0 and ip_b in r.stdout, r.stdout + r.stderr
     r = podman("exec", "beta", "ping", "-c", "1", "-W", "5", "alpha", check=False)
     assert r.returncode == 0 and ip_a in r.stdout, r.stdout + r.stderr
-    # out through NAT to the outside namespace
+    # out through NAT to the outside namespace: the outside sees the host's uplink address
     assert podman("exec", "alpha", "ping", "-c", "1", "-W", "5", host.outside_ip, check=False).returncode == 0
+    assert source_seen_outside(host, eps[a]["NetnsPath"]) == host.uplink_ip
     # -p 18080:80: the published port answers on the host namespace's address, from outside
     assert eps[b]["Ports"] == [{"HostIp": "", "HostPort": 18080, "ContainerPort": 80, "Proto": "tcp"}]
     page = in_ns(host.outside_path, "wget", "-q", "-O", "-", "-T", "5", f"http://{host.uplink_ip}:18080/",
