@@ -153,10 +153,12 @@ class Plugin:
         return {"cniVersion": LATEST, "supportedVersions": list(SUPPORTED)}
 
     def status(self) -> None:
+        """Ready when netd answers and has the network an ADD would attach to."""
         try:
-            self.call("GET", "/v1/status")
+            self.call("GET", "/v1/networks/" + client.quote(self.network))
         except CniError as e:
-            raise CniError(NOT_AVAILABLE, "netd is not available", e.details or e.msg) from None
+            msg = f"netd has no network {self.network!r}" if e.http_status == 404 else "netd is not available"
+            raise CniError(NOT_AVAILABLE, msg, e.details or e.msg) from None
         return None
 
     def add(self) -> dict[str, Any]:
@@ -280,11 +282,16 @@ def build_result(version: str, ep: dict[str, Any], netns: str, prev: Any) -> dic
     """The CNI result for one netd endpoint (``interfaces``, ``ips``, ``routes``, ``dns``)."""
     old = _version_tuple(version) < (1, 0, 0)
     iface = {"name": ep["Interface"], "mac": ep["MacAddress"], "sandbox": netns}
-    prev_ifaces = prev.get("interfaces", []) if isinstance(prev, dict) else []
-    interfaces = [*prev_ifaces, iface] if isinstance(prev_ifaces, list) else [iface]
+    before = prev if isinstance(prev, dict) else {}  # a chain's earlier plugins: passed through, netd's added
+
+    def listed(key: str) -> list[Any]:
+        value = before.get(key)
+        return list(value) if isinstance(value, list) else []
+
+    interfaces = [*listed("interfaces"), iface]
     index = len(interfaces) - 1
-    ips: list[dict[str, Any]] = []
-    routes: list[dict[str, str]] = []
+    ips: list[dict[str, Any]] = listed("ips")
+    routes: list[dict[str, str]] = listed("routes")
     for key, gw_key, default in (("IPv4Address", "Gateway", "0.0.0.0/0"), ("IPv6Address", "IPv6Gateway", "::/0")):
         if not ep.get(key):
             continue
@@ -298,6 +305,8 @@ def build_result(version: str, ep: dict[str, Any], netns: str, prev: Any) -> dic
     result: dict[str, Any] = {"cniVersion": version, "interfaces": interfaces, "ips": ips, "routes": routes}
     if ep.get("Resolver"):
         result["dns"] = {"nameservers": [ep["Resolver"]]}
+    elif isinstance(before.get("dns"), dict):
+        result["dns"] = before["dns"]
     return result
 
 

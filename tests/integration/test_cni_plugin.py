@@ -207,6 +207,8 @@ def test_unreachable_netd_status_and_errors(env: tuple[Host, Sandboxes, dict[str
     ns = boxes.new("u")
     r = cni("STATUS", cfg)
     assert (r.rc, r.out) == (0, None), r.stderr
+    r = cni("STATUS", {**cfg, "network": "nope"})  # an ADD could not attach to it
+    assert r.code == 50 and "no network 'nope'" in r.out["msg"], r.out
     host.stop()
     r = cni("ADD", cfg, container="u1", netns=ns)
     assert r.rc != 0 and r.code == 11 and r.out["cniVersion"] == "1.0.0", r.out  # try again later

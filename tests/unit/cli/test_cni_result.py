@@ -55,6 +55,21 @@ def test_result_shapes_per_version() -> None:
     assert r["dns"] == {"nameservers": ["10.9.0.1"]}
     old = build_result("0.4.0", EP, "/run/netns/c1", {"interfaces": [{"name": "lo"}]})
     assert [ip["version"] for ip in old["ips"]] == ["4", "6"] and old["ips"][0]["interface"] == 1
+    # a chain's earlier result is passed through, netd's interface, addresses and routes added after it
+    prev = {
+        "interfaces": [{"name": "net0", "sandbox": "/x"}],
+        "ips": [{"address": "192.0.2.5/24", "interface": 0}],
+        "routes": [{"dst": "198.51.100.0/24"}],
+        "dns": {"nameservers": ["192.0.2.53"]},
+    }
+    chained = build_result("1.0.0", {**EP, "IPv6Address": "", "Resolver": ""}, "/x", prev)
+    assert [i["name"] for i in chained["interfaces"]] == ["net0", "eth0"]
+    assert chained["ips"] == [
+        {"address": "192.0.2.5/24", "interface": 0},
+        {"address": "10.9.0.5/24", "interface": 1, "gateway": "10.9.0.1"},
+    ]
+    assert chained["routes"] == [{"dst": "198.51.100.0/24"}, {"dst": "0.0.0.0/0", "gw": "10.9.0.1"}]
+    assert chained["dns"] == {"nameservers": ["192.0.2.53"]}
     internal = build_result("1.1.0", {**EP, "Gateway": "", "IPv6Gateway": "", "Resolver": ""}, "/x", None)
     assert internal["routes"] == [] and "dns" not in internal
 
