@@ -192,3 +192,28 @@ def test_docker_sdk_networks(dhost: Host, version: str | None) -> None:
         assert [n.name for n in client.networks.list()] == ["bridge"]
     finally:
         client.close()
+
+
+def test_container_is_a_cni_container_id(dhost: Host) -> None:
+    """``Container`` may name a container a runtime attached through the CNI plugin, by id or id prefix."""
+    from cnitest import Sandboxes, cni, conf
+
+    host = dhost
+    host.ctl("network", "create", "--subnet", f"{SUBNET}.0/24", "app")
+    host.ctl("network", "create", "--subnet", "172.30.71.0/24", "second")
+    boxes = Sandboxes(host.tag)
+    try:
+        ns = boxes.new("ctr")
+        assert cni("ADD", conf(str(host.run_dir / "netd.sock")), container="f00dcafe1234", netns=ns).rc == 0
+        api = UDSClient(Path(_sock(host)))
+        status, body = api.request("POST", "/v1.48/networks/second/connect", {"Container": "f00dcafe"})
+        assert status == 200, body
+        eth1 = json.loads(in_ns(ns, "ip", "-j", "addr", "show", "eth1").stdout)[0]["addr_info"]
+        assert [a["local"] for a in eth1 if a["family"] == "inet"] == ["172.30.71.2"]
+        status, body = api.request("POST", "/v1.48/networks/second/disconnect", {"Container": "f00dcafe1234"})
+        assert status == 200, body
+        assert in_ns(ns, "ip", "link", "show", "eth1", check=False).returncode != 0
+        status, body = api.request("POST", "/v1.48/networks/second/connect", {"Container": "beef"})
+        assert status == 404 and body["message"].startswith("No such container: beef")
+    finally:
+        boxes.cleanup()
