@@ -7,10 +7,13 @@ DEB_PACKAGES := iproute2 iptables nftables libnftables1 iputils-ping conntrack p
                 dnsutils util-linux systemd prometheus strace \
                 etcd-server openssl
 VM_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static
+# the real clients the integration tests drive: podman (CNI backend) with runc, and busybox-static for its image.
+# The docker CLI is not installed for them (Debian's docker.io would bring and start a dockerd); its tests skip.
+TEST_PACKAGES := podman runc busybox-static
 PREFIX ?= /opt/netd
 DESTDIR ?=
 
-.PHONY: all deps vm-deps venv test unit integration vm-test lint demo bench install uninstall clean
+.PHONY: all deps vm-deps test-deps venv test unit integration vm-test lint demo bench install uninstall clean
 
 all: venv
 
@@ -24,6 +27,13 @@ deps:
 
 vm-deps:
 	@missing=$$(for p in $(VM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test-deps:
+	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
@@ -45,7 +55,7 @@ lint: venv
 unit: venv
 	$(PY) -m pytest -q tests/unit
 
-integration: venv
+integration: venv test-deps
 	$(PY) -m pytest -q tests/integration
 
 # Tests for what this kernel lacks (ipvlan, 802.1q, dummy, ...) run under a Debian kernel in a throw-away VM.
@@ -54,7 +64,7 @@ vm-test: venv vm-deps
 	  ../shared/vmtest/run-in-vm -t 1500 -- $(PY) -m pytest -q -p no:cacheprovider tests/vm; \
 	else echo "no VM tests"; fi
 
-test: venv lint
+test: venv lint test-deps
 	$(PY) -m pytest -q tests/unit tests/integration
 	$(MAKE) vm-test
 
