@@ -169,7 +169,7 @@ class Plugin:
             ep = self.call("POST", f"/v1/networks/{client.quote(self.network)}/connect", body)
         except CniError as e:
             if e.http_status == 404:  # no such netd network (or namespace): the configuration names it
-                msg = f"cannot attach to netd network {self.network!r}"
+                msg = f"netd cannot attach {netns} to network {self.network!r}"  # details: which is missing
                 raise CniError(INVALID_CONFIG, msg, e.details) from None
             raise
         return build_result(self.version, ep, netns, self.conf.get("prevResult"))
