@@ -9,12 +9,17 @@ import pytest
 from test_service_rollback import FakeApplier, _service
 
 from netd.errors import ConflictError, InvalidError, NotFoundError
+from netd.linkspec import NsProbe
 from netd.request import parse_connect
 
 
 class PathApplier(FakeApplier):
-    def ns_inode(self, path: str) -> int | None:
-        return 4242 if path.startswith("/run/netns/") else None
+    """Every /run/netns/NAME is a distinct live namespace."""
+
+    def ns_probe(self, path: str) -> NsProbe:
+        if not path.startswith("/run/netns/"):
+            return NsProbe(None, "does not exist")
+        return NsProbe((4, 1000 + sum(map(ord, path))), "")
 
 
 def test_parse_runtime_fields() -> None:
