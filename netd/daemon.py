@@ -129,7 +129,7 @@ class Daemon:
         # bound under umask 077, then socket_group and socket_mode: never open to others, even for a moment
         await start_private(web.UnixSite(self.runner, str(sock)), sock, s.socket_mode, s.socket_group)
         if s.docker_api.path is not None:
-            from .docker_api import serve_docker_api  # only a daemon that serves it loads it
+            from netd.dockerapi.routes import serve_docker_api  # only a daemon that serves it loads it
 
             path = s.docker_api.path
             self.docker_runner = await serve_docker_api(self.service, path, s.socket_mode, s.socket_group)

@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from netd.docker_compat import (
+from netd.core.errors import InvalidError
+from netd.core.model import DesiredState, Network
+from netd.dockerapi.compat import (
     LIST_FILTERS,
     PRUNE_FILTERS,
     check_version,
@@ -18,9 +20,7 @@ from netd.docker_compat import (
     prune_matches,
     split_version,
 )
-from netd.errors import InvalidError
-from netd.model import DesiredState, Network
-from netd.request import parse_network_create
+from netd.drivers import parse_network_create
 
 
 def _net(name: str = "web", **kw: object) -> Network:
@@ -82,11 +82,11 @@ def test_create_body_from_the_cli_and_sdk() -> None:
         "Internal": False, "Attachable": False, "Ingress": False, "ConfigOnly": False, "ConfigFrom": None,
         "Options": {"com.docker.network.driver.mtu": "1400"}, "Labels": {"a": "b"},
     }  # fmt: skip
-    req = parse_network_create(create_body(cli))
+    req, _ = parse_network_create(create_body(cli))
     assert (req.name, req.mtu, req.labels, req.pools[0].gateway) == ("n1", 1400, {"a": "b"}, "10.9.0.1")
     sdk = {"Name": "n2", "Driver": None, "Options": None, "IPAM": None, "CheckDuplicate": None}
-    assert parse_network_create(create_body(sdk)).driver == "bridge"
-    v6only = parse_network_create(create_body({"Name": "n3", "EnableIPv4": False, "EnableIPv6": True}))
+    assert parse_network_create(create_body(sdk))[0].driver == "bridge"
+    v6only, _ = parse_network_create(create_body({"Name": "n3", "EnableIPv4": False, "EnableIPv6": True}))
     assert not v6only.enable_ipv4
     for bad, field in (
         ({"Name": "x", "Scope": "swarm"}, "Scope"),

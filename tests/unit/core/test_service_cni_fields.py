@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_service_rollback import FakeApplier, _service
 
-from netd.errors import ConflictError, InvalidError, NotFoundError
-from netd.linkspec import NsProbe
-from netd.request import parse_connect
+from netd.core.errors import ConflictError, InvalidError, NotFoundError
+from netd.core.linkspec import NsProbe
+from netd.core.request import parse_connect
 
 
 class PathApplier(FakeApplier):

@@ -12,9 +12,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .errors import InvalidError
-from .model import DesiredState, Network
-from .views import network_view
+from netd.core.errors import InvalidError
+from netd.core.model import DesiredState, Network
+from netd.views import network_view
 
 API_VERSION = "1.48"  # the Engine API version netd speaks (Docker 28.0); clients negotiate down to it
 MIN_API_VERSION = "1.24"

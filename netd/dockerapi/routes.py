@@ -17,9 +17,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from . import __version__
-from .api import _body
-from .docker_compat import (
+from netd import __version__
+from netd.api import _body
+from netd.core.errors import ConflictError, InvalidError, NetdError, NotFoundError
+from netd.dockerapi.compat import (
     API_VERSION,
     LIST_FILTERS,
     MIN_API_VERSION,
@@ -33,9 +34,8 @@ from .docker_compat import (
     prune_matches,
     split_version,
 )
-from .errors import ConflictError, InvalidError, NetdError, NotFoundError
-from .service import Service
-from .unixsock import start_private
+from netd.engine.service import Service
+from netd.ops.unixsock import start_private
 
 log = structlog.get_logger()
 
