@@ -42,6 +42,7 @@ from netd.core.linkspec import (
 )
 from netd.core.model import IPNetwork
 from netd.core.vxlanspec import EntryPlan, ObservedEntries, ObservedVxlan, PeerEntry, VxlanSpec
+from netd.ipsecspec import DesiredXfrm
 from netd.kernel import child as childops
 from netd.kernel import conntrack, owned
 from netd.kernel import link as linkops
@@ -49,6 +50,7 @@ from netd.kernel import netns as nsops
 from netd.kernel import parent as parentops
 from netd.kernel import sysctl as sysctlops
 from netd.kernel import vxlan as vxlanops
+from netd.kernel import xfrm as xfrmops
 from netd.kernel.events import link_events
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.observe import build_observed, prefixes_of
@@ -429,6 +431,24 @@ class Kernel:
     async def flush_udp_conntrack(self, udp: Iterable[tuple[int, str | None, int]]) -> int:
         """Forget the UDP conntrack entries to (IP version, host address or None: any, port)."""
         return await conntrack.flush_udp(conntrack.UdpTarget(v, ip, port) for v, ip, port in udp)
+
+    # ------------------------------------------------------------------------------------------ IPsec (XFRM)
+
+    async def probe_esp(self) -> None:
+        """KernelError saying what to load unless ESP + rfc4106(gcm(aes)) work (checked in a scratch netns)."""
+        await xfrmops.probe_esp()
+
+    async def observe_xfrm(self) -> DesiredXfrm:
+        """netd's own ESP SAs and out policies in the daemon's netns (reqid/mark 0x6E<VNI>), nothing foreign."""
+        xs = await xfrmops.open_xfrm()
+        with xs:
+            return await xfrmops.observe_xfrm(xs)
+
+    async def apply_xfrm(self, actions: Sequence[xfrmops.Action]) -> None:
+        """The ordered actions of ``overlay_crypto.plan_xfrm``."""
+        xs = await xfrmops.open_xfrm()
+        with xs:
+            await xfrmops.apply_xfrm(xs, actions)
 
     # ------------------------------------------------------------------------------------------ events
 
