@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
@@ -145,31 +146,36 @@ def new_ring(vni: int, gen: int = 1) -> KeyRing:
     return KeyRing(vni, ((gen, new_master_key()),), gen)
 
 
-def _flow(vni: int, gen: int, src: Addr, dst: Addr) -> bytes:
-    return b"netd-esp|%d|%d|%s|%s" % (vni, gen, src.packed.hex().encode(), dst.packed.hex().encode())
+def _flow(vni: int, gen: int, src: Addr, dst: Addr, epoch: int) -> bytes:
+    return b"netd-esp|%d|%d|%s|%s|%d" % (vni, gen, src.packed.hex().encode(), dst.packed.hex().encode(), epoch)
 
 
-def derive_spi(vni: int, gen: int, src: Addr, dst: Addr) -> int:
+def derive_spi(vni: int, gen: int, src: Addr, dst: Addr, epoch: int = 0) -> int:
     """The SPI of the SA src->dst of generation ``gen``: every node computes the same value.
+
+    ``epoch`` is the *sender's* incarnation (e.g. its registration revision in the cluster store): a sender
+    that restarts with an empty kernel starts its sequence numbers at 1 again, which the receiver's replay
+    window would drop on the old SA (measured in the VM); a new epoch gives new SAs on both ends.
 
     The low 4 bits are the generation (so the SA of the next generation of the same flow never has the same
     SPI); the other 28 bits a hash of (VNI, generation, direction).  Collisions between different flows to the
     same destination are possible (~n^2/2^29) and caught by :func:`check_spis` before anything is applied."""
-    digest = hashlib.blake2b(_flow(vni, gen, src, dst), digest_size=4, person=b"netd-spi").digest()
+    digest = hashlib.blake2b(_flow(vni, gen, src, dst, epoch), digest_size=4, person=b"netd-spi").digest()
     high = int.from_bytes(digest, "big") >> GEN_BITS
     spi = (high << GEN_BITS) | (gen % (1 << GEN_BITS))
     return spi if spi >= MIN_SPI else spi | (1 << 31)
 
 
-def derive_sa_key(master: bytes, vni: int, gen: int, src: Addr, dst: Addr) -> tuple[bytes, bytes]:
+def derive_sa_key(master: bytes, vni: int, gen: int, src: Addr, dst: Addr, epoch: int = 0) -> tuple[bytes, bytes]:
     """(AES key, salt) of one SA, derived from the generation's master key."""
-    out = hmac.new(master, _flow(vni, gen, src, dst), hashlib.sha256).digest()
+    out = hmac.new(master, _flow(vni, gen, src, dst, epoch), hashlib.sha256).digest()
     return out[:KEY_BYTES], out[KEY_BYTES : KEY_BYTES + SALT_BYTES]
 
 
-def build_sa(ring: KeyRing, gen: int, src: Addr, dst: Addr) -> EspSA:
-    key, salt = derive_sa_key(ring.key(gen), ring.vni, gen, src, dst)
-    return EspSA(src, dst, derive_spi(ring.vni, gen, src, dst), key, salt, owner_tag(ring.vni))
+def build_sa(ring: KeyRing, gen: int, src: Addr, dst: Addr, epoch: int = 0) -> EspSA:
+    """The SA src->dst of generation ``gen``; ``epoch`` is the sender's (see :func:`derive_spi`)."""
+    key, salt = derive_sa_key(ring.key(gen), ring.vni, gen, src, dst, epoch)
+    return EspSA(src, dst, derive_spi(ring.vni, gen, src, dst, epoch), key, salt, owner_tag(ring.vni))
 
 
 @dataclass(frozen=True)
@@ -179,24 +185,30 @@ class DesiredXfrm:
 
 
 def build_xfrm(
-    ring: KeyRing, local: Addr, peers: frozenset[Addr] | set[Addr], port: int = VXLAN_PORT
+    ring: KeyRing,
+    local: Addr,
+    peers: Collection[Addr] | Mapping[Addr, int],
+    port: int = VXLAN_PORT,
+    local_epoch: int = 0,
 ) -> DesiredXfrm:
     """What one node holds for one encrypted network: SAs of every generation both ways, one out policy per peer.
 
-    Both directions of every generation are installed (an outbound SA that no policy names yet costs nothing
-    and makes the switch to a new generation one policy update)."""
+    ``peers`` may map each peer to its epoch (default 0).  Both directions of every generation are installed
+    (an outbound SA that no policy names yet costs nothing and makes the switch to a new generation one policy
+    update)."""
+    epochs = dict(peers) if isinstance(peers, Mapping) else dict.fromkeys(peers, 0)
     sas: set[EspSA] = set()
     pols: set[EspPolicy] = set()
     tag = owner_tag(ring.vni)
-    for peer in sorted(peers, key=str):
+    for peer in sorted(epochs, key=str):
         if peer == local:
             continue
         if peer.version != local.version:
             raise ValueError(f"peer {peer}: not the IP version of the local address {local}")
         for gen in ring.generations:
-            sas.add(build_sa(ring, gen, local, peer))
-            sas.add(build_sa(ring, gen, peer, local))
-        tx_spi = derive_spi(ring.vni, ring.tx, local, peer)
+            sas.add(build_sa(ring, gen, local, peer, local_epoch))
+            sas.add(build_sa(ring, gen, peer, local, epochs[peer]))
+        tx_spi = derive_spi(ring.vni, ring.tx, local, peer, local_epoch)
         pols.add(EspPolicy(local, peer, tx_spi, tag, tag, dport=port))
     return DesiredXfrm(frozenset(sas), frozenset(pols))
 

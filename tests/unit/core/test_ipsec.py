@@ -58,6 +58,17 @@ def test_every_node_derives_the_same_spi_and_key() -> None:
     assert on_a.sas == on_b.sas  # A's outbound SA is B's inbound one, byte for byte
 
 
+def test_a_new_sender_epoch_gives_new_sas_for_its_direction_only() -> None:
+    ring = new_ring(10)
+    a, b = NODES[:2]
+    before = build_xfrm(ring, b, {a: 0})
+    after = build_xfrm(ring, b, {a: 1})  # a rebooted: its sequence numbers restart, its SAs must be new
+    changed = before.sas ^ after.sas
+    assert {(sa.src, sa.dst) for sa in changed} == {(a, b)} and len(changed) == 2
+    assert before.policies == after.policies  # b still sends on its own, unchanged SA
+    assert build_xfrm(ring, a, {b: 0}, local_epoch=1).sas == after.sas  # a agrees
+
+
 def test_each_sa_has_its_own_key_and_salt() -> None:
     master = bytes(range(MASTER_KEY_BYTES))
     a, b, c = NODES[:3]
