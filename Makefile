@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 DEB_PACKAGES := iproute2 iptables nftables libnftables1 iputils-ping conntrack procps kmod python3-venv python3-pip \
                 dnsutils util-linux systemd prometheus strace \
                 etcd-server openssl
-VM_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static
+# iperf3: bench/ipsec_overlay.py measures TCP throughput with it inside the VM
+VM_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static iperf3
 # the real clients the integration tests drive: podman (CNI backend) with runc, and busybox-static for its image.
 # The docker CLI is not installed for them (Debian's docker.io would bring and start a dockerd); its tests skip.
 TEST_PACKAGES := podman runc busybox-static

@@ -1,0 +1,124 @@
+"""What encryption costs: TCP throughput and ping latency between two endpoints on different simulated nodes,
+plain VXLAN vs ESP-encrypted VXLAN vs a plain bridge, in one run.  Needs ESP, so it runs in the VM:
+
+    ../shared/vmtest/run-in-vm -t 900 -- .venv/bin/python bench/ipsec_overlay.py [--seconds 5] [--pings 100]
+
+Topology: tests/vm/esplab.py (two node namespaces on one underlay bridge; the encrypted VXLAN, VNI 4097, is
+programmed with netd.kernel.xfrm exactly as in tests/vm/test_xfrm.py; the bridge pair hangs off the underlay
+bridge directly).  Throughput: iperf3 (Debian's package; `make vm-deps` installs it), one TCP stream.  Under TCG
+emulation absolute numbers are far below real hardware and AES-GCM is emulated too: read the ratios, and rerun
+on real hardware for absolute figures.  Results: bench/results/ipsec_overlay.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent / "tests" / "integration"))
+sys.path.insert(0, str(BENCH.parent / "tests" / "vm"))
+
+from esplab import ENC_VNI, Lab  # noqa: E402
+
+from netd.ipsecspec import new_ring  # noqa: E402
+from netd.kernel.xfrm import probe_esp  # noqa: E402
+
+CASES = {"bridge": ("b", "10.93.0.2"), "vxlan": ("p", "10.92.0.2"), "vxlan+esp": ("e", "10.91.0.2")}
+
+
+def ns_cmd(path: str, *cmd: str) -> list[str]:
+    return ["nsenter", f"--net={path}", *cmd]
+
+
+def throughput(lab: Lab, kind: str, addr: str, seconds: int) -> float:
+    server = subprocess.Popen(
+        ns_cmd(lab.path(kind, 2), "iperf3", "-s", "-1", "-B", addr), stdout=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(100):
+            r = subprocess.run(ns_cmd(lab.path(kind, 1), "iperf3", "-c", addr, "-t", str(seconds), "-J"),
+                               capture_output=True, text=True)  # fmt: skip
+            if r.returncode == 0:
+                end = json.loads(r.stdout)["end"]
+                return float(end["sum_received"]["bits_per_second"]) / 1e6
+            time.sleep(0.2)  # the server is not listening yet
+        raise RuntimeError(f"iperf3 to {addr} failed: {r.stderr or r.stdout}")
+    finally:
+        server.kill()
+        server.wait()
+
+
+def latency(lab: Lab, kind: str, addr: str, count: int) -> dict[str, float]:
+    r = subprocess.run(ns_cmd(lab.path(kind, 1), "ping", "-n", "-q", "-i", "0.02", "-c", str(count), addr),
+                       capture_output=True, text=True, check=True)  # fmt: skip
+    m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", r.stdout)
+    lost = re.search(r"(\d+)% packet loss", r.stdout)
+    assert m and lost, r.stdout
+    return {"min_ms": float(m[1]), "avg_ms": float(m[2]), "max_ms": float(m[3]), "loss_pct": float(lost[1])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--pings", type=int, default=100)
+    args = ap.parse_args()
+    if not shutil.which("iperf3"):
+        sys.exit("iperf3 is missing: apt-get install iperf3 (make vm-deps)")
+    asyncio.run(probe_esp())
+    lab = Lab()
+    try:
+        lab.build()
+        lab.bridge_pair()
+        ring = new_ring(ENC_VNI)
+        for i in lab.nodes:
+            lab.mark_vni(i, ENC_VNI)
+            lab.converge(i, lab.desired(ring, i))
+        results: dict[str, dict[str, float]] = {}
+        for name, (kind, addr) in CASES.items():
+            subprocess.run(ns_cmd(lab.path(kind, 1), "ping", "-c", "2", "-w", "10", addr), capture_output=True)
+            results[name] = {"tcp_mbit_s": round(throughput(lab, kind, addr, args.seconds), 1)}
+            results[name].update(latency(lab, kind, addr, args.pings))
+    finally:
+        lab.cleanup()
+    base, plain = results["bridge"], results["vxlan"]
+    ratios = {
+        f"{name}/{ref}": {
+            "throughput": round(r["tcp_mbit_s"] / b["tcp_mbit_s"], 3),
+            "latency_avg": round(r["avg_ms"] / b["avg_ms"], 3),
+        }
+        for name, r in results.items()
+        for ref, b in (("bridge", base), ("vxlan", plain))
+        if name not in (ref, "bridge")
+    }
+    out = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kernel": platform.release(),
+        "in_vm": os.environ.get("VMTEST") == "1",
+        "load": os.getloadavg(),
+        "seconds": args.seconds,
+        "pings": args.pings,
+        "results": results,
+        "ratios": ratios,
+    }
+    print(f"{'case':<10} {'TCP Mbit/s':>11} {'ping avg ms':>12} {'min':>7} {'max':>7} {'loss %':>7}")
+    for name, r in results.items():
+        cols = (r["tcp_mbit_s"], r["avg_ms"], r["min_ms"], r["max_ms"], r["loss_pct"])
+        print(f"{name:<10} {cols[0]:>11} {cols[1]:>12} {cols[2]:>7} {cols[3]:>7} {cols[4]:>7}")
+    for k, v in ratios.items():
+        print(f"{k:<18} throughput x{v['throughput']}  latency x{v['latency_avg']}")
+    (BENCH / "results").mkdir(exist_ok=True)
+    (BENCH / "results" / "ipsec_overlay.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
