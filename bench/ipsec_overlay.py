@@ -41,21 +41,25 @@ def ns_cmd(path: str, *cmd: str) -> list[str]:
 
 
 def throughput(lab: Lab, kind: str, addr: str, seconds: int) -> float:
-    server = subprocess.Popen(
-        ns_cmd(lab.path(kind, 2), "iperf3", "-s", "-1", "-B", addr), stdout=subprocess.DEVNULL
-    )
-    try:
-        for _ in range(100):
+    """One TCP stream for ``seconds``, Mbit/s received; a failed attempt (server not up yet, a control
+    connection lost on a loaded machine) is retried with a fresh one-off server."""
+    why = ""
+    for _ in range(5):
+        server = subprocess.Popen(ns_cmd(lab.path(kind, 2), "iperf3", "-s", "-1", "-B", addr),
+                                  stdout=subprocess.DEVNULL)  # fmt: skip
+        try:
+            time.sleep(1)
             r = subprocess.run(ns_cmd(lab.path(kind, 1), "iperf3", "-c", addr, "-t", str(seconds), "-J"),
                                capture_output=True, text=True)  # fmt: skip
-            if r.returncode == 0:
-                end = json.loads(r.stdout)["end"]
-                return float(end["sum_received"]["bits_per_second"]) / 1e6
-            time.sleep(0.2)  # the server is not listening yet
-        raise RuntimeError(f"iperf3 to {addr} failed: {r.stderr or r.stdout}")
-    finally:
-        server.kill()
-        server.wait()
+            try:
+                doc = json.loads(r.stdout)
+                return float(doc["end"]["sum_received"]["bits_per_second"]) / 1e6
+            except (ValueError, KeyError):
+                why = (r.stdout + r.stderr)[-300:]
+        finally:
+            server.kill()
+            server.wait()
+    raise RuntimeError(f"iperf3 to {addr} failed 5 times: {why}")
 
 
 def latency(lab: Lab, kind: str, addr: str, count: int) -> dict[str, float]:
