@@ -3,8 +3,9 @@
 ``u``: the underlay, a bridge ``ul`` with one port per node (``d1``, ``d2``); node ``n<i>`` holds ``u0``
 (10.90.0.<i>) and, per overlay, a VXLAN device (learning off, dstport 4789) on a bridge; endpoint namespaces
 ``e<i>`` (encrypted, VNI 4097, 10.91.0.<i>) and ``p<i>`` (plain, VNI 4098, 10.92.0.<i>) hang off those bridges.
-Remote MACs and addresses are programmed statically (FDB and neighbour entries), as the overlay driver does.
-Test scaffolding uses ``ip``/``bridge``/``nft``; the ESP state goes only through :mod:`netd.kernel.xfrm`.
+The VXLAN devices (learning off, proxy on) and their static FDB and neighbour entries come from netd's kernel
+layer (``Kernel.ensure_vxlan``/``ensure_vxlan_peers``), the ESP state only from :mod:`netd.kernel.xfrm`; the rest
+of the scaffolding (namespaces, veths, bridges, nft rules) uses ``ip``/``nft``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
+from pathlib import Path
 from typing import TypeVar
 
 from netdtest import sh
@@ -25,7 +27,9 @@ from netdtest import sh
 from netd.drivers.overlay_crypto import build_mark_rules, plan_xfrm
 from netd.ipsecspec import DesiredXfrm, KeyRing, build_xfrm
 from netd.kernel import xfrm
+from netd.kernel.netlink import Kernel
 from netd.kernel.netns import setns_net
+from netd.vxlanspec import PeerEntry, VxlanSpec
 
 T = TypeVar("T")
 ENC_VNI, PLAIN_VNI = 4097, 4098
@@ -90,21 +94,27 @@ class Lab:
             for vni, (kind, net) in OVERLAYS.items():
                 self._overlay(i, vni, kind, net)
         for i in self.nodes:
-            for vni, (kind, net) in OVERLAYS.items():
-                for j in self.nodes:
-                    if j == i:
-                        continue
-                    sh("bridge", "-n", self.ns("n", i), "fdb", "append", mac(vni, j), "dev", f"vx{vni}",
-                       "dst", NODE_IP.format(j), "self", "permanent")  # fmt: skip
-                    sh("ip", "-n", self.ns(kind, i), "neigh", "replace", net.format(j), "lladdr", mac(vni, j),
-                       "dev", "eth0", "nud", "permanent")  # fmt: skip
+            in_thread_ns(self.path("n", i), lambda i=i: asyncio.run(self._vxlan_peers(i)))  # type: ignore[misc]
+
+    async def _vxlan_peers(self, i: int) -> None:
+        """The VXLAN devices and their static FDB/neighbour entries, through netd's own kernel layer."""
+        k = Kernel(Path("/run/netns"))
+        try:
+            for vni, (_kind, net) in OVERLAYS.items():
+                spec = VxlanSpec(f"vx{vni}", f"lab-{vni}", vni, ip_address(NODE_IP.format(i)), f"br{vni}")
+                await k.ensure_vxlan(spec)
+                peers = [
+                    PeerEntry(mac(vni, j), (ip_address(net.format(j)),), ip_address(NODE_IP.format(j)))
+                    for j in self.nodes
+                    if j != i
+                ]
+                await k.ensure_vxlan_peers(spec.ifname, peers)
+        finally:
+            await k.close()
 
     def _overlay(self, i: int, vni: int, kind: str, net: str) -> None:
         n = ("ip", "-n", self.ns("n", i))
-        sh(*n, "link", "add", f"vx{vni}", "type", "vxlan", "id", str(vni), "dstport", "4789",
-           "local", NODE_IP.format(i), "nolearning")  # fmt: skip
         sh(*n, "link", "add", f"br{vni}", "type", "bridge")
-        sh(*n, "link", "set", f"vx{vni}", "master", f"br{vni}", "up")
         sh(*n, "link", "set", f"br{vni}", "up")
         ep = self.ns(kind, i)
         sh(
