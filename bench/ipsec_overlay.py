@@ -71,6 +71,17 @@ def latency(lab: Lab, kind: str, addr: str, count: int) -> dict[str, float]:
     return {"min_ms": float(m[1]), "avg_ms": float(m[2]), "max_ms": float(m[3]), "loss_pct": float(lost[1])}
 
 
+def aead_driver() -> str:
+    """The kernel's implementation of rfc4106(gcm(aes)) (AES-NI or generic C): it decides the ESP cost."""
+    text = Path("/proc/crypto").read_text()
+    for block in text.split("\n\n"):
+        if re.search(r"^name\s*: rfc4106\(gcm\(aes\)\)$", block, re.M):
+            m = re.search(r"^driver\s*: (\S+)", block, re.M)
+            if m:
+                return m[1]
+    return "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=5)
@@ -109,6 +120,7 @@ def main() -> None:
         "kernel": platform.release(),
         "in_vm": os.environ.get("VMTEST") == "1",
         "load": os.getloadavg(),
+        "aead_driver": aead_driver(),
         "seconds": args.seconds,
         "pings": args.pings,
         "results": results,
@@ -118,6 +130,7 @@ def main() -> None:
     for name, r in results.items():
         cols = (r["tcp_mbit_s"], r["avg_ms"], r["min_ms"], r["max_ms"], r["loss_pct"])
         print(f"{name:<10} {cols[0]:>11} {cols[1]:>12} {cols[2]:>7} {cols[3]:>7} {cols[4]:>7}")
+    print(f"rfc4106(gcm(aes)) driver: {out['aead_driver']}, load {out['load']}")
     for k, v in ratios.items():
         print(f"{k:<18} throughput x{v['throughput']}  latency x{v['latency_avg']}")
     (BENCH / "results").mkdir(exist_ok=True)
