@@ -1,13 +1,15 @@
 """What encryption costs: TCP throughput and ping latency between two endpoints on different simulated nodes,
 plain VXLAN vs ESP-encrypted VXLAN vs a plain bridge, in one run.  Needs ESP, so it runs in the VM:
 
-    ../shared/vmtest/run-in-vm -t 900 -- .venv/bin/python bench/ipsec_overlay.py [--seconds 5] [--pings 100]
+    ../shared/vmtest/run-in-vm -t 900 --modules aesni_intel -- .venv/bin/python bench/ipsec_overlay.py \
+        [--seconds 5] [--pings 100]
 
 Topology: tests/vm/esplab.py (two node namespaces on one underlay bridge; the encrypted VXLAN, VNI 4097, is
 programmed with netd.kernel.xfrm exactly as in tests/vm/test_xfrm.py; the bridge pair hangs off the underlay
 bridge directly).  Throughput: iperf3 (Debian's package; `make vm-deps` installs it), one TCP stream.  Under TCG
 emulation absolute numbers are far below real hardware and AES-GCM is emulated too: read the ratios, and rerun
-on real hardware for absolute figures.  Results: bench/results/ipsec_overlay.json.
+on real hardware for absolute figures.  Without ``--modules aesni_intel`` the guest
+uses aes-generic (the driver is printed).  Results: bench/results/ipsec_overlay.json.
 """
 
 from __future__ import annotations
