@@ -32,7 +32,7 @@ sys.path.insert(0, str(BENCH.parent / "tests" / "vm"))
 
 from esplab import ENC_VNI, Lab  # noqa: E402
 
-from netd.ipsecspec import new_ring  # noqa: E402
+from netd.core.ipsecspec import new_ring  # noqa: E402
 from netd.kernel.xfrm import probe_esp  # noqa: E402
 
 CASES = {"bridge": ("b", "10.93.0.2"), "vxlan": ("p", "10.92.0.2"), "vxlan+esp": ("e", "10.91.0.2")}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from netd.ipsecspec import DesiredXfrm, EspPolicy, EspSA, KeyRing, check_spis, new_master_key, owner_tag
+from netd.core.ipsecspec import DesiredXfrm, EspPolicy, EspSA, KeyRing, check_spis, new_master_key, owner_tag
 
 
 class Stage(StrEnum):

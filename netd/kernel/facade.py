@@ -28,6 +28,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netd.core.errors import KernelError
+from netd.core.ipsecspec import DesiredXfrm
 from netd.core.linkspec import (
     BridgeSpec,
     ChildSpec,
@@ -42,7 +43,6 @@ from netd.core.linkspec import (
 )
 from netd.core.model import IPNetwork
 from netd.core.vxlanspec import EntryPlan, ObservedEntries, ObservedVxlan, PeerEntry, VxlanSpec
-from netd.ipsecspec import DesiredXfrm
 from netd.kernel import child as childops
 from netd.kernel import conntrack, owned
 from netd.kernel import link as linkops

@@ -5,7 +5,7 @@ own ``nlmsg``/``nla`` classes (the structs of ``<linux/xfrm.h>``, nested structs
 sent on a raw NETLINK_XFRM socket driven by asyncio (:class:`netd.kernel.rtsock.RouteSocket`'s request loop).
 No ``ip xfrm`` process is ever started.
 
-Only netd's own objects are read back (reqid / mark with the top byte 0x6E, see :mod:`netd.ipsecspec`); every
+Only netd's own objects are read back (reqid / mark with the top byte 0x6E, see :mod:`netd.core.ipsecspec`); every
 write names one object exactly, so foreign IPsec configuration is never changed.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 from pyroute2.netlink import nla, nlmsg
 
-from netd.errors import KernelError
-from netd.ipsecspec import (
+from netd.core.errors import KernelError
+from netd.core.ipsecspec import (
     AEAD_ALGO,
     FULL_MASK,
     ICV_BITS,

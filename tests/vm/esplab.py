@@ -24,12 +24,12 @@ from typing import TypeVar
 
 from netdtest import sh
 
+from netd.core.ipsecspec import DesiredXfrm, KeyRing, build_xfrm
+from netd.core.vxlanspec import PeerEntry, VxlanSpec
 from netd.drivers.overlay_crypto import build_mark_rules, plan_xfrm
-from netd.ipsecspec import DesiredXfrm, KeyRing, build_xfrm
 from netd.kernel import xfrm
-from netd.kernel.netlink import Kernel
+from netd.kernel.facade import Kernel
 from netd.kernel.netns import setns_net
-from netd.vxlanspec import PeerEntry, VxlanSpec
 
 T = TypeVar("T")
 ENC_VNI, PLAIN_VNI = 4097, 4098

@@ -16,8 +16,8 @@ import pytest
 from esplab import ENC_VNI, PLAIN_VNI, Capture, Lab, summarize, tcp_send
 from netdtest import in_ns, reach
 
+from netd.core.ipsecspec import DesiredXfrm, KeyRing, derive_spi, new_ring
 from netd.drivers.overlay_crypto import plan_rotation
-from netd.ipsecspec import DesiredXfrm, KeyRing, derive_spi, new_ring
 from netd.kernel.xfrm import probe_esp
 
 MARKER = b"netd-secret-marker-7f3a9c"

@@ -12,11 +12,11 @@ from ipaddress import ip_address
 import pytest
 from kernelenv import Env, sh
 
+from netd.core.errors import KernelError
+from netd.core.ipsecspec import DesiredXfrm, build_xfrm, new_ring
 from netd.drivers.overlay_crypto import plan_xfrm
-from netd.errors import KernelError
-from netd.ipsecspec import DesiredXfrm, build_xfrm, new_ring
 from netd.kernel import xfrm
-from netd.kernel.netlink import Kernel
+from netd.kernel.facade import Kernel
 
 LOCAL = ip_address("10.66.0.1")
 PEERS = {ip_address("10.66.0.2"), ip_address("10.66.0.3")}

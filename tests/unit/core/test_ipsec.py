@@ -7,15 +7,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from netd.drivers.overlay_crypto import (
-    Stage,
-    build_mark_rules,
-    diff_xfrm,
-    next_step,
-    plan_rotation,
-    plan_xfrm,
-)
-from netd.ipsecspec import (
+from netd.core.ipsecspec import (
     MASTER_KEY_BYTES,
     DesiredXfrm,
     KeyRing,
@@ -27,6 +19,14 @@ from netd.ipsecspec import (
     merge,
     new_ring,
     owner_tag,
+)
+from netd.drivers.overlay_crypto import (
+    Stage,
+    build_mark_rules,
+    diff_xfrm,
+    next_step,
+    plan_rotation,
+    plan_xfrm,
 )
 
 NODES = [ip_address(f"192.0.2.{i}") for i in range(1, 41)]

@@ -7,7 +7,7 @@ import struct
 from dataclasses import replace
 from ipaddress import ip_address
 
-from netd.ipsecspec import build_xfrm, new_ring
+from netd.core.ipsecspec import build_xfrm, new_ring
 from netd.kernel import xfrm
 
 A, B = ip_address("192.0.2.1"), ip_address("192.0.2.2")
