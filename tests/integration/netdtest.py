@@ -306,8 +306,10 @@ class Host:
 
     def kernel_snapshot(self) -> str:
         """Links, addresses and the nft ruleset of the host namespace, for 'nothing changed' checks."""
-        # operstate (UNKNOWN -> UP as carriers settle) is the kernel's, not a change anyone made
+        # operstate (UNKNOWN -> UP) and the carrier flags (NO-CARRIER <-> LOWER_UP, as a bridge's ports settle)
+        # are the kernel's, not a change anyone made
         links = re.sub(r" state [A-Z]+ ", " ", in_ns(self.path, "ip", "-o", "link").stdout)
+        links = re.sub(r"(?<=[<,])(?:NO-CARRIER|LOWER_UP)(?:,|(?=>))", "", links).replace(",>", ">")
         addrs = in_ns(self.path, "ip", "-o", "addr", "show", "scope", "global").stdout
         # -s: no counters (iptables-nft rules carry counters that move with any forwarded packet)
         rules = in_ns(self.path, "nft", "-s", "list", "ruleset").stdout
