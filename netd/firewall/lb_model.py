@@ -186,20 +186,25 @@ def build_lb(services: Iterable[Service], node: LbNode) -> LbRuleset:
     vips: dict[tuple[IPv4Address, Proto, int], str] = {}
     published: dict[tuple[Proto, int], str] = {}
     owner: dict[tuple[Proto, int], str] = {}
+    vip_owner: dict[tuple[IPv4Address, Proto, int], str] = {}
     spreads: dict[str, Spread] = {}
     for svc in sorted(services, key=lambda s: s.name):
         validate_service(svc)
         sticky = svc.stickiness == "source-ip"
+        vip_ports = sorted({(p.proto, p.target): p for p in svc.ports}.values(), key=lambda p: (p.proto, p.target))
+        for p in vip_ports if svc.endpoint_mode == "vip" else []:
+            for net, vip in svc.vips:
+                if (vip, p.proto, p.target) in vip_owner:
+                    raise LbInputError(
+                        "vips", f"{vip} is the VIP of {vip_owner[(vip, p.proto, p.target)]} too: give each one VIP"
+                    )
+                vip_owner[(vip, p.proto, p.target)] = svc.name
+                eps = _endpoints(svc, p, _on_network(net))
+                chain = f"vip-{svc.name}-{net}-{p.proto}-{p.target}"
+                if eps:
+                    vips[(vip, p.proto, p.target)] = chain
+                    spreads[chain] = Spread(chain, "vip", sticky, eps)
         for p in svc.ports:
-            if svc.endpoint_mode == "vip":
-                for net, vip in svc.vips:
-                    eps = _endpoints(svc, p, _on_network(net))
-                    chain = f"vip-{svc.name}-{net}-{p.proto}-{p.target}"
-                    if (vip, p.proto, p.target) in vips:
-                        raise LbInputError("vips", f"{vip} {p.target}/{p.proto} is used by two services")
-                    if eps:
-                        vips[(vip, p.proto, p.target)] = chain
-                        spreads[chain] = Spread(chain, "vip", sticky, eps)
             if p.published is None:
                 continue
             key = (p.proto, p.published)
