@@ -8,6 +8,7 @@ reaches the VIP 10.90.1.200 and the node's own address 10.90.100.1 through its r
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -34,7 +35,9 @@ ADDRS = {"c1": "10.90.1.2", "c2": "10.90.1.3", "c3": "10.90.2.2"}
 NODE = LbNode("n1", ingress_network="ingress")
 
 
-def service(tasks: tuple[str, ...] = ("c1", "c2", "c3"), *, sticky: bool = False, host_port: bool = False) -> Service:
+def service(
+    tasks: tuple[str, ...] = ("c1", "c2", "c3"), *, sticky: bool = False, host_port: bool = False
+) -> Service:
     backends: list[Backend] = []
     for t in tasks:
         addr = IPv4Address(ADDRS[t])
@@ -192,6 +195,7 @@ def test_delta_in_sync_repair_and_removal(lb: LbBackend, topo: Topology) -> None
     change = asyncio.run(lb.apply(three))
     assert change.mode == "delta", change  # its size follows the change: see the unit tests
     assert asyncio.run(lb.in_sync(three))
+    after_delta = _without_token(nat_listing(topo, lb.name))
     assert asyncio.run(lb.apply(three)).mode == "none"
     if lb.name == "nftables":  # someone else flushes the ruleset
         sh("ip", "netns", "exec", topo.host, "nft", "flush", "ruleset")
@@ -200,8 +204,20 @@ def test_delta_in_sync_repair_and_removal(lb: LbBackend, topo: Topology) -> None
     assert not asyncio.run(lb.in_sync(three))
     assert asyncio.run(lb.apply(three)).mode == "full"
     assert asyncio.run(lb.in_sync(three))
+    assert _without_token(nat_listing(topo, lb.name)) == after_delta  # the delta made exactly the full ruleset
     assert set(connect(topo, "tcp", VIP, 8080, 45)) == {"c1", "c2", "c3"}
     asyncio.run(lb.remove_all())
     listing = nat_listing(topo, lb.name)
     assert "netd-lb" not in listing and "NETDLB" not in listing, listing
     assert set(connect(topo, "tcp", VIP, 8080, 3)) == {"-"}
+
+
+def _without_token(listing: str) -> list[str]:
+    """The listing's lines, sorted (iptables-save orders chains by creation), without the apply token and the
+    counters and handles that differ between two equal rulesets."""
+    out = []
+    for line in listing.splitlines():
+        if line.startswith("#") or "netd-lb:" in line:
+            continue
+        out.append(re.sub(r"\[\d+:\d+\]", "", line))
+    return sorted(out)
