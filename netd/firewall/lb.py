@@ -34,7 +34,7 @@ import structlog
 from netd.errors import FirewallError
 from netd.firewall import lb_iptables, lb_nft
 from netd.firewall.iptables import Flavour, binary, detect_flavour
-from netd.firewall.lb_model import LbRuleset
+from netd.firewall.lb_model import LbRuleset, Slots, assign_slots
 from netd.kernel.conntrack_lb import BackendTarget, flush_backends
 
 log = structlog.get_logger()
@@ -102,6 +102,7 @@ class _Worker:
             max_workers=1, thread_name_prefix="netd-lb", initializer=_enter_netns, initargs=(netns,)
         )
         self._applied: LbRuleset | None = None
+        self._slots: Slots = {}  # the slot layout of the applied spreads (nftables; iptables keeps none)
         self._token = ""
         self._closed = False
 
@@ -118,7 +119,7 @@ class _Worker:
 
     async def remove_all(self) -> None:
         await self._run(self._remove_sync)
-        self._applied = None
+        self._applied, self._slots = None, {}
 
     def close(self) -> None:
         if not self._closed:
@@ -139,22 +140,23 @@ class _Worker:
             self._applied = desired
             return LbChange("none", 0, 0)
         sent = 0
+        slots = assign_slots(self._slots, desired)  # a full repair keeps the layout too
         if holds and previous is not None and not previous.empty and not desired.empty:
             try:
-                sent = self._delta(previous, desired, token)
+                sent = self._delta(previous, self._slots, desired, slots, token)
                 mode = "delta"
             except FirewallError as e:  # the kernel does not hold `previous`: replace it all
                 log.info("lb_delta_failed", backend=self.name, error=str(e))
         if mode == "full":
-            sent = self._full(desired, token)
-        self._applied, self._token = desired, token
+            sent = self._full(desired, slots, token)
+        self._applied, self._slots, self._token = desired, slots, token
         flushed = asyncio.run(flush_backends(removed_targets(previous, desired))) if previous else 0
         return LbChange(mode, sent, flushed)
 
-    def _delta(self, old: LbRuleset, new: LbRuleset, token: str) -> int:
+    def _delta(self, old: LbRuleset, old_slots: Slots, new: LbRuleset, new_slots: Slots, token: str) -> int:
         raise NotImplementedError
 
-    def _full(self, desired: LbRuleset, token: str) -> int:
+    def _full(self, desired: LbRuleset, slots: Slots, token: str) -> int:
         raise NotImplementedError
 
     def _kernel_token(self) -> str | None:
@@ -166,6 +168,8 @@ class _Worker:
 
 class _Nft(Protocol):
     def json_cmd(self, json_root: Any) -> tuple[int, Any, str]: ...
+
+    def cmd(self, cmdline: str) -> tuple[int, Any, str]: ...
 
     def set_json_output(self, val: bool) -> bool: ...
 
@@ -200,29 +204,29 @@ class NftLbBackend(_Worker):
             self._nft = ctx
         return self._nft
 
-    def _cmd(self, batch: lb_nft.Json, what: str) -> Any:
-        rc, out, err = self._ctx().json_cmd(batch)
+    def _cmd(self, batch: str, what: str) -> None:
+        rc, _out, err = self._ctx().cmd(batch)
         if rc != 0:
             raise FirewallError(f"nftables: {what} failed: {err.strip() or f'rc={rc}'}; {_HINT}")
-        return out
 
-    def _delta(self, old: LbRuleset, new: LbRuleset, token: str) -> int:
-        batch = lb_nft.render_delta(old, new, token)
+    def _delta(self, old: LbRuleset, old_slots: Slots, new: LbRuleset, new_slots: Slots, token: str) -> int:
+        batch = lb_nft.render_delta(old, old_slots, new, new_slots, token)
         self._cmd(batch, "updating the load-balancing rules")
-        return len(batch["nftables"])
+        return batch.count("\n")
 
-    def _full(self, desired: LbRuleset, token: str) -> int:
+    def _full(self, desired: LbRuleset, slots: Slots, token: str) -> int:
         if desired.empty and self._kernel_token() is None and not self._table_exists():
             return 0
-        batch = lb_nft.render_full(desired, token)
+        batch = lb_nft.render_full(desired, slots, token)
         self._cmd(batch, "replacing the load-balancing rules")
-        return len(batch["nftables"])
+        return batch.count("\n")
 
     def _table_exists(self) -> bool:
-        rc, _out, _err = self._ctx().json_cmd(
-            {"nftables": [{"list": {"table": {"family": lb_nft.FAMILY, "name": lb_nft.TABLE}}}]}
-        )
-        return rc == 0
+        rc, out, _err = self._ctx().json_cmd({"nftables": [{"list": {"tables": None}}]})  # names only: cheap
+        tables = [
+            o.get("table") or {} for o in (out.get("nftables", []) if rc == 0 and isinstance(out, dict) else [])
+        ]
+        return any(t.get("family") == lb_nft.FAMILY and t.get("name") == lb_nft.TABLE for t in tables)
 
     def _kernel_token(self) -> str | None:
         rc, out, _err = self._ctx().json_cmd(lb_nft.list_state_cmd())
@@ -260,12 +264,12 @@ class IptablesLbBackend(_Worker):
             raise FirewallError(f"iptables: {argv[0]} failed: {done.stderr.strip()}; {_HINT}")
         return done.stdout
 
-    def _delta(self, old: LbRuleset, new: LbRuleset, token: str) -> int:
+    def _delta(self, old: LbRuleset, old_slots: Slots, new: LbRuleset, new_slots: Slots, token: str) -> int:
         text = lb_iptables.render_delta(old, new, token)
         self._exec("restore", text)
         return text.count("\n")
 
-    def _full(self, desired: LbRuleset, token: str) -> int:
+    def _full(self, desired: LbRuleset, slots: Slots, token: str) -> int:
         text = lb_iptables.render_full(desired, token, self._exec("save", None))
         if text:
             self._exec("restore", text)

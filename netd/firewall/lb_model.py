@@ -247,3 +247,36 @@ def _local_first_network(svc: Service, node: LbNode) -> Keep:
             best[b.task] = b
     chosen = set(best.values())
     return lambda b: b in chosen
+
+
+# ------------------------------------------------------------------------------------------------ slots
+
+Slots = Mapping[str, tuple[Endpoint, ...]]  # spread chain → its endpoints by slot number
+
+
+def assign_slots(previous: Slots | None, rs: LbRuleset) -> dict[str, tuple[Endpoint, ...]]:
+    """Slot numbers for every spread of ``rs`` that keep ``previous``'s where they can.
+
+    A leaving endpoint's slot is taken by the spread's last one and new endpoints are appended, so a task
+    joining or leaving changes at most two slots (map elements) whatever the spread's size; without a
+    ``previous`` layout the endpoints are in sorted order.
+    """
+    out: dict[str, tuple[Endpoint, ...]] = {}
+    for name, spread in rs.spreads.items():
+        before = (previous or {}).get(name)
+        if before is None:
+            out[name] = spread.endpoints
+            continue
+        wanted = set(spread.endpoints)
+        cur = list(before)
+        i = 0
+        while i < len(cur):
+            if cur[i] in wanted:
+                i += 1
+                continue
+            cur[i] = cur[-1]
+            cur.pop()
+        present = set(cur)
+        cur += [e for e in spread.endpoints if e not in present]
+        out[name] = tuple(cur)
+    return out

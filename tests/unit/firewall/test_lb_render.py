@@ -6,7 +6,6 @@ and review the diff.
 
 from __future__ import annotations
 
-import json
 import os
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -24,6 +23,7 @@ from netd.firewall.lb_model import (
     LbRuleset,
     PortSpec,
     Service,
+    assign_slots,
     build_lb,
 )
 
@@ -40,16 +40,21 @@ def check_golden(name: str, text: str) -> None:
     assert text == path.read_text(), f"rendering differs from {path}; if intended, rerun with NETD_UPDATE_GOLDEN=1"
 
 
-def nft_text(batch: lb_nft.Json) -> str:
-    return '{"nftables": [\n' + ",\n".join(json.dumps(c) for c in batch["nftables"]) + "\n]}\n"
+def full(rs: LbRuleset, token: str) -> str:
+    return lb_nft.render_full(rs, assign_slots(None, rs), token)
+
+
+def delta(old: LbRuleset, new: LbRuleset, token: str) -> str:
+    before = assign_slots(None, old)
+    return lb_nft.render_delta(old, before, new, assign_slots(before, new), token)
 
 
 def tasks(n: int, *, first: int = 10, node_of: dict[int, str] | None = None) -> tuple[Backend, ...]:
     out: list[Backend] = []
     for i in range(first, first + n):
         node = (node_of or {}).get(i, "n1" if i % 2 == 0 else "n2")
-        out.append(Backend(f"t{i}", IPv4Address(f"10.0.9.{i}"), "front", node))
-        out.append(Backend(f"t{i}", IPv4Address(f"10.255.0.{i}"), "ingress", node))
+        out.append(Backend(f"t{i}", IPv4Address("10.0.9.0") + i, "front", node))
+        out.append(Backend(f"t{i}", IPv4Address("10.255.0.0") + i, "ingress", node))
     return tuple(out)
 
 
@@ -80,7 +85,7 @@ def representative() -> LbRuleset:
 
 
 def test_golden_nft_full() -> None:
-    check_golden("lb_representative.nft.json", nft_text(lb_nft.render_full(representative(), "TOKEN")))
+    check_golden("lb_representative.nft", full(representative(), "TOKEN"))
 
 
 def test_golden_iptables_full() -> None:
@@ -90,7 +95,7 @@ def test_golden_iptables_full() -> None:
 
 def test_golden_nft_delta_one_task_joins() -> None:
     old, new = build_lb([web(3)], NODE), build_lb([web(4)], NODE)
-    check_golden("lb_task_joins.nft.json", nft_text(lb_nft.render_delta(old, new, "TOKEN")))
+    check_golden("lb_task_joins.nft", delta(old, new, "TOKEN"))
 
 
 def test_golden_iptables_delta_one_task_leaves() -> None:
@@ -132,9 +137,9 @@ def test_service_without_tasks_has_no_rules() -> None:
 
 
 def test_stickiness_renders_jhash_on_the_source() -> None:
-    batch = json.dumps(lb_nft.render_full(build_lb([web(stickiness="source-ip")], NODE), "T"))
-    assert '"jhash": {"expr": {"payload": {"protocol": "ip", "field": "saddr"}}' in batch
-    assert "numgen" not in batch
+    batch = full(build_lb([web(stickiness="source-ip")], NODE), "T")
+    assert "jhash ip saddr mod 3 seed 0x6e657464 vmap @vip-web-front-tcp-80-slots" in batch
+    assert "numgen random" not in batch.replace("typeof numgen random", "")
 
 
 @pytest.mark.parametrize(
@@ -182,20 +187,45 @@ def many(n: int) -> list[Service]:
 
 
 def test_delta_size_follows_the_change_not_the_ruleset() -> None:
-    small = len(lb_nft.render_delta(build_lb([web(3)], NODE), build_lb([web(4)], NODE), "T")["nftables"])
+    small = delta(build_lb([web(3)], NODE), build_lb([web(4)], NODE), "T")
     old, new = build_lb([web(3), *many(500)], NODE), build_lb([web(4), *many(500)], NODE)
-    assert len(lb_nft.render_delta(old, new, "T")["nftables"]) == small
-    assert len(lb_nft.render_full(new, "T")["nftables"]) > 50 * small
+    assert delta(old, new, "T") == small
+    assert full(new, "T").count("\n") > 50 * small.count("\n")
     ipt_small = lb_iptables.render_delta(build_lb([web(3)], NODE), build_lb([web(4)], NODE), "T")
     ipt = lb_iptables.render_delta(old, new, "T")
     assert ipt.count("\n") == ipt_small.count("\n")  # the dispatch chain does not change when only tasks do
 
 
+def test_slots_are_kept_a_leaving_task_gives_its_slot_to_the_last() -> None:
+    old = build_lb([web(5)], NODE)
+    before = assign_slots(None, old)
+    spread = "vip-web-front-tcp-80"
+    assert [str(e.address) for e in before[spread]] == [f"10.0.9.{i}" for i in range(10, 15)]
+    gone_11 = Service("web", web().vips, web().ports, backends=tuple(b for b in tasks(5) if b.task != "t11"))
+    after = assign_slots(before, build_lb([gone_11], NODE))
+    assert [str(e.address) for e in after[spread]] == ["10.0.9.10", "10.0.9.14", "10.0.9.12", "10.0.9.13"]
+    again = assign_slots(after, build_lb([web(5)], NODE))  # t11 comes back: appended, nothing else moves
+    assert [str(e.address) for e in again[spread]] == [
+        "10.0.9.10",
+        "10.0.9.14",
+        "10.0.9.12",
+        "10.0.9.13",
+        "10.0.9.11",
+    ]
+
+
+def test_adding_the_1000th_task_is_as_small_as_adding_the_10th() -> None:
+    def size(n: int) -> int:
+        return len(delta(build_lb([web(n - 1)], NODE), build_lb([web(n)], NODE), "T"))
+
+    assert size(1000) < size(10) * 1.2  # the same commands; only longer addresses and slot numbers
+
+
 def test_delta_of_a_leaving_task_deletes_its_chain_after_the_spreads_stop_naming_it() -> None:
-    cmds = lb_nft.render_delta(build_lb([web(3)], NODE), build_lb([web(2)], NODE), "T")["nftables"]
-    flushes = [i for i, c in enumerate(cmds) if "flush" in c and c["flush"]["chain"]["name"].startswith("vip-")]
-    deletes = [i for i, c in enumerate(cmds) if "delete" in c and "chain" in c["delete"]]
-    gone = {cmds[i]["delete"]["chain"]["name"] for i in deletes}
+    lines = delta(build_lb([web(3)], NODE), build_lb([web(2)], NODE), "T").splitlines()
+    unslotted = [i for i, line in enumerate(lines) if line.startswith("delete element ip netd-lb vip-")]
+    deletes = [i for i, line in enumerate(lines) if line.startswith("delete chain")]
+    gone = {lines[i].split()[-1] for i in deletes}
     assert gone == {
         "ep-10.0.9.12-tcp-80",
         "ep-10.0.9.12-tcp-81",
@@ -204,18 +234,17 @@ def test_delta_of_a_leaving_task_deletes_its_chain_after_the_spreads_stop_naming
         "ep-10.255.0.12-tcp-81",
         "ep-10.255.0.12-udp-53",
     }
-    assert max(flushes) < min(deletes)
+    assert unslotted and max(unslotted) < min(deletes)
     assert removed_targets(build_lb([web(3)], NODE), build_lb([web(2)], NODE))[0].address == IPv4Address(
         "10.0.9.12"
     )
 
 
 def test_delta_removing_a_service() -> None:
-    cmds = lb_nft.render_delta(build_lb([web()], NODE), LbRuleset(), "T")["nftables"]
-    assert any("delete" in c and "element" in c["delete"] for c in cmds)
-    assert not any(
-        "add" in c and "rule" in c["add"] and c["add"]["rule"]["chain"] != lb_nft.STATE_CHAIN for c in cmds
-    )
+    lines = delta(build_lb([web()], NODE), LbRuleset(), "T").splitlines()
+    assert any(line.startswith("delete element ip netd-lb vips") for line in lines)
+    assert any(line.startswith("delete map ip netd-lb vip-web-front-tcp-80-slots") for line in lines)
+    assert [line for line in lines if line.startswith("add rule")] == [lines[-1]]  # only the new token
 
 
 # ------------------------------------------------------------------------------------------------ iptables
@@ -244,7 +273,9 @@ def test_iptables_full_prunes_stale_chains_and_keeps_existing_jumps() -> None:
 def test_tokens_read_back() -> None:
     saved = '-A NETDLB-STATE -m comment --comment "netd-lb:abc123" -j RETURN\n'
     assert lb_iptables.token_of(saved) == "abc123"
-    listing = {"nftables": [{"metainfo": {}}, {"rule": {"chain": "lb-state", "comment": "netd-lb:abc123"}}]}
+    listing: dict[str, object] = {
+        "nftables": [{"metainfo": {}}, {"rule": {"chain": "lb-state", "comment": "netd-lb:abc123"}}]
+    }
     assert lb_nft.token_of(listing) == "abc123" and lb_nft.token_of({"nftables": []}) is None
 
 
