@@ -64,7 +64,7 @@ print(json.dumps({"lat": lat, "wall": wall, "fails": fails}))
 def service(addrs: list[str]) -> Service:
     backends: list[Backend] = []
     for i, a in enumerate(addrs):
-        backends += [Backend(f"t{i}", IPv4Address(a), "front", "n1"), Backend(f"t{i}", IPv4Address(a), "ingress", "n1")]
+        backends += [Backend(f"t{i}", IPv4Address(a), net, "n1") for net in ("front", "ingress")]
     return Service(
         "web",
         (("front", IPv4Address("10.90.1.200")), ("ingress", IPv4Address("10.255.0.2"))),

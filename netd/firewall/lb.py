@@ -150,7 +150,8 @@ class _Worker:
         if mode == "full":
             sent = self._full(desired, slots, token)
         self._applied, self._slots, self._token = desired, slots, token
-        flushed = asyncio.run(flush_backends(removed_targets(previous, desired))) if previous else 0
+        gone = removed_targets(previous, desired)
+        flushed = asyncio.run(flush_backends(gone)) if gone else 0
         return LbChange(mode, sent, flushed)
 
     def _delta(self, old: LbRuleset, old_slots: Slots, new: LbRuleset, new_slots: Slots, token: str) -> int:

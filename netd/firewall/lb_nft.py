@@ -90,6 +90,8 @@ def render_delta(old: LbRuleset, old_slots: Slots, new: LbRuleset, new_slots: Sl
             out += _add_spread(s, new_slots[name])
             continue
         o, a, b = old.spreads[name], old_slots[name], new_slots[name]
+        if o == s and a == b:  # tuple comparisons in C: the spreads a change does not touch cost ~nothing
+            continue
         stale = [str(i) for i in range(len(a)) if i >= len(b) or a[i] != b[i]]
         fresh = [_slot(i, b[i]) for i in range(len(b)) if i >= len(a) or a[i] != b[i]]
         out += _elements("delete", _slot_map(name), stale)
