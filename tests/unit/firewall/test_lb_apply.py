@@ -11,7 +11,7 @@ import pytest
 from netd.errors import FirewallError
 from netd.firewall import lb
 from netd.firewall.lb_model import Backend, LbNode, LbRuleset, PortSpec, Service, Slots, build_lb
-from netd.kernel.conntrack_lb import BackendTarget
+from netd.firewall.lb_conntrack import BackendTarget
 
 
 class Recorder(lb._Worker):

@@ -7,7 +7,10 @@ choosing a backend, netd deletes every DNAT'd entry whose reply comes from that 
 then "new" again, walks the nat chains and reaches a live backend (UDP moves over; TCP gets a quick RST from
 the new backend instead of hanging).  Entries not made by a DNAT (direct traffic to the task) are left alone.
 
-Runs in the calling thread's network namespace (the netlink socket is opened there).
+Runs in the calling thread's network namespace (the netlink socket is opened there).  It lives beside the LB
+rules rather than in ``netd/kernel/`` because it is part of applying an LB change (``lb.py`` calls it after the
+rules stop choosing the backend, in the same worker thread and namespace), and the firewall layer imports
+nothing of the kernel layer.
 """
 
 from __future__ import annotations
