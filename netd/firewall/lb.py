@@ -34,8 +34,8 @@ import structlog
 from netd.errors import FirewallError
 from netd.firewall import lb_iptables, lb_nft
 from netd.firewall.iptables import Flavour, binary, detect_flavour
-from netd.firewall.lb_model import LbRuleset, Slots, assign_slots
 from netd.firewall.lb_conntrack import BackendTarget, flush_backends
+from netd.firewall.lb_model import LbRuleset, Slots, assign_slots
 
 log = structlog.get_logger()
 T = TypeVar("T")

@@ -10,8 +10,8 @@ import pytest
 
 from netd.errors import FirewallError
 from netd.firewall import lb
-from netd.firewall.lb_model import Backend, LbNode, LbRuleset, PortSpec, Service, Slots, build_lb
 from netd.firewall.lb_conntrack import BackendTarget
+from netd.firewall.lb_model import Backend, LbNode, LbRuleset, PortSpec, Service, Slots, build_lb
 
 
 class Recorder(lb._Worker):
