@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 
-from netd.errors import FirewallError
+from netd.core.errors import FirewallError
 from netd.firewall import lb_iptables, lb_nft
 from netd.firewall.iptables import Flavour, binary, detect_flavour
 from netd.firewall.lb_conntrack import BackendTarget, flush_backends

@@ -24,7 +24,7 @@ import structlog
 from pyroute2.conntrack import AsyncConntrack, NFCTAttrTuple
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netd.errors import KernelError
+from netd.core.errors import KernelError
 
 log = structlog.get_logger()
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from netd.errors import FirewallError
+from netd.core.errors import FirewallError
 from netd.firewall.lb_model import MASQ_MARK, Endpoint, LbRuleset, Spread
 
 PREFIX = "NETDLB-"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from fwtopo import Topology, sh
 
-from netd.errors import FirewallError
+from netd.core.errors import FirewallError
 from netd.firewall.lb import LbBackend, make_lb_backend
 from netd.firewall.lb_model import Backend, LbNode, LbRuleset, PortSpec, Service, build_lb
 

@@ -8,7 +8,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from netd.errors import FirewallError
+from netd.core.errors import FirewallError
 from netd.firewall import lb
 from netd.firewall.lb_conntrack import BackendTarget
 from netd.firewall.lb_model import Backend, LbNode, LbRuleset, PortSpec, Service, Slots, build_lb

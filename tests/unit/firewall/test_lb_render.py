@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netd.errors import FirewallError
+from netd.core.errors import FirewallError
 from netd.firewall import lb_iptables, lb_nft
 from netd.firewall.lb import removed_targets
 from netd.firewall.lb_model import (
