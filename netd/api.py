@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 from aiohttp import hdrs, web
 
+from netd.core import predefined
 from netd.core.errors import InvalidError, NetdError, StorageError
 from netd.core.strict import parse_json
 from netd.engine.service import Service
@@ -74,6 +75,13 @@ async def _body(request: web.Request) -> Any:
     return parse_json(raw)
 
 
+def _filters_obj(raw: str) -> dict[str, Any]:
+    value = parse_json(raw.encode())
+    if not isinstance(value, dict):
+        raise InvalidError('filters must be a JSON object, e.g. {"driver": ["bridge"]}', field="filters")
+    return value
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, indent=1))
 
@@ -92,8 +100,17 @@ def build_app(
 
     @routes.get("/v1/networks")
     async def list_networks(request: web.Request) -> web.Response:
+        """Every network, ``host`` and ``none`` included as Docker shows them; ``?filters=`` as Docker's."""
         st = service.state
-        return _json([network_view(n, st) for n in sorted(st.networks.values(), key=lambda n: n.name)])
+        raw = request.query.get("filters")
+        filters = predefined.parse_filters(_filters_obj(raw)) if raw else {}
+        views = [network_view(n, st) for n in st.networks.values()]
+        views += [predefined.predefined_view(name) for name in predefined.PREDEFINED if name not in st.networks]
+        return _json(sorted((v for v in views if predefined.matches(v, filters)), key=lambda v: v["Name"]))
+
+    @routes.post("/v1/networks/prune")
+    async def prune_networks(request: web.Request) -> web.Response:
+        return _json({"NetworksDeleted": await service.prune_networks()})
 
     @routes.post("/v1/networks")
     async def create_network(request: web.Request) -> web.Response:
@@ -102,7 +119,11 @@ def build_app(
 
     @routes.get("/v1/networks/{name}")
     async def inspect_network(request: web.Request) -> web.Response:
-        return _json(network_view(service.get_network(request.match_info["name"]), service.state))
+        ref = request.match_info["name"]
+        pre = predefined.predefined_by_ref(ref) if ref not in service.state.networks else None
+        if pre is not None:
+            return _json(predefined.predefined_view(pre))
+        return _json(network_view(service.get_network(ref), service.state))
 
     @routes.delete("/v1/networks/{name}")
     async def remove_network(request: web.Request) -> web.Response:

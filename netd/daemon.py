@@ -25,6 +25,7 @@ from netd.api import build_app
 from netd.core.config import Settings, load_settings
 from netd.core.errors import NetdError
 from netd.core.model import DesiredState
+from netd.dns.hostsfile import HostsWriter
 from netd.dns.resolvconf import ResolvConfWriter, read_host
 from netd.dns.server import DnsServer
 from netd.dns.upstream import Forwarder, choose_upstreams
@@ -72,9 +73,11 @@ class Daemon:
         host_resolv = read_host()
         self.dns = DnsServer(lambda: self.service.state, Forwarder(choose_upstreams(settings.dns, host_resolv)))
         self.dns.on_query = self.ops.metrics.dns_query
-        self.resolv_conf = ResolvConfWriter(settings.etc_netns_dir, host_resolv)
+        self.hosts = HostsWriter(settings.etc_netns_dir)  # --link entries
+        self.resolv_conf = ResolvConfWriter(settings.etc_netns_dir, host_resolv, settings.default_bridge.dns)
         self.service.on_change = self._state_changed
         self.stopping = asyncio.Event()
+        self._reloading = asyncio.Lock()
         self.runner: web.AppRunner | None = None
         self.docker_runner: web.AppRunner | None = None
         self.tasks: list[asyncio.Task[None]] = []
@@ -84,6 +87,15 @@ class Daemon:
         (only those of ``netns`` when the change named them)."""
         await self.dns.sync(state)
         self.resolv_conf.sync(state, netns)
+        self.hosts.sync(state)
+
+    def _state_file(self) -> str:
+        """The snapshot when there is one; before the first compaction only the journal exists."""
+        snap = self.settings.state_file
+        journal = snap.with_name(snap.name + ".journal")
+        if snap.exists() or not journal.exists():
+            return str(snap) if snap.exists() else f"{snap} (not written yet: no change so far)"
+        return f"{journal} (journal; {snap.name} is written at the first compaction)"
 
     def status(self) -> dict[str, Any]:
         st = self.service.state
@@ -91,7 +103,7 @@ class Daemon:
         return {
             "version": __version__,
             "pid": os.getpid(),
-            "state_file": str(self.settings.state_file),
+            "state_file": self._state_file(),
             "networks": len(st.networks),
             "endpoints": len(st.endpoints),
             "netns": len(st.netns),
@@ -123,7 +135,9 @@ class Daemon:
         await self.service.notify_change()  # DNS listeners and resolv.conf files for the replayed state
         s.run_dir.mkdir(parents=True, exist_ok=True)
         sock = s.socket_path
-        app = build_app(self.service, self.status, metrics=self.ops.metrics.render, ops=self.ops.api_ops())
+        app = build_app(
+            self.service, self.status, metrics=self.ops.metrics.render, ops=self.ops.api_ops(self.reload)
+        )
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         # bound under umask 077, then socket_group and socket_mode: never open to others, even for a moment
@@ -148,15 +162,24 @@ class Daemon:
         )
         self.tasks += await self.ops.start()  # metrics listener, READY=1, WATCHDOG=1/STATUS= under systemd
 
-    async def reload(self) -> None:
-        sd_notify("RELOADING=1")
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config and apply it (SIGHUP and ``POST /v1/reload``, one at a time); the outcome says what
+        applied, what is pending (needs endpoints gone, also shown in ``status``) and what failed."""
+        async with self._reloading:
+            sd_notify("RELOADING=1")
+            try:
+                return await self._reload()
+            finally:
+                sd_notify("READY=1")
+
+    async def _reload(self) -> dict[str, Any]:
         try:
             new = load_settings(self.config_path)
         except NetdError as e:
             log.error("reload_failed", error=e.message)
-            sd_notify("READY=1")
-            return
+            return {"reloaded": False, "errors": [e.message], "pending": self.service.pending}
         setup_logging(new.log_level, new.log_format)
+        errors: list[str] = []
         # Paths and the firewall backend are fixed for the life of the process; the rest applies now.
         self.settings.default_bridge = new.default_bridge
         self.settings.ip_forward = new.ip_forward
@@ -166,15 +189,17 @@ class Daemon:
             await self.service.ensure_default_network()
         except NetdError as e:
             log.error("reload_default_bridge_failed", error=e.message)
-        await self.reconciler.reconcile("reload")
+            errors.append(e.message)
+        errors += [f"{k}: {v}" for k, v in (await self.reconciler.reconcile("reload")).items()]
         # upstream resolvers (config dns, else the host's resolv.conf read again); the listeners stay open
         self.settings.dns = new.dns
         host_resolv = read_host()
         self.dns.forwarder.upstreams = choose_upstreams(new.dns, host_resolv)
         self.resolv_conf.host = host_resolv
+        self.resolv_conf.default_dns = new.default_bridge.dns
         await self.service.notify_change()
-        log.info("config_reloaded")
-        sd_notify("READY=1")
+        log.info("config_reloaded", pending=len(self.service.pending), errors=len(errors))
+        return {"reloaded": True, "errors": errors, "pending": list(self.service.pending)}
 
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
@@ -202,6 +227,10 @@ def _lock(run_dir: Path) -> int:
     return fd
 
 
+async def _sighup(daemon: Daemon) -> None:
+    await daemon.reload()
+
+
 async def run(settings: Settings, config_path: Path | None) -> int:
     lock_fd = _lock(settings.run_dir)
     malloc.tune()
@@ -210,7 +239,7 @@ async def run(settings: Settings, config_path: Path | None) -> int:
     reloads: list[asyncio.Task[None]] = []
     loop.add_signal_handler(signal.SIGTERM, daemon.stopping.set)
     loop.add_signal_handler(signal.SIGINT, daemon.stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: reloads.append(asyncio.create_task(daemon.reload())))
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloads.append(asyncio.create_task(_sighup(daemon))))
     try:
         await daemon.start()
         await daemon.stopping.wait()

@@ -95,4 +95,4 @@ def netns_view(ns: Netns, path: str, state: DesiredState) -> dict[str, Any]:
         net = state.network_by_id(ep.network)
         if net is not None:
             eps.append(endpoint_view(ep, net))
-    return {"Name": ns.name, "Path": path, "Created": ns.created, "Endpoints": eps}
+    return {"Name": ns.name, "Path": path, "Network": ns.network or "", "Created": ns.created, "Endpoints": eps}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from netd.cli import client, render
+from netd.cli import client, docker_words, render
 from netd.cli.publish import PublishSpecError, parse_publish
 
 TYPE_CHECKING = False
@@ -128,7 +128,7 @@ def ipam_configs(
 
 
 def build_network_ls(args: argparse.Namespace) -> list[Request]:
-    return [("GET", "/v1/networks", None)]
+    return [("GET", "/v1/networks" + docker_words.filters_query(args.filter), None)]
 
 
 def build_network_inspect(args: argparse.Namespace) -> list[Request]:
@@ -156,8 +156,14 @@ def build_network_connect(args: argparse.Namespace) -> list[Request]:
     if ipam:
         endpoint["IPAMConfig"] = ipam
     endpoint["Aliases"] = list(args.alias)
+    if args.link:
+        endpoint["Links"] = list(args.link)
     body["EndpointConfig"] = endpoint
     body["Ports"] = [entry for entries in args.publish for entry in entries]
+    if args.expose:
+        body["ExposedPorts"] = {spec if "/" in spec else f"{spec}/tcp": {} for spec in args.expose}
+    if args.publish_all:
+        body["PublishAllPorts"] = True
     return [("POST", f"/v1/networks/{_q(args.network)}/connect", body)]
 
 
@@ -166,7 +172,10 @@ def build_network_disconnect(args: argparse.Namespace) -> list[Request]:
 
 
 def build_netns_create(args: argparse.Namespace) -> list[Request]:
-    return [("POST", "/v1/netns", {"Name": args.name})]
+    body = {"Name": args.name}
+    if args.network:
+        body["Network"] = args.network
+    return [("POST", "/v1/netns", body)]
 
 
 def build_netns_ls(args: argparse.Namespace) -> list[Request]:

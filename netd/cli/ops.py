@@ -132,6 +132,27 @@ def render_doctor(args: argparse.Namespace, results: list[tuple[int, Any]]) -> s
     return "\n".join(lines)
 
 
+def build_reload(args: argparse.Namespace) -> list[Request]:
+    return [("POST", "/v1/reload", None)]
+
+
+def render_reload(args: argparse.Namespace, results: list[tuple[int, Any]]) -> str:
+    """What the reload applied; exit 1 when part of the config is pending or failed (said how to finish)."""
+    answer = results[0][1]
+    if not isinstance(answer, dict):
+        return render.to_json(answer)
+    if answer.get("errors") or answer.get("pending"):
+        args.exit_status = EXIT_DIFFERENT
+    if args.format == "json":
+        return render.to_json(answer)
+    lines = ["config reloaded" if answer.get("reloaded") else "config NOT reloaded (the running config is kept)"]
+    lines += [f"  error:   {e}" for e in answer.get("errors") or []]
+    lines += [f"  pending: {p}" for p in answer.get("pending") or []]
+    if answer.get("reloaded") and not answer.get("errors") and not answer.get("pending"):
+        lines[0] += ": everything applied"
+    return "\n".join(lines)
+
+
 def add_commands(commands: Any, command: Any, add_format: Any) -> None:
     """Register plan / check / doctor on the top-level command group of main's parser."""
     p = command(commands, "plan", "Show what a reconcile would change now (a dry run)", build_plan, render_plan)
@@ -153,6 +174,14 @@ def add_commands(commands: Any, command: Any, add_format: Any) -> None:
         render_doctor,
     )
     add_format(p)
+    p = command(
+        commands,
+        "reload",
+        "Re-read the config and apply it (as SIGHUP); say what applied and what waits (exit 1 if anything does)",
+        build_reload,
+        render_reload,
+    )
+    add_format(p)
 
 
 EXAMPLES = {
@@ -163,13 +192,16 @@ EXAMPLES = {
     "netd-ctl completion": "example:\n  netd-ctl completion bash > /etc/bash_completion.d/netd-ctl\n"
     '  netd-ctl completion zsh > "${fpath[1]}/_netd-ctl"',
     "netd-ctl reconcile": "example:\n  netd-ctl reconcile",
+    "netd-ctl reload": "example:\n  vi /etc/netd/netd.toml && netd-ctl reload",
     "netd-ctl port": "example:\n  netd-ctl port web\n  netd-ctl port web 80/tcp",
     "netd-ctl network create": "example:\n  netd-ctl network create my-net\n"
     "  netd-ctl network create --subnet 172.30.0.0/24 --gateway 172.30.0.1 \\\n"
     "      -o com.docker.network.bridge.name=br-app app",
-    "netd-ctl network ls": "example:\n  netd-ctl network ls\n  netd-ctl network ls -q",
+    "netd-ctl network ls": "example:\n  netd-ctl network ls\n  netd-ctl network ls -q\n"
+    "  netd-ctl network ls --filter driver=bridge --filter label=env=prod",
     "netd-ctl network inspect": "example:\n  netd-ctl network inspect app",
     "netd-ctl network rm": "example:\n  netd-ctl network rm app",
+    "netd-ctl network prune": "example:\n  netd-ctl network prune -f",
     "netd-ctl network connect": "example:\n  netd-ctl network connect --ip 172.30.0.10 --alias www app web\n"
     "  netd-ctl network connect --netns-path /proc/1234/ns/net app",
     "netd-ctl network disconnect": "example:\n  netd-ctl network disconnect app web",

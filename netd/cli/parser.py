@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from netd.cli import client, completion
+from netd.cli import client, completion, docker_words
 from netd.cli import ops as cli_ops
 from netd.cli.commands import (
     build_netns_create,
@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(net_cmds, "ls", "List networks", build_network_ls, render_network_ls, aliases=["list"])
     p.add_argument("-q", "--quiet", action="store_true", help="only display network IDs")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate the output")
+    docker_words.add_ls_filter(p)
     add_format(p)
+    docker_words.add_prune(net_cmds, command)
 
     p = command(
         net_cmds,
@@ -192,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ip6", metavar="IP", help="IPv6 address (e.g. 2001:db8::33)")
     p.add_argument("--alias", action="append", default=[], metavar="NAME", help="network-scoped DNS alias")
     p.add_argument(
+        "--link", action="append", default=[], metavar="NAME:ALIAS", help="legacy link to a netns (default bridge)"
+    )
+    p.add_argument(
         "-p",
         "--publish",
         action="append",
@@ -200,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=publish_arg,
         help="publish a port: [ip:]host:container[/proto], ranges host-host:cont-cont, or container[/proto]",
     )
+    docker_words.add_expose(p)
     p.add_argument(
         "--netns-path", metavar="PATH", help="namespace given by path (e.g. /proc/PID/ns/net) instead of NETNS"
     )
@@ -227,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     ns_cmds = netns.add_subparsers(dest="netns_command", metavar="COMMAND", required=True)
     p = command(
         ns_cmds, "create", "Create a named network namespace (recreated at boot)", build_netns_create, render_name
+    )
+    p.add_argument(
+        "--network",
+        choices=["none", "host"],
+        help="none: a namespace with only lo; host: a name for the host's own namespace (both refuse connects)",
     )
     p.add_argument("name", metavar="NAME")
     p = command(ns_cmds, "ls", "List network namespaces", build_netns_ls, render_netns_ls, aliases=["list"])

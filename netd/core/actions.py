@@ -26,6 +26,9 @@ class Scope:
     netns: frozenset[str] | None = None  # netns names
     links: frozenset[str] = frozenset()  # extra link names to observe (those of objects being removed)
     targets: frozenset[str] = frozenset()  # extra Endpoint.target keys to look into for macvlan/ipvlan children
+    # endpoints whose namespace side (addresses, routes, MTU) changed in the desired state: re-applied even when
+    # the host side is as wanted (a reload adding IPv6 or a new MTU to the default bridge's endpoints)
+    refresh: frozenset[str] = frozenset()
 
     @classmethod
     def everything(cls) -> Scope:
@@ -83,6 +86,7 @@ class Observed:
 class EnsureNetns:
     name: str
     owner: str  # the netns name: errors are reported against it
+    host: bool = False  # --network host: a name for netd's own namespace, not a new one
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class EnsureVeth:
     owner: str
     reason: str
     seen_missing: bool = False  # the observe found no link of the name: the kernel may create without a check
+    reconfigure: bool = False  # Scope.refresh: re-apply the namespace side though the host side is right
 
 
 @dataclass(frozen=True)
@@ -239,8 +244,8 @@ def dedupe_key(action: Action) -> tuple[str, str] | None:
 
 def describe(action: Action) -> str:
     match action:
-        case EnsureNetns(name=name):
-            return f"create netns {name}"
+        case EnsureNetns(name=name, host=host):
+            return f"name the host's namespace netns {name}" if host else f"create netns {name}"
         case RemoveNetns(name=name):
             return f"remove netns {name}"
         case MarkNetns(name=name, owned=owned):

@@ -6,18 +6,23 @@ Keys of ``[default_bridge]`` and the address pools use Docker's ``daemon.json`` 
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import tomllib
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from netd.core.dockerconf import from_daemon_json, misplaced
 from netd.core.errors import InvalidError
 from netd.core.ports import parse_port_range
+
+log = structlog.get_logger()
 
 DEFAULT_CONFIG = Path("/etc/netd/netd.toml")
 
@@ -37,8 +42,14 @@ class AddressPool(_Section):
         return self
 
 
+# Docker's default pools: 172.17.0.0/16 ... 172.31.0.0/16, then 192.168.0.0/16 in /20s.  172.16.0.0/16 is never
+# taken automatically (the Docker guide's macvlan example uses 172.16.86.0/24), and the default bridge gets
+# 172.17.0.0/16, as docker0 does, unless the host already routes it (a real docker0, a VPN).
 DEFAULT_POOLS = [
-    AddressPool(base=IPv4Network("172.16.0.0/12"), size=16),
+    AddressPool(base=IPv4Network("172.17.0.0/16"), size=16),
+    AddressPool(base=IPv4Network("172.18.0.0/15"), size=16),
+    AddressPool(base=IPv4Network("172.20.0.0/14"), size=16),
+    AddressPool(base=IPv4Network("172.24.0.0/13"), size=16),
     AddressPool(base=IPv4Network("192.168.0.0/16"), size=20),
 ]
 
@@ -54,12 +65,41 @@ class DefaultBridge(_Section):
     fixed_cidr: IPv4Network | None = Field(default=None)
     mtu: int | None = Field(default=None, ge=68, le=65535)
     default_gateway: IPv4Address | None = Field(default=None)
-    dns: list[str] = Field(default_factory=list)
+    # resolvers written into default-bridge namespaces' resolv.conf (Docker's --dns for docker0 containers)
+    dns: list[IPv4Address | IPv6Address] = Field(default_factory=list)
     icc: bool = True
     ip_masq: bool = Field(default=True)
     ipv6: bool = False
     fixed_cidr_v6: IPv6Network | None = None  # the default bridge's IPv6 subnet; unset: a /64 of the host's ULA
     default_gateway_v6: IPv6Address | None = None
+
+    @field_validator("fixed_cidr", "fixed_cidr_v6", mode="before")
+    @classmethod
+    def _mask_host_bits(cls, v: Any) -> Any:
+        # Docker's own example is fixed-cidr "192.168.1.5/25": the host bits are masked, as dockerd does.
+        if isinstance(v, str) and "/" in v:
+            try:
+                return str(ip_network(v.strip(), strict=False))
+            except ValueError:
+                return v  # the field's own validation names what is wrong
+        return v
+
+    @model_validator(mode="after")
+    def _gateways_inside(self) -> DefaultBridge:
+        # dockerd refuses these too ("default gateway ip must be part of the network"); refusing at load beats
+        # "Network is unreachable" at every connect.
+        bip, gw, gw6 = self.bip, self.default_gateway, self.default_gateway_v6
+        if bip is not None and gw is not None and gw not in bip.network:
+            raise ValueError(
+                f"default-gateway {gw} is outside bip's subnet {bip.network}: "
+                "choose an address inside it (or change bip)"
+            )
+        if self.fixed_cidr_v6 is not None and gw6 is not None and gw6 not in self.fixed_cidr_v6:
+            raise ValueError(
+                f"default-gateway-v6 {self.default_gateway_v6} is outside fixed-cidr-v6 {self.fixed_cidr_v6}: "
+                "choose an address inside it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fixed_cidr_inside(self) -> DefaultBridge:
@@ -185,8 +225,10 @@ class Cluster(_Section):
 
     @property
     def tls(self) -> bool:
-        return self.etcd_cacert is not None or self.etcd_cert is not None or any(
-            ep.startswith("https://") for ep in self.etcd_endpoints
+        return (
+            self.etcd_cacert is not None
+            or self.etcd_cert is not None
+            or any(ep.startswith("https://") for ep in self.etcd_endpoints)
         )
 
 
@@ -287,6 +329,8 @@ def _describe(err: ValidationError, source: str) -> str:
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] == "extra_forbidden" and len(e["loc"]) == 1 and (hint := misplaced(str(e["loc"][0]))):
+            msg = f"unknown key at the top level; it {hint}"
         parts.append(f"{loc}: {msg}")
     return f"{source}: " + "; ".join(parts) + " (fix the key or remove it, then start netd again)"
 
@@ -294,6 +338,20 @@ def _describe(err: ValidationError, source: str) -> str:
 def _normalise_keys(data: dict[str, Any]) -> dict[str, Any]:
     """Docker's dashed names (``ip-masq``) and Python's (``ip_masq``) mean the same key."""
     return {k.replace("-", "_"): _normalise_keys(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def _read_daemon_json(cfg: Path) -> dict[str, Any]:
+    """Docker's daemon.json as it is: its keys mapped to netd's, the ones netd does not use named once."""
+    try:
+        raw = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as e:
+        raise InvalidError(f"config {cfg}: not valid JSON: {e}", field="config") from e
+    if not isinstance(raw, dict):
+        raise InvalidError(f"config {cfg}: a daemon.json is a JSON object ({{...}})", field="config")
+    data, ignored = from_daemon_json(raw)
+    if ignored:
+        log.info("daemon_json_keys_ignored", config=str(cfg), keys=ignored, reason="not used by netd")
+    return data
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
@@ -304,7 +362,9 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     data: dict[str, Any] = {}
     explicit = path is not None
     cfg = path if path is not None else DEFAULT_CONFIG
-    if cfg.exists():
+    if cfg.exists() and cfg.suffix == ".json":
+        data = _read_daemon_json(cfg)
+    elif cfg.exists():
         try:
             data = tomllib.loads(cfg.read_text())
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as e:

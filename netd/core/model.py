@@ -100,6 +100,7 @@ class Endpoint(_Model):
     ipv4: IPv4Interface | None = None
     ipv6: IPv6Interface | None = None
     aliases: list[str] = Field(default_factory=list)
+    links: list[str] = Field(default_factory=list)  # Docker's legacy --link NAME:ALIAS (default bridge only)
     default_route: bool = True  # the first network of a namespace carries its default route
     ports: list[PortMapping] = Field(default_factory=list)
     # set when a container runtime attached it through the CNI plugin (CNI_CONTAINERID): DEL and GC find CNI
@@ -115,6 +116,8 @@ class Endpoint(_Model):
 
 class Netns(_Model):
     name: str
+    # Docker's --network none (lo only) or host (a name for netd's own namespace); connects refused for both
+    network: Literal["none", "host"] | None = None
     created: str = ""
 
 

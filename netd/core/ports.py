@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from netd.core.errors import ConflictError, InvalidError
 from netd.core.model import DesiredState, IPAddress, PortMapping
+from netd.core.strict import ascii_int
 
 PortRange = tuple[int, int]
 DEFAULT_RANGE: PortRange = (49153, 60999)
@@ -161,4 +163,34 @@ def published(state: DesiredState, usable: set[str]) -> dict[str, list[Published
                 host = None if m.host_ip is None or m.host_ip.is_unspecified else str(m.host_ip)
                 entry = Published(iface.version, host, m.proto, m.host_port, str(iface.ip), m.container_port)
                 out.setdefault(ep.network, []).append(entry)
+    return out
+
+
+EXPOSE_PROTOS = ("tcp", "udp", "sctp")
+_MAX_EXPOSED = 1024  # a range as wide as 1-65535 would publish the whole host port range
+
+
+def publish_all(exposed: Any, ports: list[PortMapping]) -> list[PortMapping]:
+    """``-P``: every exposed port (Docker's ``ExposedPorts``, ``{"80/tcp": {}, "8000-8002/udp": {}}``) not already
+    published by ``ports``, on a free host port; ``ports`` with them appended."""
+    if not isinstance(exposed, dict):
+        raise InvalidError('ExposedPorts must be an object such as {"80/tcp": {}}', field="expose")
+    out = list(ports)
+    have: set[tuple[int, str]] = {(m.container_port, m.proto) for m in ports}
+    for spec in exposed:
+        port_text, _, proto = str(spec).partition("/")
+        proto = proto or "tcp"
+        if proto not in EXPOSE_PROTOS:
+            raise InvalidError(f"expose {spec!r}: protocol must be tcp, udp or sctp", field="expose")
+        low_text, dash, high_text = port_text.partition("-")
+        low = ascii_int(low_text, "expose", 1, 65535, "a port", label=f"expose {spec!r}:")
+        high = ascii_int(high_text, "expose", 1, 65535, "a port", label=f"expose {spec!r}:") if dash else low
+        if high < low or high - low >= _MAX_EXPOSED:
+            raise InvalidError(
+                f"expose {spec!r}: a range LOW-HIGH of at most {_MAX_EXPOSED} ports", field="expose"
+            )
+        for port in range(low, high + 1):
+            if (port, proto) not in have:
+                have.add((port, proto))
+                out.append(PortMapping.model_validate({"host_port": 0, "container_port": port, "proto": proto}))
     return out

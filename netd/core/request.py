@@ -14,6 +14,7 @@ from netd.core.errors import InvalidError
 from netd.core.ipam import parse_address
 from netd.core.model import IPAddress, PortMapping
 from netd.core.naming import validate_ifname, validate_name, validate_netns_name
+from netd.core.ports import publish_all
 from netd.core.strict import ascii_int, is_dns_name
 
 OPT_MTU = "com.docker.network.driver.mtu"
@@ -74,6 +75,7 @@ class Connect:
     mac: str | None = None  # EndpointConfig.MacAddress
     ifname: str | None = None  # Interface: the name inside the namespace (CNI_IFNAME); default eth0, eth1, ...
     container_id: str | None = None  # ContainerID: the runtime's container (CNI_CONTAINERID)
+    links: list[str] = field(default_factory=list)  # "NAME:ALIAS" (--link, default bridge only)
 
 
 def _obj(body: Any, what: str) -> dict[str, Any]:
@@ -210,10 +212,25 @@ def parse_common_options(req: NetworkCreate) -> NetworkCreate:
 def parse_netns_create(body: Any) -> str:
     """``POST /v1/netns``: ``{"Name": "web"}``; the name is a string that is a DNS name (see naming)."""
     b = _obj(body, "netns create")
-    _known(b, ("Name",), "netns create")
+    _known(b, ("Name", "Network"), "netns create")
     name = _str(b, "Name", required=True)
     assert name is not None
     return validate_netns_name(name)
+
+
+def parse_netns_network(body: Any) -> str | None:
+    """``POST /v1/netns`` ``Network``: Docker's ``--network none`` (a namespace that stays without networks) or
+    ``host`` (a name for the host's own namespace)."""
+    mode = _str(_obj(body, "netns create"), "Network")
+    if mode in (None, "", "bridge", "default"):
+        return None
+    if mode in ("none", "host"):
+        return mode
+    raise InvalidError(
+        f"Network {mode!r}: netns create takes none or host (or nothing); connect it to a network with "
+        "netd-ctl network connect NETWORK NAME",
+        field="Network",
+    )
 
 
 def parse_target(body: dict[str, Any]) -> Target:
@@ -252,7 +269,20 @@ def parse_container_disconnect(body: dict[str, Any]) -> tuple[str, str | None]:
 
 def parse_connect(body: Any) -> Connect:
     b = _obj(body, "network connect")
-    _known(b, ("Netns", "NetnsPath", "EndpointConfig", "Ports", "Interface", "ContainerID"), "")
+    _known(
+        b,
+        (
+            "Netns",
+            "NetnsPath",
+            "EndpointConfig",
+            "Ports",
+            "Interface",
+            "ContainerID",
+            "ExposedPorts",
+            "PublishAllPorts",
+        ),
+        "",
+    )
     target = parse_target(b)
     cfg = _opt_obj(b, "EndpointConfig", "EndpointConfig")
     ipam = _opt_obj(cfg, "IPAMConfig", "EndpointConfig.IPAMConfig")
@@ -268,7 +298,16 @@ def parse_connect(body: Any) -> Connect:
     if not all(isinstance(a, str) for a in aliases_raw):
         raise InvalidError("Aliases must be a list of names", field="alias")
     aliases = [validate_dns_name(a) for a in aliases_raw]
+    links = [_parse_link(x) for x in _opt_list(cfg, "Links", "Links", "link")]
     ports = parse_ports(b.get("Ports"))
+    exposed = b.get("ExposedPorts")
+    if exposed is not None:
+        checked = publish_all(exposed, ports)  # checked even without -P (documentation only then, as in Docker)
+        ports = checked if _bool(b, "PublishAllPorts") else ports
+    elif _bool(b, "PublishAllPorts"):
+        raise InvalidError(
+            "PublishAllPorts (-P) publishes the exposed ports: give them with --expose", field="expose"
+        )
     mac = parse_mac(_str(cfg, "MacAddress"))
     ifname = _str(b, "Interface")
     if ifname is not None:
@@ -280,6 +319,7 @@ def parse_connect(body: Any) -> Connect:
         ipv6=ipv6,
         aliases=aliases,
         ports=ports,
+        links=links,
         mac=mac,
         ifname=ifname,
         container_id=container_id,
@@ -310,6 +350,17 @@ def parse_container_id(text: str | None) -> str | None:
             field="ContainerID",
         )
     return text
+
+
+def _parse_link(raw: Any) -> str:
+    """``--link NAME[:ALIAS]``: a netns name and a DNS name."""
+    if not isinstance(raw, str):
+        raise InvalidError("Links must be a list of NAME:ALIAS strings", field="link")
+    name, _, alias = raw.partition(":")
+    validate_netns_name(name)
+    if alias:
+        validate_dns_name(alias)
+    return f"{name}:{alias or name}"
 
 
 PORT_PROTOS = ("tcp", "udp", "sctp")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -59,13 +59,16 @@ def read_host(path: Path = HOST_RESOLV_CONF) -> HostResolv:
         return HostResolv()
 
 
-def render(nameserver: IPAddress, host: HostResolv, netns: str, network: str) -> str:
+Servers = tuple[IPAddress, ...]
+
+
+def render(nameservers: Servers, host: HostResolv, netns: str, network: str) -> str:
     options = list(host.options)
-    if not any(o.startswith("ndots:") for o in options):
-        options.append("ndots:0")
+    if len(nameservers) == 1 and not any(o.startswith("ndots:") for o in options):
+        options.append("ndots:0")  # netd's own resolver (Docker's embedded one); not for the default bridge's dns
     lines = [
         f"{MARKER} for netns {netns}: the resolver of network {network!r}; netd overwrites changes.",
-        f"nameserver {nameserver}",
+        *(f"nameserver {ns}" for ns in nameservers),
     ]
     if host.search:
         lines.append("search " + " ".join(host.search))
@@ -74,16 +77,19 @@ def render(nameserver: IPAddress, host: HostResolv, netns: str, network: str) ->
 
 
 def wanted_resolvers(
-    state: DesiredState, names: Collection[str] | None = None
-) -> dict[str, tuple[IPAddress, str]]:
-    """netns name -> (resolver address, network name), for each netd netns on a user-defined network (first one
-    connected wins); only the namespaces ``names`` if given."""
-    resolvers = {}
+    state: DesiredState, names: Collection[str] | None = None, default_dns: Sequence[IPAddress] = ()
+) -> dict[str, tuple[Servers, str]]:
+    """netns name -> (nameservers, network name), for each netd netns on a user-defined network (first one
+    connected wins), or on the default bridge when ``[default_bridge] dns`` (``default_dns``) names servers, as
+    Docker writes ``--dns`` into its default-bridge containers; only the namespaces ``names`` if given."""
+    resolvers: dict[str, tuple[Servers, str]] = {}
     for net in state.networks.values():
         addr = resolver_address(net)
         if addr is not None:
-            resolvers[net.id] = (addr, net.name)
-    out: dict[str, tuple[IPAddress, str]] = {}
+            resolvers[net.id] = ((addr,), net.name)
+        elif net.is_default and default_dns:
+            resolvers[net.id] = (tuple(default_dns), net.name)
+    out: dict[str, tuple[Servers, str]] = {}
     for ep in state.endpoints.values():  # insertion order: the order they were connected
         if ep.netns is None or ep.netns in out or ep.netns not in state.netns:
             continue
@@ -94,34 +100,36 @@ def wanted_resolvers(
     return out
 
 
-def build_files(state: DesiredState, host: HostResolv) -> dict[str, str]:
+def build_files(state: DesiredState, host: HostResolv, default_dns: Sequence[IPAddress] = ()) -> dict[str, str]:
     """netns name -> resolv.conf text."""
-    return {ns: render(addr, host, ns, name) for ns, (addr, name) in wanted_resolvers(state).items()}
+    want = wanted_resolvers(state, default_dns=default_dns)
+    return {ns: render(addr, host, ns, name) for ns, (addr, name) in want.items()}
 
 
 class ResolvConfWriter:
-    def __init__(self, etc_netns_dir: Path, host: HostResolv) -> None:
+    def __init__(self, etc_netns_dir: Path, host: HostResolv, default_dns: Sequence[IPAddress] = ()) -> None:
         self.dir = etc_netns_dir
         self.host = host
+        self.default_dns: Sequence[IPAddress] = default_dns  # [default_bridge] dns (replaced on reload)
         self._kept: set[str] = set()  # foreign files already reported
         # what netd wrote, by netns: after the first full pass a change touches only the files that differ,
         # so a connect costs the same with 10 or 1000 namespaces
         self._written: dict[str, str] | None = None
-        self._rendered: dict[str, tuple[IPAddress, str, HostResolv]] = {}
+        self._rendered: dict[str, tuple[Servers, str, HostResolv]] = {}
         self._synced_host: HostResolv | None = None  # the host config of the last full pass
 
     def sync(self, state: DesiredState, only: Collection[str] | None = None) -> None:
         """Make the files match ``state``: every namespace's, or (``only``) just those namespaces' after the
         first full pass, so a connect costs the same with 10 or 1000 namespaces."""
         if only is not None and self._written is not None and self._synced_host is self.host:
-            want = wanted_resolvers(state, only)
+            want = wanted_resolvers(state, only, self.default_dns)
             for name in only:
                 if name in want:
                     self._put(name, *want[name], self._written)
                 elif name in self._written:
                     self._forget(self.dir / name, self._written)
             return
-        want = wanted_resolvers(state)
+        want = wanted_resolvers(state, default_dns=self.default_dns)
         first = self._written is None
         written = {} if self._written is None else self._written
         for name, (addr, network) in want.items():
@@ -134,7 +142,7 @@ class ResolvConfWriter:
         self._written = written
         self._synced_host = self.host
 
-    def _put(self, name: str, addr: IPAddress, network: str, written: dict[str, str]) -> None:
+    def _put(self, name: str, addr: Servers, network: str, written: dict[str, str]) -> None:
         seen = self._rendered.get(name)
         if name in written and seen is not None and seen[:2] == (addr, network) and seen[2] is self.host:
             return  # rendering is what costs: only for namespaces whose resolver or host config changed

@@ -100,10 +100,14 @@ class Bridge:
         reason = bridge_drift(spec, seen)
         return [EnsureBridge(spec, owner=net.id, reason=reason)] if reason is not None else []
 
-    def plan_endpoint(self, ep: Endpoint, net: Network, ns_path: str, observed: Observed) -> list[Action]:
+    def plan_endpoint(
+        self, ep: Endpoint, net: Network, ns_path: str, observed: Observed, refresh: bool = False
+    ) -> list[Action]:
         host = observed.host
         spec = build_veth_spec(ep, net, ns_path)
         reason = veth_drift(spec, host.veths.get(ep.id), host.by_name.get(net.bridge))
+        if reason is None and refresh:  # the namespace side changed (addresses, MTU): re-apply it
+            return [EnsureVeth(spec, owner=ep.id, reason="namespace side changed", reconfigure=True)]
         if reason is None:
             return []
         return [EnsureVeth(spec, owner=ep.id, reason=reason, seen_missing=reason == MISSING)]

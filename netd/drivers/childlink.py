@@ -21,9 +21,9 @@ from netd.core.actions import (
     Observed,
     Scope,
 )
-from netd.core.errors import ConflictError
+from netd.core.errors import ConflictError, InvalidError
 from netd.core.linkspec import ChildSpec, Iface, ObservedChild, ObservedHost
-from netd.core.model import DesiredState, Endpoint, Network
+from netd.core.model import DesiredState, Endpoint, Network, ParentLink
 from netd.drivers.base import NO_FEATURES, DriverOptions, Features
 
 __all__ = ["CHILD_KINDS", "ChildLinkDriver", "LinkOptions", "child_addresses", "shim_name"]
@@ -50,6 +50,12 @@ class ChildLinkDriver:
 
     name: str = ""
 
+    @property
+    def kernel_kind(self) -> str:
+        """The kernel link kind of its endpoints (macvlan, ipvlan): asked of the kernel at create, so a kernel
+        without the module refuses the network then, not at the first connect."""
+        return self.name
+
     def build_child_spec(self, ep: Endpoint, net: Network, ns_path: str) -> ChildSpec:
         raise NotImplementedError
 
@@ -62,6 +68,7 @@ class ChildLinkDriver:
         """Fill in the parent (validated against the kernel and the other networks) and the driver's settings."""
         assert isinstance(opts, LinkOptions)
         parent = resolve_parent(base.name, base.id, base.driver, opts, base.internal, host, state)
+        _check_mtu(base, parent, host)
         return base.model_copy(
             update={
                 "bridge": "",
@@ -107,7 +114,9 @@ class ChildLinkDriver:
         reason = parent_drift(spec, observed.host.by_name.get(spec.ifname))
         return [EnsureParent(spec, owner=net.id, reason=reason)] if reason is not None else []
 
-    def plan_endpoint(self, ep: Endpoint, net: Network, ns_path: str, observed: Observed) -> list[Action]:
+    def plan_endpoint(
+        self, ep: Endpoint, net: Network, ns_path: str, observed: Observed, refresh: bool = False
+    ) -> list[Action]:
         spec = self.build_child_spec(ep, net, ns_path)
         reason = child_drift(spec, observed.children.get(ep.id))
         return [EnsureChild(spec, owner=ep.id, reason=reason)] if reason is not None else []
@@ -167,3 +176,15 @@ def child_drift(spec: ChildSpec, seen: ObservedChild | None) -> str | None:
 
 def child_addresses(ep: Endpoint) -> tuple[Iface, ...]:
     return tuple(a for a in (ep.ipv4, ep.ipv6) if a is not None)
+
+
+def _check_mtu(base: Network, parent: ParentLink, host: ObservedHost) -> None:
+    """A macvlan/ipvlan child cannot have a larger MTU than its parent (the kernel says only EINVAL)."""
+    lower = parent.ifname if parent.kind == "existing" else parent.base if parent.kind == "vlan" else None
+    link = host.by_name.get(lower) if lower is not None else None
+    if base.mtu is not None and link is not None and base.mtu > link.mtu:
+        raise InvalidError(
+            f"network {base.name!r}: mtu {base.mtu} is above the parent {link.ifname}'s mtu {link.mtu}; give "
+            f"-o com.docker.network.driver.mtu={link.mtu} or less (or raise {link.ifname}'s mtu first)",
+            field="com.docker.network.driver.mtu",
+        )

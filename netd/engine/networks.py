@@ -27,6 +27,7 @@ class KernelReader(Protocol):
     """What the service reads from the kernel to validate a request (the kernel facade's read side)."""
 
     async def host_prefixes(self) -> list[IPNetwork]: ...
+    async def link_kind_supported(self, kind: str) -> bool: ...
     async def observe(self, names: Collection[str] | None = None) -> ObservedHost: ...
     def ns_probe(self, path: str) -> NsProbe: ...
     async def ns_has_link(self, path: str, ifname: str) -> bool: ...
@@ -82,7 +83,16 @@ class NetworkBuilder:
         )
         drv = get_driver(base)
         host = await self.kernel.observe(drv.create_observes(base, opts))
-        return drv.build_network(base, opts, host, state)
+        net = drv.build_network(base, opts, host, state)
+        # after the options and the parent (their errors say more), before anything is stored
+        kind = getattr(drv, "kernel_kind", None)  # drivers whose endpoints are a kernel link kind of their own
+        if kind is not None and not await self.kernel.link_kind_supported(kind):
+            raise InvalidError(
+                f"network {req.name!r}: this kernel has no {kind} support (the module is missing or cannot be "
+                f"loaded); load it (modprobe {kind}) or use another driver (-d macvlan)",
+                field="driver",
+            )
+        return net
 
     async def _add_automatic_pools(self, pools: list[IpamConfig], v4: bool, v6: bool, state: DesiredState) -> None:
         """Pick the subnets the request did not give, clear of other networks and of the host's routes."""

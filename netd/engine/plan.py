@@ -120,7 +120,7 @@ def plan(
         if name not in observed.netns_owned:
             actions.append(MarkNetns(name, owned=True, owner=name))
         if name not in observed.netns_alive:
-            actions.append(EnsureNetns(name, owner=name))
+            actions.append(EnsureNetns(name, owner=name, host=desired.netns[name].network == "host"))
 
     for net in desired.networks.values():
         if scope.has_network(net.id):
@@ -136,7 +136,10 @@ def plan(
             continue
         if ep.netns is not None and ep.netns not in observed.netns_alive and ep.netns not in desired.netns:
             continue  # its netns is going away
-        actions.extend(get_driver(ep_net).plan_endpoint(ep, ep_net, ns_path(ep), observed))
+        if ep.id in scope.refresh:  # only then: drivers that never refresh need not know the flag
+            actions.extend(get_driver(ep_net).plan_endpoint(ep, ep_net, ns_path(ep), observed, refresh=True))
+        else:
+            actions.extend(get_driver(ep_net).plan_endpoint(ep, ep_net, ns_path(ep), observed))
 
     for drv in DRIVERS.values():
         actions.extend(drv.plan_extra(desired, observed, scope))

@@ -283,8 +283,11 @@ class Reconciler:
     async def _execute(self, action: Action) -> None:
         k = self.kernel
         match action:
-            case EnsureNetns(name=name):
-                await k.ensure_netns(name)
+            case EnsureNetns(name=name, host=host):
+                if host:  # only then: narrow fake kernels need not know the flag
+                    await k.ensure_netns(name, share=True)
+                else:
+                    await k.ensure_netns(name)
             case RemoveNetns(name=name):
                 await k.remove_netns(name)
             case MarkNetns(name=name, owned=owned):
@@ -293,8 +296,11 @@ class Reconciler:
                 if spec.adopt:  # recorded first, so the addresses netd adds can be taken off again
                     await record_adopted(self.changes, k, spec)
                 await k.ensure_bridge(spec)
-            case EnsureVeth(spec=spec, seen_missing=seen_missing):
-                await k.ensure_veth(spec, seen_missing=seen_missing)
+            case EnsureVeth(spec=spec, seen_missing=seen_missing, reconfigure=reconfigure):
+                if reconfigure:  # only then: narrow fake kernels need not know the flag
+                    await k.ensure_veth(spec, reconfigure=True)
+                else:
+                    await k.ensure_veth(spec, seen_missing=seen_missing)
             case DeleteLinks(ifnames=names):
                 await k.delete_links(names)
             case SetSysctl(key=key, value=value):

@@ -20,10 +20,11 @@ from typing import Any, Protocol
 
 import structlog
 
-from netd.core import ipam, ports
+from netd.core import defaultbridge, ipam, ports, predefined
 from netd.core.actions import Scope
 from netd.core.config import Settings
 from netd.core.errors import ConflictError, InvalidError, KernelError, NotFoundError, StorageError
+from netd.core.links import check_links
 from netd.core.model import DesiredState, Endpoint, Netns, Network, PortMapping
 from netd.core.naming import new_id
 from netd.core.request import (
@@ -33,6 +34,7 @@ from netd.core.request import (
     parse_container_disconnect,
     parse_disconnect,
     parse_netns_create,
+    parse_netns_network,
 )
 from netd.drivers import get_driver, parse_network_create
 from netd.engine.locks import TimedLock
@@ -66,6 +68,8 @@ class Service:
         # netns resolv.conf files); its failures are logged, never undo the change
         # the second argument names the only namespaces whose endpoints changed (None: anything may have)
         self.on_change: Callable[[DesiredState, frozenset[str] | None], Awaitable[None]] | None = None
+        # config changes a reload could not apply (they need endpoints gone): shown in status as degraded
+        self.pending: list[str] = []
         self.addresses = ipam.AddressBook()  # held addresses and scan starts, per network (see _adopt)
         # namespace identity by inode (looked up on the applier when used: narrow fakes need not have it)
         self.namespaces = NamespaceIndex(lambda p: self.kernel.ns_probe(p), lambda n: self.kernel.netns_path(n))
@@ -113,18 +117,42 @@ class Service:
     # -- networks ----------------------------------------------------------------------------------------------
 
     def get_network(self, name: str) -> Network:
+        """By name, by id, or by any unique prefix of an id (Docker's order)."""
         net = self.state.networks.get(name)
-        if net is None:
-            by_id = [n for n in self.state.networks.values() if n.id.startswith(name)] if len(name) >= 6 else []
-            if len(by_id) == 1:
-                return by_id[0]
-            raise NotFoundError(f"network {name!r} not found; see netd-ctl network ls")
-        return net
+        if net is not None:
+            return net
+        by_id = [n for n in self.state.networks.values() if n.id.startswith(name)] if name else []
+        if len(by_id) == 1:
+            return by_id[0]
+        if len(by_id) > 1:
+            raise NotFoundError(
+                f"network id prefix {name!r} is ambiguous ({', '.join(sorted(n.name for n in by_id))}); "
+                "give more characters or the name",
+                field="name",
+            )
+        raise NotFoundError(f"network {name!r} not found; see netd-ctl network ls")
+
+    async def prune_networks(self) -> list[str]:
+        """``network prune``: remove every user-defined network without endpoints; their names."""
+        async with self.lock:
+            used = {ep.network for ep in self.state.endpoints.values()}
+            gone = [n for n in self.state.networks.values() if not n.is_default and n.id not in used]
+            if not gone:
+                return []
+            new = self.state.copy_for_change()
+            for net in gone:
+                del new.networks[net.name]
+            await self._commit(new, Scope.of(networks=[n.id for n in gone]), "network prune")
+            log.info("networks_pruned", networks=sorted(n.name for n in gone))
+            return sorted(n.name for n in gone)
 
     async def create_network(self, body: Any) -> Network:
         req, opts = parse_network_create(body)
+        predefined.refuse_create(req.name)
         async with self.lock:
             net = await self.networks.build(req, opts, self.state)
+            if req.labels:
+                net = net.model_copy(update={"labels": req.labels})
             new = self.state.copy_for_change()
             new.networks[net.name] = net
             await self._commit(new, Scope.of(networks=[net.id]), f"network create {net.name}")
@@ -134,6 +162,8 @@ class Service:
             return net
 
     async def remove_network(self, name: str) -> None:
+        if (pre := predefined.predefined_by_ref(name)) is not None:
+            predefined.refuse_remove(pre)
         async with self.lock:
             net = self.get_network(name)
             if net.is_default:
@@ -167,9 +197,15 @@ class Service:
             net = await self.networks.default_network(current, self.state)
             if current is not None and current == net:
                 return
-            if current is not None and self.state.endpoints_of(current.id) and current.ipam != net.ipam:
-                log.error("default_bridge_not_changed", reason="it has endpoints; disconnect them to change bip")
-                return
+            self.pending = []
+            eps = self.state.endpoints_of(current.id) if current is not None else []
+            if current is not None and eps and current.ipam != net.ipam:
+                held = self.addresses.taken(self.state, net.id)
+                net, eps, waiting = defaultbridge.live_change(current, net, eps, held)
+                self.pending = [waiting] if waiting else []
+                log.info("default_bridge_live_change", endpoints=len(eps), pending=waiting)
+                if current == net:
+                    return
             taken = {n.name: [c.subnet for c in n.ipam] for n in self.state.networks.values() if not n.is_default}
             for p in net.ipam:
                 hit = ipam.overlapping(p.subnet, taken)
@@ -181,12 +217,18 @@ class Service:
             if current is not None:
                 del new.networks[current.name]
             new.networks[net.name] = net
-            await self._commit(new, Scope.of(networks=[net.id]), "default bridge")
+            for ep in eps:
+                new.endpoints[ep.id] = ep
+            ids = frozenset(ep.id for ep in eps)
+            # the endpoints' namespace side is re-applied: new IPv6 addresses, MTU, gateways
+            scope = replace(Scope.of(networks=[net.id], endpoints=ids), refresh=ids)
+            await self._commit(new, scope, "default bridge")
 
     # -- netns -------------------------------------------------------------------------------------------------
 
     async def create_netns(self, body: Any) -> Netns:
         name = parse_netns_create(body)
+        mode = parse_netns_network(body)
         async with self.lock:
             if name in self.state.netns:
                 raise ConflictError(f"netns {name!r} already exists", field="name")
@@ -197,7 +239,9 @@ class Service:
                     f"it: remove it (ip netns del {name}) or choose another name",
                     field="Name",
                 )
-            ns = Netns(name=name, created=now())
+            ns = Netns(
+                name=name, network="none" if mode == "none" else "host" if mode == "host" else None, created=now()
+            )
             new = self.state.copy_for_change()
             new.netns[name] = ns
             await self._commit(new, Scope.of(netns=[name]), f"netns create {name}")
@@ -226,6 +270,8 @@ class Service:
     # -- endpoints ---------------------------------------------------------------------------------------------
 
     async def connect(self, network: str, body: Any) -> Endpoint:
+        if (pre := predefined.predefined_by_ref(network)) is not None:
+            predefined.refuse_connect(pre)
         req = parse_connect(body)
         async with self.lock:
             net = self.get_network(network)
@@ -240,7 +286,8 @@ class Service:
         target = req.target
         inode: int | None = None
         if target.netns is not None:
-            self.get_netns(target.netns)
+            if (mode := self.get_netns(target.netns).network) is not None:
+                predefined.refuse_connect(mode, target.netns)
             path = self.kernel.netns_path(target.netns)
             found = self.kernel.ns_probe(path)
         else:
@@ -257,6 +304,14 @@ class Service:
                 raise ConflictError(f"{target.describe()} is already connected to network {net.name!r}{as_}")
         drv = get_driver(net)
         drv.check_connect(net, self.state)
+        if req.links:
+            check_links(self.state, net, req.links, target.netns)
+        if req.aliases and not drv.features(net).dns:
+            raise InvalidError(
+                f"network {net.name!r} has no name service, so --alias has no effect there (as in Docker, aliases "
+                "are for user-defined networks): connect without --alias, or to a user-defined bridge network",
+                field="alias",
+            )
         has_link = None if found.ident is None else partial(self.kernel.ns_has_link, path)
         used_ifnames = {ep.ifname for ep in existing}
         if req.ifname is None:
@@ -310,6 +365,7 @@ class Service:
             ipv4=v4 if isinstance(v4, IPv4Interface) else None,
             ipv6=v6 if isinstance(v6, IPv6Interface) else None,
             aliases=req.aliases,
+            links=req.links,
             default_route=not net.internal and not any(ep.default_route for ep in existing),
             ports=port_list,
             container_id=req.container_id,

@@ -52,8 +52,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from ipaddress import ip_network
 
 from netd.core.errors import InvalidError
+from netd.core.links import link_pairs
 from netd.core.model import DesiredState, Network
 from netd.core.ports import Published, published
 from netd.core.ruleset import (
@@ -116,12 +118,13 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
         key = keys[net.id]
         to_elems.append(Element((net.bridge,), Jump(f"to-{key}")))
         from_elems.append(Element((net.bridge,), Jump(f"from-{key}")))
-        chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward, bool(pub.get(net.id)))))
+        linked = _linked(state, net)
+        chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward, bool(pub.get(net.id)), linked)))
         chains.append(Chain(f"from-{key}", _from_rules(net, ip_forward)))
         if features[net.id].nat:
             nat.extend(_nat_rules(net))
         nat.extend(_port_nat_rules(net, pub.get(net.id, [])))
-        bridge_rules.extend(_bridge_rules(net))
+        bridge_rules.extend(_bridge_rules(net, linked))
 
     forward = Chain(
         CHAIN_FORWARD,
@@ -154,9 +157,26 @@ def _subnets(net: Network) -> list[IPNet]:
     return [cfg.subnet for cfg in net.ipam]
 
 
-def _to_rules(net: Network, ip_forward: bool, publishes: bool = False) -> tuple[Rule, ...]:
+def _linked(state: DesiredState, net: Network) -> list[tuple[IPNet, IPNet]]:
+    """(source, destination) host prefixes a --link allows both ways when icc is off (Docker's legacy links)."""
+    if net.icc or not net.is_default:
+        return []
+    out: list[tuple[IPNet, IPNet]] = []
+    for pair in link_pairs(state, net):
+        for a in (pair.recipient.ipv4, pair.recipient.ipv6):
+            for b in (pair.source.ipv4, pair.source.ipv6):
+                if a is not None and b is not None and a.version == b.version:
+                    ha, hb = ip_network(a.ip), ip_network(b.ip)
+                    out += [(ha, hb), (hb, ha)]
+    return list(dict.fromkeys(out))
+
+
+def _to_rules(
+    net: Network, ip_forward: bool, publishes: bool = False, linked: list[tuple[IPNet, IPNet]] | None = None
+) -> tuple[Rule, ...]:
     c = f"netd:{net.id}"
-    rules = [
+    rules = [Rule(Match(iif=net.bridge, saddr=s, daddr=d), Accept(), c) for s, d in linked or []]
+    rules += [
         Rule(Match(iif=net.bridge), Accept() if net.icc else Drop(), c),
         Rule(Match(iif_in=SET_BRIDGES), Drop(), c),
     ]
@@ -192,10 +212,12 @@ def _nat_rules(net: Network) -> list[Rule]:
     ]
 
 
-def _bridge_rules(net: Network) -> list[Rule]:
+def _bridge_rules(net: Network, linked: list[tuple[IPNet, IPNet]]) -> list[Rule]:
     if net.icc:
         return []
-    return [Rule(Match(saddr=s, daddr=s), Drop(), f"netd:{net.id}") for s in _subnets(net)]
+    c = f"netd:{net.id}"
+    accepts = [Rule(Match(saddr=s, daddr=d), Accept(), c) for s, d in linked]
+    return accepts + [Rule(Match(saddr=s, daddr=s), Drop(), c) for s in _subnets(net)]
 
 
 def _check_unique_bridges(nets: list[Network]) -> None:

@@ -4,6 +4,7 @@ endpoint's namespace (IFLA_LINK = parent, IFLA_NET_NS_FD = target), then configu
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -134,3 +135,23 @@ async def delete_children(ns_socket: NsSocket, children: Iterable[tuple[str, str
         except NetlinkError as exc:
             raise kernel_error(f"{ifname} in {path}", "delete", exc) from exc
         log.info("link_deleted", ifname=ifname, netns=path)
+
+
+PROBE_IFNAME = "netd-probe0"
+
+
+async def kind_supported(ipr: IPR, kind: str) -> bool:
+    """Whether this kernel can make links of ``kind`` (ipvlan, macvlan), asked the way a create would ask.
+
+    A create of that kind on the loopback device: a kernel without the kind (no module, or one that cannot be
+    loaded) answers EOPNOTSUPP; one with it refuses lo as the lower device (EINVAL) and creates nothing.  So the
+    kernel's own module autoloading decides, as at a real create, and no namespace or link is left behind
+    (should a kernel ever accept lo, the probe link is deleted at once).
+    """
+    try:
+        await ipr.link("add", ifname=PROBE_IFNAME, kind=kind, link=1)
+    except NetlinkError as exc:
+        return bool(exc.code != errno.EOPNOTSUPP)
+    with contextlib.suppress(NetlinkError):
+        await ipr.link("del", ifname=PROBE_IFNAME)
+    return True

@@ -127,6 +127,7 @@ class Kernel:
         self._opening = asyncio.Lock()
         self._ns: OrderedDict[str, _NsSocket] = OrderedDict()
         self._bridges: dict[str, int] = {}  # bridge name -> ifindex, refreshed by ensure_bridge
+        self._kinds: set[str] = set()  # link kinds this kernel was found to support (a missing one is asked again)
         self._dir_ready = False  # netns_dir checked to be a shared mount (once per process)
 
     # ------------------------------------------------------------------------------------------ sockets
@@ -222,14 +223,15 @@ class Kernel:
             self._drop(path)
             raise kernel_error(f'link "{ifname}" in {path}', "get", exc) from exc
 
-    async def ensure_netns(self, name: str) -> bool:
+    async def ensure_netns(self, name: str, share: bool = False) -> bool:
+        """``share``: the name is bound to netd's own namespace (``netns create --network host``)."""
         path = self.netns_path(name)
         if nsops.ns_alive(path):
             return False
         netns_dir, prepare = str(self.netns_dir), not self._dir_ready
         try:
             created, fd = await nsops.in_fresh_thread(
-                lambda: nsops.create_named_netns(netns_dir, name, prepare, self.host_mnt), name="netd-nsadd"
+                lambda: nsops.create_named_netns(netns_dir, name, prepare, self.host_mnt, share), name="netd-nsadd"
             )
         except OSError as exc:
             raise kernel_error(f'netns "{name}"', "create", exc) from exc
@@ -296,6 +298,18 @@ class Kernel:
             self._bridges.update({link.ifname: link.index for link in host.bridges.values()})
         return host
 
+    async def link_kind_supported(self, kind: str) -> bool:
+        """Whether the kernel makes ``kind`` links (see child.kind_supported); a validation read at create."""
+        if kind in self._kinds:
+            return True
+        ipr = await _open_socket()  # its own socket: the reconciler's may be in a dump
+        try:
+            if await childops.kind_supported(ipr, kind):
+                self._kinds.add(kind)
+        finally:
+            ipr.close()
+        return kind in self._kinds
+
     async def host_prefixes(self) -> list[IPNetwork]:
         """Every prefix the daemon's netns routes or addresses (not default routes): subnets to stay clear of.
         A validation read beside a reconcile (network create only): a socket of its own for the call."""
@@ -327,19 +341,23 @@ class Kernel:
         self._bridges[name] = int(msg["index"])
         return self._bridges[name]
 
-    async def ensure_veth(self, spec: VethSpec, *, seen_missing: bool = False) -> None:
+    async def ensure_veth(self, spec: VethSpec, *, seen_missing: bool = False, reconfigure: bool = False) -> None:
         """``seen_missing``: an observe of this reconcile found no link of the name (see link.ensure_veth)."""
         ipr = await self._host_socket()
         bridge = await self._bridge_index(spec.bridge)
         try:
-            await linkops.ensure_veth(ipr, self.ns_socket, spec, bridge, seen_missing=seen_missing)
+            await linkops.ensure_veth(
+                ipr, self.ns_socket, spec, bridge, seen_missing=seen_missing, reconfigure=reconfigure
+            )
         except KernelError:
             # the bridge was recreated behind our back (stale cached ifindex): refresh and retry once
             self._bridges.pop(spec.bridge, None)
             if await self._bridge_index(spec.bridge) == bridge:
                 raise
             bridge = await self._bridge_index(spec.bridge)
-            await linkops.ensure_veth(ipr, self.ns_socket, spec, bridge, seen_missing=seen_missing)
+            await linkops.ensure_veth(
+                ipr, self.ns_socket, spec, bridge, seen_missing=seen_missing, reconfigure=reconfigure
+            )
 
     async def peer_exists(self, spec: VethSpec) -> bool:
         try:

@@ -195,12 +195,19 @@ def disable_ipv6(ifname: str) -> None:
 
 
 async def ensure_veth(
-    ipr: IPR, ns_socket: NsSocket, spec: VethSpec, bridge_index: int, *, seen_missing: bool = False
+    ipr: IPR,
+    ns_socket: NsSocket,
+    spec: VethSpec,
+    bridge_index: int,
+    *,
+    seen_missing: bool = False,
+    reconfigure: bool = False,
 ) -> bool:
     """Create-or-verify one endpoint.  Returns True if anything was changed.
 
     ``seen_missing``: the caller's observe just found no link of this name, so try the create first (one
-    round trip less per connect); if the name turns out to be taken, fall back to the full check."""
+    round trip less per connect); if the name turns out to be taken, fall back to the full check.
+    ``reconfigure``: the namespace side changed in the desired state: re-apply it though the host side is right."""
     obj = f'veth "{spec.host_ifname}"'
     vlog = log.bind(ifname=spec.host_ifname, owner=spec.owner, netns=spec.netns.path)
     if seen_missing:
@@ -240,11 +247,15 @@ async def ensure_veth(
                     change["mtu"] = spec.mtu
                 if not link.up:
                     change["state"] = "up"
-                if not change:
+                if not change and not reconfigure:
                     return False
-                await ipr.link("set", index=link.index, **change)
-                vlog.info("link_updated", kind="veth", changed=sorted(change))
-                await configure_peer(await ns_socket(spec.netns.path), spec)
+                if change:
+                    await ipr.link("set", index=link.index, **change)
+                vlog.info("link_updated", kind="veth", changed=sorted(change) or ["namespace side"])
+                nsipr = await ns_socket(spec.netns.path)
+                await configure_peer(nsipr, spec)
+                if reconfigure and spec.mtu:
+                    await _peer_mtu(nsipr, spec)
                 return True
         await _create_veth(ipr, ns_socket, spec, bridge_index, obj)
         vlog.info("link_created", kind="veth", peer=spec.peer_ifname)
@@ -343,6 +354,17 @@ async def configure_peer(nsipr: IPR, spec: VethSpec | ChildSpec, peer_index: int
                 raise err
     except NetlinkError as exc:
         raise kernel_error(where, "configure", exc) from exc
+
+
+async def _peer_mtu(nsipr: IPR, spec: VethSpec) -> None:
+    """The namespace side's MTU (a reload changed the network's): the kernel keeps each end's own."""
+    where = f'peer "{spec.peer_ifname}" in {spec.netns.path}'
+    try:
+        msg = await get_link(nsipr, spec.peer_ifname)
+        if msg is not None and decode_link(msg).mtu != spec.mtu:
+            await nsipr.link("set", index=int(msg["index"]), mtu=spec.mtu)
+    except NetlinkError as exc:
+        raise kernel_error(where, "set the mtu", exc) from exc
 
 
 async def peer_ok(nsipr: IPR, spec: VethSpec) -> bool:

@@ -232,26 +232,27 @@ def prepare_netns_dir(netns_dir: str) -> None:
 
 
 def create_named_netns(
-    netns_dir: str, name: str, prepare: bool = True, host_mnt: str = ""
+    netns_dir: str, name: str, prepare: bool = True, host_mnt: str = "", share: bool = False
 ) -> tuple[bool, int | None]:
     """Blocking, runs in a fresh thread: create netns_dir/name bound to a new netns.
 
     Returns (created, fd of a netlink socket inside the netns, when created).  The calling thread ends up inside
     the new namespace, which is why this must only run in a throw-away thread.  With ``host_mnt`` (a mount
     namespace file other than ours) the bind mount is made there, so it is visible host-wide (see mountns).
+    ``share``: no new namespace; the name is bound to netd's own (Docker's ``--network host``).
     """
     path = os.path.join(netns_dir, name)
     if ns_alive(path):
         return False, None
     with HostMount(host_mnt) as hm:
-        created, fd = _create_named_netns(netns_dir, path, prepare)
+        created, fd = _create_named_netns(netns_dir, path, prepare, share)
         hm.back()
         if hm.host is not None and not ns_alive(path):  # no propagation back to us: mount here too
             mount(thread_ns_path(), path, None, MS_BIND)
     return created, fd
 
 
-def _create_named_netns(netns_dir: str, path: str, prepare: bool) -> tuple[bool, int | None]:
+def _create_named_netns(netns_dir: str, path: str, prepare: bool, share: bool) -> tuple[bool, int | None]:
     if prepare:
         prepare_netns_dir(netns_dir)
     if os.path.lexists(path):  # a stale plain file (or a dead mount): replace it
@@ -264,7 +265,8 @@ def _create_named_netns(netns_dir: str, path: str, prepare: bool) -> tuple[bool,
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
     os.close(fd)
     try:
-        unshare_net()
+        if not share:
+            unshare_net()
         mount(thread_ns_path(), path, None, MS_BIND)
     except BaseException:
         os.unlink(path)

@@ -1,4 +1,5 @@
-"""Operator endpoints of the API: ``GET /v1/plan``, ``/v1/check`` and ``/v1/doctor``, and request timing.
+"""Operator endpoints of the API: ``GET /v1/plan``, ``/v1/check``, ``/v1/doctor``, ``POST /v1/reload``, and
+request timing.
 
 ``plan`` and ``check`` are one dry run of the reconciler (observe + plan, nothing applied); ``doctor`` runs the
 host checks of :mod:`netd.ops.doctor`.
@@ -23,6 +24,7 @@ class Ops:
     doctor: Callable[[], Awaitable[dict[str, Any]]]
     observe: Observe | None = None  # API metrics: (route, method, status, seconds)
     inflight: Any = None  # netd.ops.progress.InFlight: requests being served, for the watchdog's progress check
+    reload: Callable[[], Awaitable[dict[str, Any]]] | None = None  # re-read the config, answer the outcome
 
 
 def add_ops_routes(routes: web.RouteTableDef, ops: Ops, to_json: JsonFn) -> None:
@@ -38,6 +40,13 @@ def add_ops_routes(routes: web.RouteTableDef, ops: Ops, to_json: JsonFn) -> None
     @routes.get("/v1/doctor")
     async def get_doctor(request: web.Request) -> web.Response:
         return to_json(await ops.doctor())
+
+    reload = ops.reload
+    if reload is not None:
+
+        @routes.post("/v1/reload")
+        async def post_reload(request: web.Request) -> web.Response:
+            return to_json(await reload())
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

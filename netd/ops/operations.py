@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +72,13 @@ class Operations:
 
     # -- API -----------------------------------------------------------------------------------------------
 
-    def api_ops(self) -> Ops:
+    def api_ops(self, reload: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> Ops:
         return Ops(
             dry_run=self.reconciler.dry_run,
             doctor=self.doctor,
             observe=self.metrics.observe_api,
             inflight=self.inflight,
+            reload=reload,
         )
 
     def status_extra(self) -> dict[str, Any]:
@@ -103,6 +105,7 @@ class Operations:
         if self.metrics_error:
             out.append(self.metrics_error)
         out += self.health.stuck()
+        out += [f"config not applied: {p}" for p in self.service.pending]
         if not self._mount_ns[0] and "cannot open" in self._mount_ns[1]:
             out.append(self._mount_ns[1])
         return out

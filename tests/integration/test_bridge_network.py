@@ -255,4 +255,4 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         host.ctl("network", "rm", "app")
         host.ctl("netns", "rm", "web")
         names = [n["Name"] for n in json.loads(host.ctl("network", "ls", "--format", "json").stdout)]
-        assert names == ["bridge"]  # only the default network is left
+        assert names == ["bridge", "host", "none"]  # only the default network is left (and Docker's host, none)

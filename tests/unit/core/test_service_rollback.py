@@ -70,7 +70,7 @@ def test_successful_apply_persists(tmp_path: Path) -> None:
     svc = _service(tmp_path, FakeApplier(fail_first=False))
     net = asyncio.run(svc.create_network({"Name": "x"}))
     assert svc.store.load().networks["x"].id == net.id
-    assert str(net.ipam[0].subnet) == "172.16.0.0/16"
+    assert str(net.ipam[0].subnet) == "172.17.0.0/16"  # Docker's first pool (172.16/16 is left alone)
 
 
 class FailOnce(FakeApplier):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_interface, ip_network
+from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
 
 from netd.core.model import DesiredState, Endpoint, IpamConfig, Netns, Network
@@ -116,3 +116,21 @@ def test_a_scoped_sync_touches_only_the_named_namespaces(tmp_path: Path) -> None
     writer.sync(_state(a, nets=[app]), frozenset({"b"}))  # b disconnected
     assert not (tmp_path / "b" / "resolv.conf").exists()
     assert build_files(_state(a, nets=[app]), HostResolv()).keys() == {"a"}
+
+
+def test_default_bridge_dns_is_written_for_its_namespaces(tmp_path: Path) -> None:
+    """Issue 12 item 5: ``[default_bridge] dns`` was accepted and ignored (no file for default-bridge netns)."""
+    default = _net("bridge", "172.17.0.0/16", is_default=True)
+    a = _net("a", "172.31.1.0/24")
+    st = _state(_ep(default, "old", "172.17.0.3/16"), _ep(a, "web", "172.31.1.2/24"), nets=[default, a])
+    dns = [ip_address("10.20.1.2"), ip_address("2001:db8::53")]
+    files = build_files(st, parse(HOST), dns)
+    assert files["old"].splitlines()[1:3] == ["nameserver 10.20.1.2", "nameserver 2001:db8::53"]
+    assert "ndots:0" not in files["old"]
+    assert "nameserver 172.31.1.1" in files["web"]
+    w = ResolvConfWriter(tmp_path, HostResolv(), dns)
+    w.sync(st)
+    assert "nameserver 10.20.1.2" in (tmp_path / "old" / "resolv.conf").read_text()
+    w.default_dns = []
+    w.sync(st)
+    assert not (tmp_path / "old").exists()
