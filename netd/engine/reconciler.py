@@ -224,7 +224,10 @@ class Reconciler:
     async def apply(self, scope: Scope, reason: str) -> dict[str, str]:
         """Reconcile the objects in ``scope``; returns errors by owner id (empty: all applied)."""
         async with self.lock:
-            return await self._reconcile(scope, reason)
+            try:
+                return await self._reconcile(scope, reason)
+            finally:  # an open socket keeps a namespace alive after it is deleted (see kernel.facade)
+                self.kernel.release_netns_sockets()
 
     async def reconcile(self, reason: str = "timer") -> dict[str, str]:
         """A full pass.  Never call it while holding the service lock (the prune below takes it)."""

@@ -1,11 +1,16 @@
 """The kernel facade (``Kernel``): the one typed interface the engine uses for links, addresses, routes, netns
 (and netd's ownership markers), sysctls, conntrack, VXLAN entries and link events.  One AsyncIPRoute per
-network namespace, cached.
+network namespace, cached for one reconcile only.
 
 Sockets into other namespaces are made fork-free: a fresh thread ``setns()``es, creates a NETLINK_ROUTE datagram
 socket and hands the fd to ``AsyncIPRoute(fileno=...)`` in the event loop's thread (about 1 ms, against 25-40 ms
-for pyroute2's fork-based ``netns=``).  A cached socket keeps its namespace alive, so each use first checks that
-the path still names the same nsfs inode; a removed or replaced namespace evicts the entry.
+for pyroute2's fork-based ``netns=``).  An open socket keeps its namespace alive: a container runtime's namespace
+whose last process exited, or a named mount removed by hand, would stay (with its veth on the bridge and its
+address taken) for as long as netd held a socket in it.  So the reconciler releases them all at the end of each
+pass (``release_netns_sockets``), and a validation read outside a pass uses a socket of its own for the call.
+Then the namespace really goes, the kernel deletes the host side of its veth, and that event (about an owned
+link) starts the pass that forgets the endpoint.  Each use of a cached socket also checks that the path still
+names the same nsfs inode; a removed or replaced namespace evicts the entry.
 
 Writes go through pyroute2.  The hot reads (observe, events, the lookup after a create) use a raw socket and
 :mod:`netd.kernel.rtraw`, which decodes only the fields netd uses: pyroute2 decodes every attribute, and that
@@ -183,6 +188,12 @@ class Kernel:
         """Evict the cached socket (call after an error that suggests the namespace is gone)."""
         self._drop(path)
 
+    def release_netns_sockets(self) -> None:
+        """Close every socket into another namespace, so none keeps a deleted namespace alive.  The reconciler
+        calls it at the end of each pass, under its lock (the only user of the cached sockets)."""
+        for path in list(self._ns):
+            self._drop(path)
+
     async def close(self) -> None:
         for path in list(self._ns):
             self._drop(path)
@@ -214,14 +225,23 @@ class Kernel:
         return nsops.probe(path)
 
     async def ns_has_link(self, path: str, ifname: str) -> bool:
-        """Whether the namespace at ``path`` has a link of that name (netd's or anyone's).  One get on the
-        namespace's cached socket: a dump there could clash with a reconcile's (EBUSY)."""
-        nsipr = await self.ns_socket(path)
+        """Whether the namespace at ``path`` has a link of that name (netd's or anyone's).  A validation read
+        beside a reconcile: a socket of its own for the call (sharing the reconciler's could clash with its dumps
+        (EBUSY), and a cached one would keep the namespace alive after it is deleted)."""
+        if not nsops.ns_alive(path):
+            raise KernelError(f"netns {path}: open failed: the namespace does not exist (any more)")
         try:
+            fd = await nsops.in_fresh_thread(lambda: nsops.netlink_fd_in(path), name="netd-nsopen")
+        except OSError as exc:
+            raise kernel_error(f"netns {path}", "open", exc) from exc
+        nsipr = AsyncIPRoute(fileno=fd)
+        try:
+            await nsipr.setup_endpoint()
             return await linkops.get_link(nsipr, ifname) is not None
         except NetlinkError as exc:
-            self._drop(path)
             raise kernel_error(f'link "{ifname}" in {path}', "get", exc) from exc
+        finally:
+            nsipr.close()
 
     async def ensure_netns(self, name: str, share: bool = False) -> bool:
         """``share``: the name is bound to netd's own namespace (``netns create --network host``)."""
