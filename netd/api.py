@@ -82,6 +82,14 @@ def _filters_obj(raw: str) -> dict[str, Any]:
     return value
 
 
+def _flag(request: web.Request, name: str) -> bool:
+    """A boolean query parameter (``?force=1``); anything but 1/true/0/false is refused, naming it."""
+    value = request.query.get(name, "0").lower()
+    if value not in ("0", "1", "true", "false", ""):
+        raise InvalidError(f"{name}: {value!r} is not a boolean; use {name}=1 or {name}=0", field=name)
+    return value in ("1", "true")
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, indent=1))
 
@@ -127,7 +135,8 @@ def build_app(
 
     @routes.delete("/v1/networks/{name}")
     async def remove_network(request: web.Request) -> web.Response:
-        await service.remove_network(request.match_info["name"])
+        force = _flag(request, "force")
+        await service.remove_network(request.match_info["name"], force=force)
         return web.Response(status=204)
 
     @routes.post("/v1/networks/{name}/connect")
@@ -156,6 +165,16 @@ def build_app(
     async def inspect_netns(request: web.Request) -> web.Response:
         ns = service.get_netns(request.match_info["name"])
         return _json(netns_view(ns, service.kernel.netns_path(ns.name), service.state))
+
+    @routes.delete("/v1/netns")
+    async def remove_netns_many(request: web.Request) -> web.Response:
+        """``?name=A&name=B...``: one change for all (one group delete of their veths in the kernel)."""
+        names = request.query.getall("name", [])
+        if not names:
+            raise InvalidError("name: give the namespaces to remove as ?name=A&name=B", field="name")
+        missing = await service.remove_netns_many(names)
+        removed = [n for n in dict.fromkeys(names) if n not in missing]
+        return _json({"Removed": removed, "Errors": missing})
 
     @routes.delete("/v1/netns/{name}")
     async def remove_netns(request: web.Request) -> web.Response:

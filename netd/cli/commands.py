@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from netd.cli import client, docker_words, render
 from netd.cli.publish import PublishSpecError, parse_publish
@@ -136,7 +137,8 @@ def build_network_inspect(args: argparse.Namespace) -> list[Request]:
 
 
 def build_network_rm(args: argparse.Namespace) -> list[Request]:
-    return [("DELETE", f"/v1/networks/{_q(name)}", None) for name in args.names]
+    force = "?force=1" if args.force else ""
+    return [("DELETE", f"/v1/networks/{_q(name)}{force}", None) for name in args.names]
 
 
 def _netns_ref(args: argparse.Namespace) -> dict[str, str]:
@@ -183,7 +185,26 @@ def build_netns_ls(args: argparse.Namespace) -> list[Request]:
 
 
 def build_netns_rm(args: argparse.Namespace) -> list[Request]:
-    return [("DELETE", f"/v1/netns/{_q(name)}", None) for name in args.names]
+    """One name: ``DELETE /v1/netns/NAME``.  Several: one request, so the daemon removes them in one change
+    (their veths go in one group delete, ~1 ms each instead of ~25)."""
+    if len(args.names) == 1:
+        return [("DELETE", f"/v1/netns/{_q(args.names[0])}", None)]
+    query = "&".join(f"name={_q(name)}" for name in args.names)
+    return [("DELETE", f"/v1/netns?{query}", None)]
+
+
+def render_netns_rm(args: argparse.Namespace, results: list[tuple[int, Any]]) -> str | None:
+    """The names removed; those not found go to stderr, and the exit status says so (like ``docker rm``)."""
+    if len(args.names) == 1:
+        return render_names(args, results)
+    answer = results[0][1] if results else None
+    if not isinstance(answer, dict):
+        return None
+    for message in (answer.get("Errors") or {}).values():
+        sys.stderr.write(f"netd-ctl: {message}\n")
+    if answer.get("Errors"):
+        args.exit_status = 1
+    return "\n".join(answer.get("Removed") or []) or None
 
 
 def build_reconcile(args: argparse.Namespace) -> list[Request]:

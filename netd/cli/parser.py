@@ -29,6 +29,7 @@ from netd.cli.commands import (
     render_name,
     render_names,
     render_netns_ls,
+    render_netns_rm,
     render_network_ls,
     render_nothing,
     render_port,
@@ -185,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         aliases=["remove"],
         keep_going=True,
     )
+    p.add_argument(
+        "-f", "--force", action="store_true", help="disconnect its endpoints first (all at once), then remove it"
+    )
     p.add_argument("names", metavar="NETWORK", nargs="+")
 
     p = command(
@@ -247,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rm",
         "Remove one or more network namespaces",
         build_netns_rm,
-        render_names,
+        render_netns_rm,
         aliases=["remove"],
         keep_going=True,
     )

@@ -225,8 +225,10 @@ class Cluster(_Section):
 
     @property
     def tls(self) -> bool:
-        return self.etcd_cacert is not None or self.etcd_cert is not None or any(
-            ep.startswith("https://") for ep in self.etcd_endpoints
+        return (
+            self.etcd_cacert is not None
+            or self.etcd_cert is not None
+            or any(ep.startswith("https://") for ep in self.etcd_endpoints)
         )
 
 

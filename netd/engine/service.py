@@ -12,7 +12,7 @@ calls ``prune_endpoints`` only while it does not hold its own lock; nothing here
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from ipaddress import IPv4Interface, IPv6Interface, ip_interface
@@ -161,7 +161,9 @@ class Service:
             )
             return net
 
-    async def remove_network(self, name: str) -> None:
+    async def remove_network(self, name: str, force: bool = False) -> None:
+        """``force``: disconnect its endpoints first, all in one change (their veths are deleted together in the
+        kernel, one group delete, not one RCU wait each)."""
         if (pre := predefined.predefined_by_ref(name)) is not None:
             predefined.refuse_remove(pre)
         async with self.lock:
@@ -171,15 +173,20 @@ class Service:
                     f"network {net.name!r} is the default bridge; disable it in the config instead"
                 )
             eps = self.state.endpoints_of(net.id)
-            if eps:
+            if eps and not force:
                 names = ", ".join(sorted({ep.netns or ep.netns_path or "?" for ep in eps}))
                 raise ConflictError(
-                    f"network {net.name!r} has active endpoints ({names}); disconnect them first", field="name"
+                    f"network {net.name!r} has active endpoints ({names}); disconnect them first, or remove it "
+                    "with --force (?force=1) to disconnect them too",
+                    field="name",
                 )
             new = self.state.copy_for_change()
+            gone = {ep.id for ep in eps}
+            for ep_id in gone:
+                del new.endpoints[ep_id]
             del new.networks[net.name]
-            await self._commit(new, Scope.of(networks=[net.id]), f"network rm {net.name}")
-            log.info("network_removed", network=net.name)
+            await self._commit(new, Scope.of(networks=[net.id], endpoints=gone), f"network rm {net.name}")
+            log.info("network_removed", network=net.name, endpoints=len(gone))
 
     # -- default bridge ----------------------------------------------------------------------------------------
 
@@ -256,16 +263,37 @@ class Service:
 
     async def remove_netns(self, name: str) -> None:
         """Remove a netns and its endpoints (like removing a container)."""
+        await self.remove_netns_many([name], strict=True)
+
+    async def remove_netns_many(self, names: Sequence[str], strict: bool = False) -> dict[str, str]:
+        """Remove these netns and their endpoints in one change: their veths go in one group delete.  Returns
+        the names not found, with the error (``strict``: raise it instead, for a single name)."""
         async with self.lock:
-            self.get_netns(name)
+            missing: dict[str, str] = {}
+            found: list[str] = []
+            for name in dict.fromkeys(names):
+                try:
+                    found.append(self.get_netns(name).name)
+                except NotFoundError as e:
+                    if strict:
+                        raise
+                    missing[name] = e.message
+            if not found:
+                return missing
             new = self.state.copy_for_change()
-            del new.netns[name]
-            self.namespaces.forget(name)
-            gone = {ep.id for ep in new.endpoints_in(f"netns:{name}")}
+            gone: set[str] = set()
+            for name in found:
+                del new.netns[name]
+                self.namespaces.forget(name)
+                gone |= {ep.id for ep in new.endpoints_in(f"netns:{name}")}
             for ep_id in gone:
                 del new.endpoints[ep_id]
-            await self._commit(new, Scope.of(endpoints=gone, netns=[name]), f"netns rm {name}")
-            log.info("netns_removed", netns=name, endpoints=len(gone))
+            what = f"netns rm {found[0]}" if len(found) == 1 else f"netns rm {found[0]} and {len(found) - 1} more"
+            await self._commit(new, Scope.of(endpoints=gone, netns=found), what)
+            for name in found:
+                log.info("netns_removed", netns=name)
+            log.debug("netns_removed_batch", netns=len(found), endpoints=len(gone))
+            return missing
 
     # -- endpoints ---------------------------------------------------------------------------------------------
 

@@ -147,6 +147,11 @@ def test_network_ls_inspect_rm_quote_names() -> None:
         ("DELETE", "/v1/networks/a", None),
         ("DELETE", "/v1/networks/%C3%BC", None),
     ]
+    assert build_requests(["network", "rm", "-f", "a", "b"]) == [
+        ("DELETE", "/v1/networks/a?force=1", None),
+        ("DELETE", "/v1/networks/b?force=1", None),
+    ]
+    assert build_request(["network", "rm", "--force", "a"]) == ("DELETE", "/v1/networks/a?force=1", None)
 
 
 def test_network_connect_full() -> None:
@@ -199,10 +204,13 @@ def test_network_disconnect() -> None:
 def test_netns_commands() -> None:
     assert build_request(["netns", "create", "web"]) == ("POST", "/v1/netns", {"Name": "web"})
     assert build_request(["netns", "ls", "--format", "json"]) == ("GET", "/v1/netns", None)
-    assert build_requests(["netns", "rm", "a", "b"]) == [
-        ("DELETE", "/v1/netns/a", None),
-        ("DELETE", "/v1/netns/b", None),
-    ]
+    assert build_request(["netns", "rm", "a"]) == ("DELETE", "/v1/netns/a", None)
+    # several: one request, so the daemon removes them in one change (one group delete in the kernel)
+    assert build_request(["netns", "rm", "a", "b c", "ü"]) == (
+        "DELETE",
+        "/v1/netns?name=a&name=b%20c&name=%C3%BC",
+        None,
+    )
 
 
 def test_reconcile_and_port() -> None:
