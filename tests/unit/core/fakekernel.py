@@ -40,6 +40,9 @@ class FakeKernel:
     def forget_netns(self, path: str) -> None:
         self.forgotten.append(path)
 
+    def release_netns_sockets(self) -> None:
+        self.released = getattr(self, "released", 0) + 1
+
     def netns_path(self, name: str) -> str:
         return f"/run/netns/{name}"
 

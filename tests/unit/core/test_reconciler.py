@@ -53,6 +53,9 @@ class FakeKernel:
     def forget_netns(self, path: str) -> None:
         pass
 
+    def release_netns_sockets(self) -> None:
+        self.released = getattr(self, "released", 0) + 1
+
     def owned_netns(self, names: Collection[str] | None = None) -> set[str]:
         return set(self.marked) if names is None else self.marked & set(names)
 
