@@ -63,8 +63,13 @@ async def run(endpoints: list[str], n: int, clients: int) -> dict[str, object]:
         ipam = ClusterIpam(s, KEYS, "bench")
         held: list[Allocation] = []
 
-        async def alloc(i: int, net: OverlayNetwork = net, ipam: ClusterIpam = ipam, name: str = name,
-                        held: list[Allocation] = held) -> None:
+        async def alloc(
+            i: int,
+            net: OverlayNetwork = net,
+            ipam: ClusterIpam = ipam,
+            name: str = name,
+            held: list[Allocation] = held,
+        ) -> None:
             view = held if name == "allocate_from_cache_view" else None
             addr = await ipam.allocate_address(net, f"ep{i}", held=view)
             held.append(Allocation(network=net.id, address=addr, endpoint=f"ep{i}", node="bench"))
@@ -78,8 +83,13 @@ async def run(endpoints: list[str], n: int, clients: int) -> dict[str, object]:
     t = time.perf_counter()
     got = await asyncio.gather(*(ipams[i % clients].allocate_address(net, f"ep{i}") for i in range(n)))
     total = time.perf_counter() - t
-    res["concurrent_allocations"] = {"n": n, "clients": clients, "unique": len(set(got)) == n,
-                                     "total_s": round(total, 2), "per_alloc_ms": round(total / n * 1000, 2)}
+    res["concurrent_allocations"] = {
+        "n": n,
+        "clients": clients,
+        "unique": len(set(got)) == n,
+        "total_s": round(total, 2),
+        "per_alloc_ms": round(total / n * 1000, 2),
+    }
     # watch delay: put -> event on another client's watch
     delays: list[float] = []
     sent: dict[str, float] = {}
@@ -104,16 +114,22 @@ async def run(endpoints: list[str], n: int, clients: int) -> dict[str, object]:
 
 
 def import_cost() -> dict[str, float]:
-    code = ("import time,netd.daemon\n"
-            "def rss():\n"
-            "    return int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])/1024\n"
-            "a=rss(); t=time.perf_counter()\n"
-            "import netd.cluster.node\n"
-            "print(a, rss(), time.perf_counter()-t)")
+    code = (
+        "import time,netd.daemon\n"
+        "def rss():\n"
+        "    return int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])/1024\n"
+        "a=rss(); t=time.perf_counter()\n"
+        "import netd.cluster.node\n"
+        "print(a, rss(), time.perf_counter()-t)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     before, after, secs = (float(x) for x in out)
-    return {"rss_single_host_mib": round(before, 1), "rss_with_cluster_mib": round(after, 1),
-            "added_mib": round(after - before, 1), "import_s": round(secs, 2)}
+    return {
+        "rss_single_host_mib": round(before, 1),
+        "rss_with_cluster_mib": round(after, 1),
+        "added_mib": round(after - before, 1),
+        "import_s": round(secs, 2),
+    }
 
 
 def main() -> None:

@@ -87,7 +87,7 @@ class _NsSocket:
 
 
 async def _read_links(
-    rs: RouteSocket, names: Collection[str] | None
+    rs: RouteSocket, names: Collection[str] | None, addresses: bool = True
 ) -> tuple[list[RawLink], dict[int, list[Iface]]]:
     links: list[RawLink] = []
     if names is None:
@@ -103,6 +103,8 @@ async def _read_links(
                 raise
             links += [decode_link(data, m.start, m.end) for m, data in answer if m.type == RTM_NEWLINK]
     addrs: dict[int, list[Iface]] = defaultdict(list)
+    if not addresses:
+        return links, addrs
     # all addresses, or (strict checking) only those of the links found: the kernel walks just those
     for index in [0] if names is None else [link.index for link in links]:
         answer = await rs.ask(partial(dump_request, RTM_GETADDR, index=index), "address dump")
@@ -299,11 +301,21 @@ class Kernel:
     async def observe(self, names: Collection[str] | None = None) -> ObservedHost:
         """Links of the daemon's netns (all of them, or only ``names``: O(1) for a scoped reconcile), with
         their addresses.  Read on a raw socket of its own (see kernel.rtsock)."""
+        links, addrs = await self._raw_links(names)
+        host = build_observed(links, addrs)
+        if names is None:
+            self._bridges = {link.ifname: link.index for link in host.bridges.values()}
+        else:
+            self._bridges.update({link.ifname: link.index for link in host.bridges.values()})
+        return host
+
+    async def _raw_links(
+        self, names: Collection[str] | None, addresses: bool = True
+    ) -> tuple[list[RawLink], dict[int, list[Iface]]]:
         for attempt in range(5):
             try:
                 with RouteSocket() as rs:
-                    links, addrs = await _read_links(rs, names)
-                break
+                    return await _read_links(rs, names, addresses)
             except DumpInterrupted:  # the link table changed during the dump: take a new one
                 if attempt == 4:
                     raise KernelError(
@@ -311,12 +323,7 @@ class Kernel:
                     ) from None
             except OSError as exc:
                 raise kernel_error("host links", "dump", exc) from exc
-        host = build_observed(links, addrs)
-        if names is None:
-            self._bridges = {link.ifname: link.index for link in host.bridges.values()}
-        else:
-            self._bridges.update({link.ifname: link.index for link in host.bridges.values()})
-        return host
+        raise AssertionError("unreachable")
 
     async def link_kind_supported(self, kind: str) -> bool:
         """Whether the kernel makes ``kind`` links (see child.kind_supported); a validation read at create."""
@@ -391,8 +398,12 @@ class Kernel:
 
     async def delete_links(self, ifnames: Sequence[str]) -> None:
         names = list(dict.fromkeys(ifnames))
+        present = None
+        if len(names) > 1:  # which exist: one raw dump (see rtsock), not pyroute2 decoding every link
+            links, _ = await self._raw_links(None, addresses=False)
+            present = {link.index: link.ifname for link in links}
         try:
-            await linkops.delete_links(await self._host_socket(), names)
+            await linkops.delete_links(await self._host_socket(), names, present)
         except NetlinkError as exc:
             raise kernel_error(
                 f"links {', '.join(names[:5])}{'...' if len(names) > 5 else ''}", "delete", exc

@@ -381,17 +381,22 @@ async def peer_ok(nsipr: IPR, spec: VethSpec) -> bool:
 # ---------------------------------------------------------------------------------------------- delete
 
 
-async def delete_links(ipr: IPR, ifnames: Sequence[str]) -> int:
-    """Delete the named links (missing = fine).  Many at once: move them to one group, delete the group."""
+async def delete_links(ipr: IPR, ifnames: Sequence[str], present: dict[int, str] | None = None) -> int:
+    """Delete the named links (missing = fine).  Many at once: move them to one group, delete the group.
+    ``present``: index -> name of the links of the namespace, read by the caller (a raw dump: pyroute2 decoding
+    every link was most of a 1000-endpoint ``network rm --force``)."""
     wanted = set(ifnames)
     if not wanted:
         return 0
-    if len(wanted) == 1:  # one cheap get instead of a dump
-        msg = await get_link(ipr, next(iter(wanted)))
-        found = [msg] if msg is not None else []
+    if present is not None:
+        indexes = {index: name for index, name in present.items() if name in wanted}
     else:
-        found = [m async for m in await ipr.link("dump") if m.get_attr("IFLA_IFNAME") in wanted]
-    indexes = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in found}
+        if len(wanted) == 1:  # one cheap get instead of a dump
+            msg = await get_link(ipr, next(iter(wanted)))
+            found = [msg] if msg is not None else []
+        else:
+            found = [m async for m in await ipr.link("dump") if m.get_attr("IFLA_IFNAME") in wanted]
+        indexes = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in found}
     if not indexes:
         return 0
     if len(indexes) == 1:
