@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netd.core.errors import KernelError

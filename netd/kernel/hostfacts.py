@@ -13,7 +13,7 @@ import socket
 from ipaddress import ip_network
 from typing import Any
 
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 
 from netd.core.facts import Facts, ForwardChain
 from netd.kernel.observe import decode_link
