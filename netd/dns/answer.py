@@ -13,22 +13,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.opcode
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.reversename
-import dns.rrset
-
 from netd.core.model import DesiredState, Endpoint, IPAddress, IPNetwork, Network
 from netd.drivers import get_driver
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.opcode
+    import dns.rcode
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.reversename
+    import dns.rrset
+else:
+    from netd.dns.lazy import dns
+
 TTL = 60  # short: a name moves when its endpoint reconnects; nobody should cache it for long
-_ADDR_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 
 
 def has_resolver(net: Network) -> bool:
@@ -160,13 +163,13 @@ def answer(query: dns.message.Message, idx: NetIndex, turn: int = 0) -> dns.mess
             dns.rdatatype.A: _rotated(v4, turn),
             dns.rdatatype.AAAA: _rotated(v6, turn),
         }
-        for rdtype in _ADDR_TYPES:
+        for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
             if q.rdtype in (rdtype, dns.rdatatype.ANY) and want[rdtype]:
                 r.answer.append(dns.rrset.from_text_list(q.name, TTL, "IN", rdtype, want[rdtype]))
         return r  # a known name with no record of that type: NOERROR, no data
     if q.rdtype == dns.rdatatype.PTR:
         return _ptr(query, q.name, idx)
-    if len(q.name.labels) <= 2 and q.rdtype in _ADDR_TYPES:
+    if len(q.name.labels) <= 2 and q.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
         # a single-label name ("peer.") no endpoint of this network has: never leak it upstream (another
         # network's names, typos); like systemd-resolved's ResolveUnicastSingleLabel=no
         return reply(query, dns.rcode.NXDOMAIN)

@@ -24,15 +24,20 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any, cast
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.rcode
 import structlog
 
 from netd.core.model import DesiredState, IPAddress
 from netd.dns.answer import NetIndex, answer, build_index, listen_addresses, reply, rotations
 from netd.dns.upstream import Forwarder
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.rcode
+else:
+    from netd.dns.lazy import dns
 
 log = structlog.get_logger()
 

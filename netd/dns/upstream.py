@@ -10,21 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import dns.asyncquery
-import dns.exception
-import dns.message
-import dns.rcode
 import structlog
 
 from netd.core.model import IPAddress
 from netd.dns.answer import reply
 from netd.dns.resolvconf import HostResolv
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import dns.asyncquery
+    import dns.exception
+    import dns.message
+    import dns.rcode
+else:
+    from netd.dns.lazy import dns
+
 log = structlog.get_logger()
 
 TIMEOUT = 2.0  # seconds per upstream
 MAX_INFLIGHT = 1024  # concurrent forwarded queries (Docker's limit too); beyond it: SERVFAIL at once
-_TRY_NEXT = (dns.rcode.SERVFAIL, dns.rcode.REFUSED)
 
 
 def choose_upstreams(configured: Sequence[IPAddress], host: HostResolv) -> list[IPAddress]:
@@ -72,7 +76,7 @@ class Forwarder:
                 except (dns.exception.DNSException, OSError, EOFError) as e:
                     log.debug("dns_upstream_failed", upstream=str(ns), error=type(e).__name__, detail=str(e))
                     continue
-                if r.rcode() in _TRY_NEXT:
+                if r.rcode() in (dns.rcode.SERVFAIL, dns.rcode.REFUSED):
                     last = r
                     continue
                 return r
