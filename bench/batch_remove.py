@@ -4,7 +4,7 @@
 
 N netd namespaces, each connected to one bridge network.  Timed through the API, per endpoint:
 - ``netns rm`` one at a time (``DELETE /v1/netns/NAME``, ``--singles`` of them: the old way), then the remaining
-  namespaces in one ``netns rm A B C ...`` (``DELETE /v1/netns?name=...``);
+  namespaces in one ``netns rm A B C ...`` (``DELETE /v1/netns {"Names": [...]}``);
 - the same N again, then ``network rm --force`` (``DELETE /v1/networks/NAME?force=1``).
 The kernel is read back after each batch (no veth of the network left).  Writes bench/results/batch_remove.json.
 """
@@ -15,7 +15,6 @@ import argparse
 import os
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +49,8 @@ def run(tmp: Path, n: int, singles: int, env: dict[str, str]) -> dict[str, Any]:
             host.api.ok("DELETE", f"/v1/netns/{name}")
             single_ms.append((time.perf_counter() - t0) * 1000)
         rest = names[singles:]
-        query = "&".join(f"name={urllib.parse.quote(x)}" for x in rest)
         t0 = time.perf_counter()
-        answer = host.api.ok("DELETE", f"/v1/netns?{query}")
+        answer = host.api.ok("DELETE", "/v1/netns", {"Names": rest})
         netns_batch_ms = (time.perf_counter() - t0) * 1000
         assert answer["Errors"] == {} and len(answer["Removed"]) == len(rest), answer
         assert _veths(host) == base

@@ -168,10 +168,20 @@ def build_app(
 
     @routes.delete("/v1/netns")
     async def remove_netns_many(request: web.Request) -> web.Response:
-        """``?name=A&name=B...``: one change for all (one group delete of their veths in the kernel)."""
-        names = request.query.getall("name", [])
+        """``{"Names": [A, B, ...]}`` (or ``?name=A&name=B`` for a few: a request line is limited to 8 KiB): one
+        change for all (one group delete of their veths in the kernel)."""
+        names = list(request.query.getall("name", []))
+        body = await _body(request)
+        if not isinstance(body, dict) or set(body) - {"Names"}:
+            raise InvalidError('body: expected {"Names": ["A", "B", ...]}', field="Names")
+        listed = body.get("Names", [])
+        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+            raise InvalidError("Names: expected a list of namespace names (strings)", field="Names")
+        names += listed
         if not names:
-            raise InvalidError("name: give the namespaces to remove as ?name=A&name=B", field="name")
+            raise InvalidError(
+                'Names: give the namespaces to remove: {"Names": ["A", "B"]} or ?name=A&name=B', field="Names"
+            )
         missing = await service.remove_netns_many(names)
         removed = [n for n in dict.fromkeys(names) if n not in missing]
         return _json({"Removed": removed, "Errors": missing})

@@ -189,8 +189,7 @@ def build_netns_rm(args: argparse.Namespace) -> list[Request]:
     (their veths go in one group delete, ~1 ms each instead of ~25)."""
     if len(args.names) == 1:
         return [("DELETE", f"/v1/netns/{_q(args.names[0])}", None)]
-    query = "&".join(f"name={_q(name)}" for name in args.names)
-    return [("DELETE", f"/v1/netns?{query}", None)]
+    return [("DELETE", "/v1/netns", {"Names": list(args.names)})]
 
 
 def render_netns_rm(args: argparse.Namespace, results: list[tuple[int, Any]]) -> str | None:

@@ -92,6 +92,11 @@ def test_netns_rm_many(host: Host) -> None:
     out = host.ctl("netns", "rm", "nope", "nada", check=False)
     assert out.returncode == 1
     assert "netns 'nada' not found" in out.stderr
-    got, err = host.api.request("DELETE", "/v1/netns")
-    assert got == 400, err
-    assert err["error"]["field"] == "name"
+    for body in (None, {"Names": "keep"}, {"Names": [1]}, {"Name": ["keep"]}):
+        got, err = host.api.request("DELETE", "/v1/netns", body)
+        assert got == 400, err
+        assert err["error"]["field"] == "Names"
+    assert {ns["Name"] for ns in host.api.ok("GET", "/v1/netns")} == {"keep"}
+    # the query form, for a few names
+    host.api.ok("POST", "/v1/netns", {"Name": "q1"})
+    assert host.api.ok("DELETE", "/v1/netns?name=q1") == {"Removed": ["q1"], "Errors": {}}

@@ -78,18 +78,56 @@ def make_tls(d: Path) -> dict[str, Path]:
     """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate (openssl, EC P-256)."""
     d.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"), "-days", "1",
-             "-subj", "/CN=netd-test-ca")
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        str(d / "ca.key"),
+        "-out",
+        str(d / "ca.pem"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=netd-test-ca",
+    )
     for name, usage in (("server", "serverAuth,clientAuth"), ("client", "clientAuth")):
         ext = d / f"{name}.ext"
         ext.write_text(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")
-        _openssl("req", *ec, "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"),
-                 "-subj", f"/CN=netd-test-{name}")
-        _openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"), "-CAkey",
-                 str(d / "ca.key"), "-CAcreateserial", "-out", str(d / f"{name}.pem"), "-days", "1",
-                 "-extfile", str(ext))
-    return {"ca": d / "ca.pem", "cert": d / "client.pem", "key": d / "client.key",
-            "server_cert": d / "server.pem", "server_key": d / "server.key"}
+        _openssl(
+            "req",
+            *ec,
+            "-keyout",
+            str(d / f"{name}.key"),
+            "-out",
+            str(d / f"{name}.csr"),
+            "-subj",
+            f"/CN=netd-test-{name}",
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(d / f"{name}.csr"),
+            "-CA",
+            str(d / "ca.pem"),
+            "-CAkey",
+            str(d / "ca.key"),
+            "-CAcreateserial",
+            "-out",
+            str(d / f"{name}.pem"),
+            "-days",
+            "1",
+            "-extfile",
+            str(ext),
+        )
+    return {
+        "ca": d / "ca.pem",
+        "cert": d / "client.pem",
+        "key": d / "client.key",
+        "server_cert": d / "server.pem",
+        "server_key": d / "server.key",
+    }
 
 
 @dataclass
@@ -126,10 +164,17 @@ class EtcdCluster:
     def __post_init__(self) -> None:
         ports = in_netns(self.netns, lambda: free_ports(2 * self.size))
         for i in range(self.size):
-            self.members.append(Member(
-                f"m{i}", ports[2 * i], ports[2 * i + 1], self.base / f"etcd-m{i}", self.base / f"etcd-m{i}.log",
-                scheme="https" if self.tls else "http", address=self.address,
-            ))
+            self.members.append(
+                Member(
+                    f"m{i}",
+                    ports[2 * i],
+                    ports[2 * i + 1],
+                    self.base / f"etcd-m{i}",
+                    self.base / f"etcd-m{i}.log",
+                    scheme="https" if self.tls else "http",
+                    address=self.address,
+                )
+            )
 
     @property
     def endpoints(self) -> list[str]:
@@ -139,13 +184,44 @@ class EtcdCluster:
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
         return [
             *(["nsenter", f"--net={self.netns}"] if self.netns else []),
-            ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
-            "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
-            "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
-            "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", self.token,
-            "--heartbeat-interval=10", "--election-timeout=100", "--logger", "zap", "--log-level", "warn",
-            *(["--cert-file", str(self.tls["server_cert"]), "--key-file", str(self.tls["server_key"]),
-               "--trusted-ca-file", str(self.tls["ca"]), "--client-cert-auth"] if self.tls else []),
+            ETCD,
+            "--name",
+            m.name,
+            "--data-dir",
+            str(m.data_dir),
+            "--listen-client-urls",
+            m.client_url,
+            "--advertise-client-urls",
+            m.client_url,
+            "--listen-peer-urls",
+            m.peer_url,
+            "--initial-advertise-peer-urls",
+            m.peer_url,
+            "--initial-cluster",
+            initial,
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            self.token,
+            "--heartbeat-interval=10",
+            "--election-timeout=100",
+            "--logger",
+            "zap",
+            "--log-level",
+            "warn",
+            *(
+                [
+                    "--cert-file",
+                    str(self.tls["server_cert"]),
+                    "--key-file",
+                    str(self.tls["server_key"]),
+                    "--trusted-ca-file",
+                    str(self.tls["ca"]),
+                    "--client-cert-auth",
+                ]
+                if self.tls
+                else []
+            ),
         ]
 
     def _health_context(self) -> ssl.SSLContext | None:
@@ -161,7 +237,10 @@ class EtcdCluster:
             assert m.proc is None or m.proc.poll() is not None, f"{m.name} is already running"
             with m.log.open("ab") as out:
                 m.proc = subprocess.Popen(
-                    self._cmd(m), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    self._cmd(m),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                     start_new_session=True,
                 )
             self.pids.append(m.proc.pid)
@@ -171,9 +250,10 @@ class EtcdCluster:
 
     def healthy(self, m: Member) -> bool:
         def probe() -> bool:
-            with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(
-                m.client_url + "/health", timeout=1, context=self._health_context()
-            ) as r:
+            with (
+                contextlib.suppress(OSError, ValueError),
+                urllib.request.urlopen(m.client_url + "/health", timeout=1, context=self._health_context()) as r,
+            ):
                 return b'"health":"true"' in r.read()
             return False
 

@@ -19,8 +19,13 @@ def net(net_id: str, vni: int) -> OverlayNetwork:
 
 
 def ep(net_id: str, ep_id: str, node: str, last: int) -> EndpointRecord:
-    return EndpointRecord(id=ep_id, network=net_id, node=node, mac=f"02:42:0a:00:00:{last:02x}",
-                          ipv4=IPv4Interface(f"10.0.0.{last}/24"))
+    return EndpointRecord(
+        id=ep_id,
+        network=net_id,
+        node=node,
+        mac=f"02:42:0a:00:00:{last:02x}",
+        ipv4=IPv4Interface(f"10.0.0.{last}/24"),
+    )
 
 
 def test_cache_follows_puts_and_deletes(etcd: EtcdCluster) -> None:
@@ -73,9 +78,7 @@ def test_cache_keeps_its_view_while_etcd_is_down_and_resyncs_after(etcd: EtcdClu
             # written after etcd is back but before the cache reconnected, or after: either way it is seen
             await writer.put(KEYS.endpoint("n1", "e2"), encode(ep("n1", "e2", "b", 3)))
             await writer.delete(KEYS.endpoint("n1", "e1"))
-            assert await cache.wait_for(
-                lambda c: c.connected and [e.id for e in c.endpoints("n1")] == ["e2"], 30
-            )
+            assert await cache.wait_for(lambda c: c.connected and [e.id for e in c.endpoints("n1")] == ["e2"], 30)
             assert cache.resyncs >= 2
         finally:
             await cache.stop()
@@ -88,6 +91,7 @@ def test_cache_keeps_its_view_while_etcd_is_down_and_resyncs_after(etcd: EtcdClu
 def test_cache_resync_reports_what_changed_while_its_member_was_down(etcd3: EtcdCluster) -> None:
     """The cache talks only to member 0; while that member is down the others take writes.  When it is back,
     the resync reports exactly those changes (a new endpoint, a deleted network), and nothing else."""
+
     async def body() -> None:
         s = store(etcd3.endpoints[:1], timeout=1)
         writer = store(etcd3.endpoints[1:], timeout=5)

@@ -16,6 +16,7 @@ from etcdfix import etcd_cluster, in_netns
 
 def _gateway_put_get(url: str) -> bytes:
     """A put and a get through etcd's JSON gateway (/v3/kv/...), from inside the namespace."""
+
     def call(path: str, body: dict[str, str]) -> dict[str, object]:
         req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST")
         with urllib.request.urlopen(req, timeout=5) as r:

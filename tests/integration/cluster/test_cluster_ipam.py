@@ -30,12 +30,11 @@ def test_sixty_concurrent_allocations_from_three_clients_are_unique(etcd: EtcdCl
     async def body() -> None:
         stores = [store(etcd.endpoints, timeout=10) for _ in range(3)]
         try:
-            net = await make_network(stores[0], subnet="10.0.9.0/26", gateway="10.0.9.1",
-                                     aux_addresses={"router": "10.0.9.2"})
+            net = await make_network(
+                stores[0], subnet="10.0.9.0/26", gateway="10.0.9.1", aux_addresses={"router": "10.0.9.2"}
+            )
             ipams = [ClusterIpam(s, KEYS, f"node{i}") for i, s in enumerate(stores)]
-            got = await asyncio.gather(*(
-                ipams[i % 3].allocate_address(net, f"ep{i}") for i in range(60)
-            ))
+            got = await asyncio.gather(*(ipams[i % 3].allocate_address(net, f"ep{i}") for i in range(60)))
             assert len(set(got)) == 60, sorted(got)
             assert ip_address("10.0.9.1") not in got and ip_address("10.0.9.2") not in got  # gateway, aux
             assert all(a in net.ipam[0].subnet for a in got)
@@ -109,8 +108,9 @@ def test_subnets_are_unique_and_clear_of_local_networks(etcd: EtcdCluster) -> No
         stores = [store(etcd.endpoints, timeout=10) for _ in range(3)]
         try:
             # node1 uses 10.0.0.0/23 locally: automatic overlay subnets must not take it
-            rec = NodeRecord(name="node1", advertise_address=ip_address("192.0.2.1"),
-                             local_subnets=[ip_network("10.0.0.0/23")])
+            rec = NodeRecord(
+                name="node1", advertise_address=ip_address("192.0.2.1"), local_subnets=[ip_network("10.0.0.0/23")]
+            )
             await stores[0].put(KEYS.node("node1"), encode(rec))
             ipams = [ClusterIpam(s, KEYS, f"node{i}") for i, s in enumerate(stores)]
             pools = [(IPv4Network("10.0.0.0/16"), 24)]
@@ -136,6 +136,7 @@ def test_subnets_are_unique_and_clear_of_local_networks(etcd: EtcdCluster) -> No
 def test_allocation_from_a_stale_cache_view_still_never_duplicates(etcd: EtcdCluster) -> None:
     """The caller passes the allocations its cache knows; when the cache is behind, etcd's transaction still
     decides and the next candidate is taken."""
+
     async def body() -> None:
         s = store(etcd.endpoints)
         try:

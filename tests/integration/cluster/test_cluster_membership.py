@@ -90,6 +90,7 @@ def test_a_live_name_is_not_taken_by_another_address(etcd: EtcdCluster) -> None:
 def test_reregisters_after_etcd_lost_its_data(etcd: EtcdCluster) -> None:
     """etcd restarted empty (or the node was cut off longer than the TTL): the refresh finds the lease gone,
     the node registers again, and on_register lets the daemon publish its endpoints again."""
+
     async def body() -> None:
         s = store(etcd.endpoints)
         republished: list[int] = []
@@ -97,8 +98,15 @@ def test_reregisters_after_etcd_lost_its_data(etcd: EtcdCluster) -> None:
         async def on_register() -> None:
             republished.append(a.registrations)
 
-        a = Membership(s, KEYS, name="a", advertise_address=ip_address("192.0.2.1"), version="t", ttl=2,
-                       on_register=on_register)
+        a = Membership(
+            s,
+            KEYS,
+            name="a",
+            advertise_address=ip_address("192.0.2.1"),
+            version="t",
+            ttl=2,
+            on_register=on_register,
+        )
         try:
             await a.start()
             first = a.lease_id
@@ -153,8 +161,9 @@ def test_node_rm_frees_a_dead_nodes_addresses_and_refuses_a_live_node(etcd: Etcd
                 for i in range(3):
                     ep = f"{node}-ep{i}"
                     addr = await ipam.allocate_address(net, ep)
-                    rec = EndpointRecord(id=ep, network=net.id, node=node, mac="02:42:00:00:00:01",
-                                         ipv4=IPv4Interface(f"{addr}/24"))
+                    rec = EndpointRecord(
+                        id=ep, network=net.id, node=node, mac="02:42:00:00:00:01", ipv4=IPv4Interface(f"{addr}/24")
+                    )
                     await s.put(KEYS.endpoint(net.id, ep), encode(rec))
             held = (await s.get_prefix(KEYS.addresses_of(net.id)))[0]
             b_addrs = [k.key for k in held if b'"node":"b"' in k.value]

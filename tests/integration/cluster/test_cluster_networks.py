@@ -27,8 +27,16 @@ def test_create_and_remove_overlay_networks(etcd: EtcdCluster) -> None:
             one = await nets.create(NetworkDraft(id="id1", name="one", attachable=True))
             pool = one.ipam[0]
             assert (one.vni, str(pool.subnet), str(pool.gateway)) == (4096, "10.0.0.0/24", "10.0.0.1")
-            two = await nets.create(NetworkDraft(id="id2", name="two", vni=4097, subnet="10.0.9.0/24",
-                                                 gateway="10.0.9.254", subnet6="fd00:9::/64"))
+            two = await nets.create(
+                NetworkDraft(
+                    id="id2",
+                    name="two",
+                    vni=4097,
+                    subnet="10.0.9.0/24",
+                    gateway="10.0.9.254",
+                    subnet6="fd00:9::/64",
+                )
+            )
             assert two.vni == 4097 and two.enable_ipv6 and str(two.ipam[1].subnet) == "fd00:9::/64"
             assert (await nets.find("two")) == two
             before = sorted(kv.key for kv in (await s.get_prefix(KEYS.root()))[0])
@@ -48,8 +56,9 @@ def test_create_and_remove_overlay_networks(etcd: EtcdCluster) -> None:
                 after = sorted(kv.key for kv in (await s.get_prefix(KEYS.root()))[0])
                 assert after == before, f"{draft} left {set(after) ^ set(before)}"  # nothing half-created
             # refused while a node has an endpoint on it; then everything of the network goes
-            ep = EndpointRecord(id="e1", network="id1", node="b", mac="02:42:0a:00:00:02",
-                                ipv4=IPv4Interface("10.0.0.2/24"))
+            ep = EndpointRecord(
+                id="e1", network="id1", node="b", mac="02:42:0a:00:00:02", ipv4=IPv4Interface("10.0.0.2/24")
+            )
             await s.put(KEYS.endpoint("id1", "e1"), encode(ep))
             with pytest.raises(ConflictError, match=r"1 endpoint\(s\) on node\(s\) b; disconnect them first"):
                 await nets.remove("one")
@@ -86,8 +95,13 @@ def test_concurrent_creates_of_one_name_make_one_network(etcd: EtcdCluster) -> N
 
 
 def _cfg(tmp_path: Path, endpoints: list[str], **extra: str) -> object:
-    lines = [f"etcd_endpoints = {endpoints!r}".replace("'", '"'), 'node_name = "a"', "lease_ttl = 2",
-             'key_prefix = "/netd-node-test/v1"', *(f'{k} = "{v}"' for k, v in extra.items())]
+    lines = [
+        f"etcd_endpoints = {endpoints!r}".replace("'", '"'),
+        'node_name = "a"',
+        "lease_ttl = 2",
+        'key_prefix = "/netd-node-test/v1"',
+        *(f'{k} = "{v}"' for k, v in extra.items()),
+    ]
     (tmp_path / "netd.toml").write_text("[cluster]\n" + "\n".join(lines) + "\n")
     return load_settings(tmp_path / "netd.toml").cluster
 

@@ -117,8 +117,13 @@ def test_etcd_down_gives_one_clear_error_in_bounded_time(etcd: EtcdCluster) -> N
         try:
             await s.put("/t/a", b"1")
             etcd.kill(0)
-            calls = [s.get("/t/a"), s.put("/t/b", b"2"), s.create("/t/c", b"3"), s.grant_lease(5),
-                     s.get_prefix("/t/")]
+            calls = [
+                s.get("/t/a"),
+                s.put("/t/b", b"2"),
+                s.create("/t/c", b"3"),
+                s.grant_lease(5),
+                s.get_prefix("/t/"),
+            ]
             for call in calls:
                 # the store's own deadline ends the call; the outer wait only guards the test against a hang
                 with pytest.raises(ClusterUnavailableError) as e:
@@ -140,6 +145,7 @@ def test_etcd_down_gives_one_clear_error_in_bounded_time(etcd: EtcdCluster) -> N
 
 def test_unreachable_address_is_refused_in_bounded_time() -> None:
     """Nothing listens there at all (as with a wrong etcd_endpoints at start)."""
+
     async def body() -> None:
         s = ClusterStore(["http://127.0.0.1:9"], timeout=1)
         try:

@@ -208,8 +208,8 @@ def test_netns_commands() -> None:
     # several: one request, so the daemon removes them in one change (one group delete in the kernel)
     assert build_request(["netns", "rm", "a", "b c", "ü"]) == (
         "DELETE",
-        "/v1/netns?name=a&name=b%20c&name=%C3%BC",
-        None,
+        "/v1/netns",
+        {"Names": ["a", "b c", "ü"]},
     )
 
 

@@ -53,8 +53,15 @@ def test_every_key_parses_back_to_what_it_names() -> None:
 
 
 def test_foreign_and_malformed_keys_are_ignored() -> None:
-    for key in ("/other/v1/nodes/n1", "/netd/v1/unknown/x", "/netd/v1/nodes/", "/netd/v1/nodes/a/b",
-                "/netd/v1/endpoints/net", "/netd/v2/nodes/n1", "/netd/v1"):
+    for key in (
+        "/other/v1/nodes/n1",
+        "/netd/v1/unknown/x",
+        "/netd/v1/nodes/",
+        "/netd/v1/nodes/a/b",
+        "/netd/v1/endpoints/net",
+        "/netd/v2/nodes/n1",
+        "/netd/v1",
+    ):
         assert K.parse(key) is None, key
     # another prefix does not read netd/v1 keys, even where one prefix starts the other
     assert KeyLayout("/netd/v").parse("/netd/v1/nodes/n1") is None
@@ -68,14 +75,34 @@ def test_subnet_token_round_trip() -> None:
 def test_records_round_trip_through_json() -> None:
     pool = validate_pool("10.0.9.0/24", "10.0.9.1", "10.0.9.128/25", {"router": "10.0.9.2"})
     records = [
-        NodeRecord(name="n1", advertise_address=ip_address("192.0.2.11"), version="0.1.0", started="t",
-                   local_subnets=[ip_network("172.17.0.0/16")]),
+        NodeRecord(
+            name="n1",
+            advertise_address=ip_address("192.0.2.11"),
+            version="0.1.0",
+            started="t",
+            local_subnets=[ip_network("172.17.0.0/16")],
+        ),
         NodeAlive(name="n1", lease=0x1234, advertise_address=ip_address("192.0.2.11")),
-        OverlayNetwork(id="abc", name="my-net", vni=4097, ipam=[pool], options={"encrypted": "true"},
-                       attachable=True, encrypted=True, mtu=1450),
+        OverlayNetwork(
+            id="abc",
+            name="my-net",
+            vni=4097,
+            ipam=[pool],
+            options={"encrypted": "true"},
+            attachable=True,
+            encrypted=True,
+            mtu=1450,
+        ),
         Allocation(network="abc", address=ip_address("10.0.9.130"), endpoint="ep1", node="n1"),
-        EndpointRecord(id="ep1", network="abc", node="n1", name="web", mac="02:42:0a:00:09:82",
-                       ipv4=IPv4Interface("10.0.9.130/24"), aliases=["www"]),
+        EndpointRecord(
+            id="ep1",
+            network="abc",
+            node="n1",
+            name="web",
+            mac="02:42:0a:00:09:82",
+            ipv4=IPv4Interface("10.0.9.130/24"),
+            aliases=["www"],
+        ),
         SubnetReservation(network="abc", subnet=ip_network("10.0.9.0/24")),
     ]
     for rec in records:
@@ -114,9 +141,14 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_cluster_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(_write(tmp_path, "")).cluster is None  # single-host, as today
-    cfg = load_settings(_write(tmp_path, '[cluster]\netcd_endpoints = ["http://192.0.2.100:2379", '
-                                         '"http://[2001:db8::1]:2379"]\nnode_name = "n1"\n'
-                                         'encryption_key_rotation = "1h30m"\n')).cluster
+    cfg = load_settings(
+        _write(
+            tmp_path,
+            '[cluster]\netcd_endpoints = ["http://192.0.2.100:2379", '
+            '"http://[2001:db8::1]:2379"]\nnode_name = "n1"\n'
+            'encryption_key_rotation = "1h30m"\n',
+        )
+    ).cluster
     assert cfg is not None
     assert cfg.etcd_endpoints[1] == "http://[2001:db8::1]:2379"
     assert (cfg.node_name, cfg.vxlan_port, cfg.lease_ttl, cfg.key_prefix) == ("n1", 4789, 10, "/netd/v1")
@@ -161,10 +193,17 @@ def test_bad_cluster_config_names_the_key(tmp_path: Path, body: str, reason: str
 
 
 def test_single_host_daemon_does_not_load_the_cluster_code() -> None:
-    code = "import sys, netd.daemon, netd.core.config; print(sorted(m for m in sys.modules if m.startswith(" \
-           "('aetcd', 'grpc', 'netd.cluster'))))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    code = (
+        "import sys, netd.daemon, netd.core.config; print(sorted(m for m in sys.modules if m.startswith("
+        "('aetcd', 'grpc', 'netd.cluster'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -174,8 +213,14 @@ def test_vxlanid_list_option() -> None:
     assert vni_from_options({}) is None
     assert vni_from_options({VXLANID_OPTION: "4097"}) == 4097
     assert vni_from_options({VXLANID_OPTION: " 1 "}) == 1
-    for bad, why in (("0", "out of range"), ("16777216", "out of range"), ("4097,4098", "give one VNI"),
-                     ("x", "give one VNI"), ("", "give one VNI"), ("-5", "give one VNI")):
+    for bad, why in (
+        ("0", "out of range"),
+        ("16777216", "out of range"),
+        ("4097,4098", "give one VNI"),
+        ("x", "give one VNI"),
+        ("", "give one VNI"),
+        ("-5", "give one VNI"),
+    ):
         with pytest.raises(InvalidError, match=why) as e:
             vni_from_options({VXLANID_OPTION: bad})
         assert e.value.field == "options"
