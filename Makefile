@@ -71,6 +71,7 @@ test: venv lint test-deps
 
 demo: venv
 	$(PY) demo/demo.py
+	$(PY) demo/overlay_demo.py
 
 # Benchmarks (bench/README.md): inside throw-away namespaces only; installs the peer tools it compares against.
 BENCH_PACKAGES := containernetworking-plugins netavark

@@ -26,6 +26,9 @@ STATUS_OF_CODE = {
     "kernel": 500,
     "firewall": 500,
     "state": 503,
+    "cluster_unavailable": 503,
+    "cluster_lease_lost": 503,
+    "cluster": 502,
     "storage": 503,  # read-only or failing disk; a full one (or over quota) is 507, see error_middleware
     "internal": 500,
 }
@@ -99,6 +102,7 @@ def build_app(
     status: StatusFn,
     metrics: Callable[[], bytes] | None = None,
     ops: Ops | None = None,
+    cluster_routes: Callable[[web.RouteTableDef, Callable[..., web.Response]], None] | None = None,
 ) -> web.Application:
     routes = web.RouteTableDef()
 
@@ -201,6 +205,20 @@ def build_app(
 
     if ops is not None:
         add_ops_routes(routes, ops, _json)
+
+    if cluster_routes is not None:
+        cluster_routes(routes, _json)
+    else:
+
+        @routes.route("*", "/v1/nodes{rest:.*}")
+        async def no_cluster(request: web.Request) -> web.Response:
+            from netd.core.errors import InvalidError
+
+            raise InvalidError(
+                "this netd is single-host: nodes exist in cluster mode; add a [cluster] section with "
+                "etcd_endpoints to netd.toml and restart netd",
+                field="cluster",
+            )
 
     if metrics is not None:
         render = metrics

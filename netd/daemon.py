@@ -81,6 +81,13 @@ class Daemon:
         self.runner: web.AppRunner | None = None
         self.docker_runner: web.AppRunner | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.multihost: Any = None  # cluster mode only: netd.multihost (aetcd/grpc are not even imported else)
+        if settings.cluster is not None:
+            from .multihost.api import register_metrics
+            from .multihost.node import MultiHost
+
+            self.multihost = MultiHost(self)
+            register_metrics(self.multihost, self.ops.metrics.registry)
 
     async def _state_changed(self, state: DesiredState, netns: frozenset[str] | None) -> None:
         """After each commit: DNS listeners for new networks (existing sockets kept), netns resolv.conf files
@@ -88,6 +95,8 @@ class Daemon:
         await self.dns.sync(state)
         self.resolv_conf.sync(state, netns)
         self.hosts.sync(state)
+        if self.multihost is not None:
+            self.multihost.state_changed(state)
 
     def _state_file(self) -> str:
         """The snapshot when there is one; before the first compaction only the journal exists."""
@@ -121,6 +130,7 @@ class Daemon:
                 "in_sync": not s.last_errors,
             },
             "drift": s.last_errors,
+            **({"cluster": self.multihost.status()} if self.multihost is not None else {}),
             **self.ops.status_extra(),
         }
 
@@ -128,6 +138,8 @@ class Daemon:
         s = self.settings
         await cleanup_other(self.firewall)  # a switch of backend: remove what netd owned in the old one
         await self.service.ensure_default_network()
+        if self.multihost is not None:
+            await self.multihost.start()  # etcd unreachable: a clear error, netd does not start
         errors = await self.reconciler.reconcile("start")
         if errors:
             log.warning("start_incomplete", errors=errors)
@@ -135,8 +147,15 @@ class Daemon:
         await self.service.notify_change()  # DNS listeners and resolv.conf files for the replayed state
         s.run_dir.mkdir(parents=True, exist_ok=True)
         sock = s.socket_path
+        cluster_routes = None
+        if self.multihost is not None:
+            from .multihost.api import add_node_routes
+
+            mh = self.multihost
+            cluster_routes = lambda routes, json: add_node_routes(routes, mh, json)  # noqa: E731
         app = build_app(
-            self.service, self.status, metrics=self.ops.metrics.render, ops=self.ops.api_ops(self.reload)
+            self.service, self.status, metrics=self.ops.metrics.render, ops=self.ops.api_ops(self.reload),
+            cluster_routes=cluster_routes,
         )
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
@@ -152,6 +171,8 @@ class Daemon:
             asyncio.create_task(self.triggers.run_firewall_check()),
             asyncio.create_task(self.triggers.run_events()),
         ]
+        if self.multihost is not None:
+            self.tasks += self.multihost.run()
         st = self.service.state
         log.info(
             "netd_ready",
@@ -213,6 +234,8 @@ class Daemon:
                 await runner.cleanup()
         await self.ops.stop()
         await self.dns.close()
+        if self.multihost is not None:
+            await self.multihost.stop()
         await self.kernel.close()
         log.info("netd_stopped", note="network left in place")
 

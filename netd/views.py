@@ -6,6 +6,7 @@ from typing import Any
 
 from netd.core.model import DesiredState, Endpoint, Netns, Network
 from netd.dns.answer import resolver_address
+from netd.drivers import get_driver
 
 
 def endpoint_name(ep: Endpoint) -> str:
@@ -59,7 +60,7 @@ def network_view(net: Network, state: DesiredState) -> dict[str, Any]:
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
-        "Scope": "local",
+        "Scope": get_driver(net).features(net).scope,
         "Driver": net.driver,
         "EnableIPv6": net.enable_ipv6,
         "IPAM": {
@@ -80,12 +81,13 @@ def network_view(net: Network, state: DesiredState) -> dict[str, Any]:
             ],
         },
         "Internal": net.internal,
-        "Attachable": True,
+        "Attachable": net.attachable if net.driver == "overlay" else True,
         "Containers": containers,
         "Options": dict(net.options),
         "Labels": dict(net.labels),
         "Bridge": net.bridge,
         "Default": net.is_default,
+        **({"VNI": net.vni, "VxlanDevice": net.vxlan, "MTU": net.mtu} if net.vni is not None else {}),
     }
 
 

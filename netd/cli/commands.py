@@ -59,6 +59,7 @@ def build_network_create(args: argparse.Namespace) -> list[Request]:
         "Name": args.name,
         "Driver": args.driver,
         "Internal": args.internal,
+        **({"Attachable": True} if args.attachable else {}),
         "EnableIPv6": args.ipv6,
         "IPAM": {
             "Driver": "default",
@@ -290,3 +291,22 @@ def private_port_arg(text: str) -> tuple[int, str | None]:
     if not number.isdigit() or not 1 <= int(number) <= 65535 or (slash and proto not in ("tcp", "udp", "sctp")):
         raise argparse.ArgumentTypeError(f'"{text}" is not PORT[/tcp|udp|sctp]')
     return int(number), proto or None
+
+
+def build_node_ls(args: argparse.Namespace) -> list[Request]:
+    return [("GET", "/v1/nodes", None)]
+
+
+def build_node_inspect(args: argparse.Namespace) -> list[Request]:
+    return [("GET", f"/v1/nodes/{_q(n)}", None) for n in args.names]
+
+
+def build_node_rm(args: argparse.Namespace) -> list[Request]:
+    return [("DELETE", f"/v1/nodes/{_q(n)}", None) for n in args.names]
+
+
+def render_node_ls(args: argparse.Namespace, results: list[tuple[int, Any]]) -> str:
+    nodes = [n for n in results[0][1] or [] if isinstance(n, dict)]
+    if args.format == "json":
+        return render.to_json(nodes)
+    return render.node_table(nodes)

@@ -208,4 +208,7 @@ EXAMPLES = {
     "netd-ctl netns create": "example:\n  netd-ctl netns create web",
     "netd-ctl netns ls": "example:\n  netd-ctl netns ls",
     "netd-ctl netns rm": "example:\n  netd-ctl netns rm web",
+    "netd-ctl node ls": "example:\n  netd-ctl node ls",
+    "netd-ctl node inspect": "example:\n  netd-ctl node inspect node2",
+    "netd-ctl node rm": "example:\n  netd-ctl node rm node3      # node3 is gone for good: free its addresses",
 }

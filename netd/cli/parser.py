@@ -17,6 +17,9 @@ from netd.cli.commands import (
     build_network_inspect,
     build_network_ls,
     build_network_rm,
+    build_node_inspect,
+    build_node_ls,
+    build_node_rm,
     build_port,
     build_reconcile,
     build_status,
@@ -31,6 +34,7 @@ from netd.cli.commands import (
     render_netns_ls,
     render_netns_rm,
     render_network_ls,
+    render_node_ls,
     render_nothing,
     render_port,
     render_reconcile,
@@ -140,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="auxiliary address the IPAM driver must not hand out",
     )
     p.add_argument("--internal", action="store_true", help="restrict external access to the network")
+    p.add_argument(
+        "--attachable", action="store_true", help="overlay: let plain namespaces connect (not only services)"
+    )
     p.add_argument("--ipv6", action="store_true", help="enable IPv6 networking")
     p.add_argument(
         "-o",
@@ -256,6 +263,38 @@ def build_parser() -> argparse.ArgumentParser:
         keep_going=True,
     )
     p.add_argument("names", metavar="NAME", nargs="+")
+
+    # node ... (cluster mode)
+    node = commands.add_parser(
+        "node",
+        help="Nodes of the cluster (overlay networks)",
+        description="Nodes of the cluster",
+        formatter_class=_Formatter,
+    )
+    node_cmds = node.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
+    p = command(
+        node_cmds,
+        "ls",
+        "List the cluster's nodes (name, address, state, endpoints, last seen)",
+        build_node_ls,
+        render_node_ls,
+        aliases=["list"],
+    )
+    add_format(p)
+    p = command(
+        node_cmds, "inspect", "Show one or more nodes", build_node_inspect, render_inspect, keep_going=True
+    )
+    p.add_argument("names", metavar="NODE", nargs="+")
+    p = command(
+        node_cmds,
+        "rm",
+        "Forget a node that is gone for good (refused while it is alive); frees its addresses",
+        build_node_rm,
+        render_names,
+        aliases=["remove"],
+        keep_going=True,
+    )
+    p.add_argument("names", metavar="NODE", nargs="+")
 
     command(
         commands,

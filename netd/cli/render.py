@@ -76,6 +76,7 @@ def network_rows(networks: list[dict[str, Any]], no_trunc: bool = False) -> list
                 short_id(net.get("Id"), no_trunc),
                 str(net.get("Name", "")),
                 str(net.get("Driver", "")),
+                str(net.get("Scope", "local")),
                 subnets or "-",
                 scalar(bool(net.get("Internal", False))),
             ]
@@ -84,7 +85,21 @@ def network_rows(networks: list[dict[str, Any]], no_trunc: bool = False) -> list
 
 
 def network_table(networks: list[dict[str, Any]], no_trunc: bool = False) -> str:
-    return table(["NETWORK ID", "NAME", "DRIVER", "SUBNET", "INTERNAL"], network_rows(networks, no_trunc))
+    return table(["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "INTERNAL"], network_rows(networks, no_trunc))
+
+
+def node_table(nodes: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            str(n.get("Name", "")),
+            str(n.get("Address", "")),
+            str(n.get("State", "")),
+            str(n.get("Endpoints", 0)),
+            str(n.get("LastSeen", "")) or "-",
+        ]
+        for n in nodes
+    ]
+    return table(["NAME", "ADDRESS", "STATE", "ENDPOINTS", "LAST SEEN"], rows)
 
 
 def network_ids(networks: list[dict[str, Any]], no_trunc: bool = False) -> str:

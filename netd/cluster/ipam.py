@@ -14,7 +14,7 @@ what makes them unique across nodes is the transaction:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Network
 
 import structlog
@@ -60,12 +60,15 @@ class ClusterIpam:
         requested: IPAddress | None = None,
         version: int = 4,
         held: Iterable[Allocation] | None = None,
+        also: Callable[[IPAddress], Sequence[Put]] | None = None,
     ) -> IPAddress:
         """Reserve an address of ``net`` for ``endpoint_id``: ``requested`` (ConflictError if taken) or the
         first free one.  Idempotent for the same endpoint (a retry after a lost answer gets the same address).
 
         ``held``: the network's allocations as the caller's cache sees them (``ClusterCache.allocations``);
-        saves reading them all from etcd per connect.  A stale view only costs a retry: etcd decides."""
+        saves reading them all from etcd per connect.  A stale view only costs a retry: etcd decides.
+        ``also``: more keys to write in the allocating transaction, given the address (the endpoint's record:
+        one etcd round trip per connect instead of two)."""
         cfg = net.pool(requested.version if requested is not None else version)
         if cfg is None:
             fam = "IPv6" if (requested.version if requested else version) == 6 else "IPv4"
@@ -90,7 +93,8 @@ class ClusterIpam:
             pending.add(addr)
             try:
                 result = await self.store.create(
-                    self.keys.address(net.id, addr), encode(value), require=[present(self.keys.network(net.id))]
+                    self.keys.address(net.id, addr), encode(value), require=[present(self.keys.network(net.id))],
+                    also=also(addr) if also is not None else (),
                 )
             finally:
                 pending.discard(addr)

@@ -18,7 +18,7 @@ IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 IPInterface = IPv4Interface | IPv6Interface
 
-Driver = Literal["bridge", "macvlan", "ipvlan"]
+Driver = Literal["bridge", "macvlan", "ipvlan", "overlay"]
 
 
 class _Model(BaseModel):
@@ -78,6 +78,10 @@ class Network(_Model):
     mode: str | None = None  # macvlan_mode or ipvlan_mode
     ipvlan_flag: str | None = None
     host_access: bool = False  # a host-side macvlan shim with a route to the network's range
+    # overlay (defined in the cluster store, mirrored here by every node; see netd.multihost)
+    vni: int | None = None
+    vxlan: str = ""  # the VXLAN device on the bridge
+    attachable: bool = False  # plain namespaces may connect (Docker's --attachable)
     labels: dict[str, str] = Field(default_factory=dict)  # Docker's network labels (filters, prune)
     created: str = ""
 
@@ -103,6 +107,7 @@ class Endpoint(_Model):
     links: list[str] = Field(default_factory=list)  # Docker's legacy --link NAME:ALIAS (default bridge only)
     default_route: bool = True  # the first network of a namespace carries its default route
     ports: list[PortMapping] = Field(default_factory=list)
+    gw_for: str | None = None  # docker_gwbridge: the overlay endpoint this one carries the way out for
     # set when a container runtime attached it through the CNI plugin (CNI_CONTAINERID): DEL and GC find CNI
     # endpoints by it, and inspect shows it
     container_id: str | None = None

@@ -50,6 +50,7 @@ class NetworkCreate:
     options: dict[str, str]  # the driver's -o options (parsed by the driver) and the common ones
     mtu: int | None = None
     enable_ipv4: bool = True
+    attachable: bool = False  # overlay: plain namespaces may connect (Docker's --attachable)
     labels: dict[str, str] = field(default_factory=dict)  # Docker's network labels
 
 
@@ -191,6 +192,7 @@ def parse_network_create(body: Any) -> NetworkCreate:
         enable_ipv6=_bool(b, "EnableIPv6"),
         pools=pools,
         options=options,
+        attachable=_bool(b, "Attachable"),
         labels=_str_map(b.get("Labels"), "Labels"),
     )
 

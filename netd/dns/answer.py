@@ -10,10 +10,11 @@ network's gateway never sees another network's names.  The default bridge has no
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address
 
-from netd.core.model import DesiredState, Endpoint, IPAddress, IPNetwork, Network
+from netd.core.model import DesiredState, Endpoint, IPAddress, IPInterface, IPNetwork, Network
 from netd.drivers import get_driver
 
 TYPE_CHECKING = False
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     import dns.rrset
 else:
     from netd.dns.lazy import dns
+
+# names of endpoints the state does not hold (overlay endpoints on other nodes, from the cluster cache):
+# network -> (names, IPv4, IPv6) per endpoint
+RemoteNames = Callable[[Network], Iterable[tuple[list[str], IPInterface | None, IPInterface | None]]]
 
 TTL = 60  # short: a name moves when its endpoint reconnects; nobody should cache it for long
 
@@ -82,30 +87,47 @@ class NetIndex:
         return self.allows(addr)
 
 
-def build_network_index(net: Network, state: DesiredState) -> NetIndex:
+def _add(idx: NetIndex, names: list[str], ipv4: IPInterface | None, ipv6: IPInterface | None) -> None:
+    for name in names:
+        v4, v6 = idx.names.setdefault(name, ([], []))
+        if isinstance(ipv4, IPv4Interface):
+            v4.append(ipv4.ip)
+        if isinstance(ipv6, IPv6Interface):
+            v6.append(ipv6.ip)
+    if names:
+        for iface in (ipv4, ipv6):
+            if iface is not None:
+                idx.ptr[iface.ip] = names[0]
+
+
+def build_network_index(net: Network, state: DesiredState, remote: RemoteNames | None = None) -> NetIndex:
     idx = NetIndex(network=net.name, subnets=tuple(c.subnet for c in net.ipam), forward=not net.internal)
     for ep in state.endpoints_of(net.id):
-        names = endpoint_names(ep)
-        for name in names:
-            v4, v6 = idx.names.setdefault(name, ([], []))
-            if ep.ipv4 is not None:
-                v4.append(ep.ipv4.ip)
-            if ep.ipv6 is not None:
-                v6.append(ep.ipv6.ip)
-        if names:
-            for iface in (ep.ipv4, ep.ipv6):
-                if iface is not None:
-                    idx.ptr[iface.ip] = names[0]
+        _add(idx, endpoint_names(ep), ep.ipv4, ep.ipv6)
+    if remote is not None:
+        for names, v4, v6 in remote(net):
+            _add(idx, [n.lower().rstrip(".") for n in names], v4, v6)
     return idx
 
 
-def build_index(state: DesiredState) -> dict[IPAddress, NetIndex]:
+def _served(state: DesiredState) -> list[Network]:
+    """Networks whose resolver runs here: a network whose host links exist only while this node has endpoints
+    on it (overlay) has no gateway address here otherwise."""
+    with_endpoints = {ep.network for ep in state.endpoints.values()}
+    return [
+        n
+        for n in state.networks.values()
+        if not get_driver(n).features(n).local_links_only or n.id in with_endpoints
+    ]
+
+
+def build_index(state: DesiredState, remote: RemoteNames | None = None) -> dict[IPAddress, NetIndex]:
     """Resolver address -> the index of the network it serves."""
     out: dict[IPAddress, NetIndex] = {}
-    for net in state.networks.values():
+    for net in _served(state):
         addrs = resolver_addresses(net)
         if addrs:
-            idx = build_network_index(net, state)
+            idx = build_network_index(net, state, remote)
             for a in addrs:
                 out[a] = idx
     return out
@@ -113,7 +135,7 @@ def build_index(state: DesiredState) -> dict[IPAddress, NetIndex]:
 
 def listen_addresses(state: DesiredState) -> dict[IPAddress, str]:
     """Resolver address -> network name, for every network that gets a resolver."""
-    return {a: net.name for net in state.networks.values() for a in resolver_addresses(net)}
+    return {a: net.name for net in _served(state) for a in resolver_addresses(net)}
 
 
 # ---------------------------------------------------------------------------------------------------- answers

@@ -27,7 +27,7 @@ from typing import Any, cast
 import structlog
 
 from netd.core.model import DesiredState, IPAddress
-from netd.dns.answer import NetIndex, answer, build_index, listen_addresses, reply, rotations
+from netd.dns.answer import NetIndex, RemoteNames, answer, build_index, listen_addresses, reply, rotations
 from netd.dns.upstream import Forwarder
 
 TYPE_CHECKING = False
@@ -108,6 +108,7 @@ class DnsServer:
         self.port = port
         self.listeners: dict[IPAddress, _Listener] = {}
         self._indexed: DesiredState | None = None
+        self.remote: RemoteNames | None = None  # cluster mode: names of endpoints on other nodes
         self._index: dict[IPAddress, NetIndex] = {}
         self._turn = 0
         # rendered local answers of the current state: (local address, tcp, query bytes after the ID) -> the
@@ -117,6 +118,11 @@ class DnsServer:
         self.queries = 0
         # counts each query by result (answered, nxdomain, forwarded, refused, error) for the metrics
         self.on_query: Callable[[str], None] = lambda result: None
+
+    def invalidate(self) -> None:
+        """The names from outside the state changed (a cluster change): index again at the next query."""
+        self._indexed = None
+        self._answers.clear()
 
     # -- listeners ---------------------------------------------------------------------------------------------
 
@@ -174,7 +180,7 @@ class DnsServer:
     def _network(self, local: IPAddress) -> NetIndex | None:
         state = self.get_state()
         if state is not self._indexed:
-            self._index = build_index(state)
+            self._index = build_index(state, self.remote)
             self._indexed = state
             self._answers.clear()
         return self._index.get(local)

@@ -16,11 +16,21 @@ from netd.drivers.base import DriverOptions, Features, NetworkDriver
 from netd.drivers.bridge import BRIDGE
 from netd.drivers.ipvlan import IPVLAN
 from netd.drivers.macvlan import MACVLAN
+from netd.drivers.overlay import OVERLAY_DRIVER
 
-DRIVERS: dict[str, NetworkDriver] = {d.name: d for d in (BRIDGE, MACVLAN, IPVLAN)}
+DRIVERS: dict[str, NetworkDriver] = {d.name: d for d in (BRIDGE, MACVLAN, IPVLAN, OVERLAY_DRIVER)}
+CLUSTER_DRIVERS = frozenset({OVERLAY_DRIVER.name})  # defined in the cluster store, not on one node
 COMMON_OPTIONS = (OPT_MTU,)  # every kind takes these
 
-__all__ = ["DRIVERS", "DriverOptions", "Features", "NetworkDriver", "get_driver", "parse_network_create"]
+__all__ = [
+    "CLUSTER_DRIVERS",
+    "DRIVERS",
+    "DriverOptions",
+    "Features",
+    "NetworkDriver",
+    "get_driver",
+    "parse_network_create",
+]
 
 
 def get_driver(net: Network | str) -> NetworkDriver:

@@ -41,6 +41,9 @@ class Features:
     nat: bool  # masquerade of outbound traffic (when the network asks for it)
     published_ports: bool  # -p host ports DNAT'ed to endpoints
     dns: bool  # the embedded resolver answers on the network's gateway addresses
+    routed: bool = True  # False: nothing is forwarded between its host interface and any other (overlay)
+    local_links_only: bool = False  # its host links (and resolver) exist only while this node has endpoints
+    scope: str = "local"  # Docker's Scope: "swarm" for networks the cluster shares
 
 
 NO_FEATURES = Features(filtered=False, nat=False, published_ports=False, dns=False)

@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -79,6 +79,11 @@ class Recorder(Protocol):
     def firewall_repaired(self) -> None: ...
 
 
+# a driver's own observation (say the overlay's VXLAN devices and the cluster's remote endpoints): called with
+# the state, the scope and the observed host links; returns entries for ``Observed.extra``
+Observer = Callable[[DesiredState, Scope, ObservedHost], Awaitable[dict[str, Any]]]
+
+
 class Reconciler:
     def __init__(
         self,
@@ -99,6 +104,7 @@ class Reconciler:
         self.changes = HostChanges.load(settings.state_dir)  # what to put back on things that are not netd's
         self._applied_rules: Ruleset | None = None
         self.wake: Callable[[], None] = lambda: None  # asks for another full pass soon (netd.engine.triggers)
+        self.observers: list[Observer] = []  # cluster mode adds the overlay's (netd.multihost)
 
     @property
     def applied_rules(self) -> Ruleset | None:
@@ -137,11 +143,14 @@ class Reconciler:
         targets = scope_targets(state, scope) | scope.targets
         children = await kernel.observe_children({self._target_path(t) for t in targets}) if targets else {}
         in_sync = await self._fw_in_sync(rules) if scope.is_full else True
-        extra = {}
+        extra: dict[str, Any] = {}
         for drv in DRIVERS.values():
             seen = await drv.observe_extra(kernel, state, scope)
             if seen is not None:
                 extra[drv.name] = seen
+        # what cluster mode adds (the overlay's view of the cluster cache and its VXLAN devices)
+        for observer in self.observers:
+            extra.update(await observer(state, scope, host))
         return Observed(
             extra=extra,
             changed_sysctls=frozenset(self.changes.sysctls),

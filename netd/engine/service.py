@@ -29,6 +29,7 @@ from netd.core.model import DesiredState, Endpoint, Netns, Network, PortMapping
 from netd.core.naming import new_id
 from netd.core.request import (
     Connect,
+    NetworkCreate,
     Target,
     parse_connect,
     parse_container_disconnect,
@@ -36,7 +37,8 @@ from netd.core.request import (
     parse_netns_create,
     parse_netns_network,
 )
-from netd.drivers import get_driver, parse_network_create
+from netd.drivers import CLUSTER_DRIVERS, DriverOptions, get_driver, parse_network_create
+from netd.drivers.overlay import NO_CLUSTER
 from netd.engine.locks import TimedLock
 from netd.engine.networks import KernelReader, NetworkBuilder, now
 from netd.engine.nsident import NamespaceIndex, check_netns_path, free_ifname, spelling
@@ -51,6 +53,16 @@ class Applier(Protocol):
 
     async def apply(self, scope: Scope, reason: str) -> dict[str, str]: ...
     async def reconcile(self, reason: str) -> dict[str, str]: ...
+
+
+class OverlayOps(Protocol):
+    """Changes of networks that live in the cluster store (cluster mode only: ``netd.multihost``).  Called with
+    the service lock held."""
+
+    async def create_network(self, req: NetworkCreate, opts: DriverOptions) -> Network: ...
+    async def remove_network(self, net: Network) -> None: ...
+    async def connect(self, net: Network, req: Connect) -> Endpoint: ...
+    async def disconnect(self, net: Network, ep: Endpoint, what: str) -> None: ...
 
 
 class Service:
@@ -73,6 +85,7 @@ class Service:
         self.addresses = ipam.AddressBook()  # held addresses and scan starts, per network (see _adopt)
         # namespace identity by inode (looked up on the applier when used: narrow fakes need not have it)
         self.namespaces = NamespaceIndex(lambda p: self.kernel.ns_probe(p), lambda n: self.kernel.netns_path(n))
+        self.overlay: OverlayOps | None = None  # cluster mode: overlay networks (netd.multihost)
 
     # -- commit ------------------------------------------------------------------------------------------------
 
@@ -116,6 +129,11 @@ class Service:
 
     # -- networks ----------------------------------------------------------------------------------------------
 
+    def _overlay(self) -> OverlayOps:
+        if self.overlay is None:
+            raise InvalidError(NO_CLUSTER, field="Driver")
+        return self.overlay
+
     def get_network(self, name: str) -> Network:
         """By name, by id, or by any unique prefix of an id (Docker's order)."""
         net = self.state.networks.get(name)
@@ -149,6 +167,9 @@ class Service:
     async def create_network(self, body: Any) -> Network:
         req, opts = parse_network_create(body)
         predefined.refuse_create(req.name)
+        if req.driver in CLUSTER_DRIVERS:
+            async with self.lock:
+                return await self._overlay().create_network(req, opts)
         async with self.lock:
             net = await self.networks.build(req, opts, self.state)
             if req.labels:
@@ -172,6 +193,9 @@ class Service:
                 raise ConflictError(
                     f"network {net.name!r} is the default bridge; disable it in the config instead"
                 )
+            if net.driver in CLUSTER_DRIVERS:
+                await self._overlay().remove_network(net)
+                return
             eps = self.state.endpoints_of(net.id)
             if eps and not force:
                 names = ", ".join(sorted({ep.netns or ep.netns_path or "?" for ep in eps}))
@@ -286,10 +310,12 @@ class Service:
                 del new.netns[name]
                 self.namespaces.forget(name)
                 gone |= {ep.id for ep in new.endpoints_in(f"netns:{name}")}
+            # overlay networks lose their links here with their last endpoint: in the scope too
+            nets = {new.endpoints[i].network for i in gone if _is_cluster(new, new.endpoints[i].network)}
             for ep_id in gone:
                 del new.endpoints[ep_id]
             what = f"netns rm {found[0]}" if len(found) == 1 else f"netns rm {found[0]} and {len(found) - 1} more"
-            await self._commit(new, Scope.of(endpoints=gone, netns=found), what)
+            await self._commit(new, Scope.of(endpoints=gone, netns=found, networks=nets), what)
             for name in found:
                 log.info("netns_removed", netns=name)
             log.debug("netns_removed_batch", netns=len(found), endpoints=len(gone))
@@ -303,6 +329,8 @@ class Service:
         req = parse_connect(body)
         async with self.lock:
             net = self.get_network(network)
+            if net.driver in CLUSTER_DRIVERS:
+                return await self._overlay().connect(net, req)
             ep = await self._build_endpoint(net, req)
             new = self.state.copy_for_change()
             new.endpoints[ep.id] = ep
@@ -446,6 +474,9 @@ class Service:
             else:
                 assert target is not None
                 ep = self._find_endpoint(net, target)
+            if net.driver in CLUSTER_DRIVERS:
+                await self._overlay().disconnect(net, ep, f"disconnect {ep.target} from {net.name}")
+                return
             new = self.state.copy_for_change()
             del new.endpoints[ep.id]
             await self._commit(new, Scope.of(endpoints=[ep.id]), f"disconnect {ep.target} from {net.name}")
@@ -482,6 +513,11 @@ class Service:
                 log.error("endpoint_prune_not_stored", endpoints=len(gone), error=e.message)
                 return
             await self.notify_change()  # their names leave DNS
+
+
+def _is_cluster(state: DesiredState, net_id: str) -> bool:
+    net = state.network_by_id(net_id)
+    return net is not None and net.driver in CLUSTER_DRIVERS
 
 
 def _touched_netns(old: DesiredState, new: DesiredState, scope: Scope) -> frozenset[str] | None:

@@ -102,7 +102,16 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
     its replies (the host's own policy decides); isolation, icc and internal drops and NAT stay.
     """
     features = {n.id: get_driver(n).features(n) for n in state.networks.values()}
-    nets = sorted((n for n in state.networks.values() if features[n.id].filtered), key=lambda n: n.id)
+    # a network that is not routed (overlay: its endpoints leave through docker_gwbridge, never through the
+    # overlay's gateway) gets the rules of an internal one: nothing forwarded between it and anything else
+    nets = sorted(
+        (
+            n if features[n.id].routed else n.model_copy(update={"internal": True})
+            for n in state.networks.values()
+            if features[n.id].filtered
+        ),
+        key=lambda n: n.id,
+    )
     if not nets:
         return Ruleset()
     _check_unique_bridges(nets)

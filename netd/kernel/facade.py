@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncGenerator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ from netd.core.linkspec import (
     ShimSpec,
     VethSpec,
 )
-from netd.core.model import IPNetwork
+from netd.core.model import IPAddress, IPNetwork
 from netd.core.vxlanspec import EntryPlan, ObservedEntries, ObservedVxlan, PeerEntry, VxlanSpec
 from netd.kernel import child as childops
 from netd.kernel import conntrack, owned
@@ -325,6 +327,31 @@ class Kernel:
                 raise kernel_error("host links", "dump", exc) from exc
         raise AssertionError("unreachable")
 
+    async def default_route_address(self, version: int = 4) -> IPAddress | None:
+        """The first global address of the interface the default route leaves through (the node's underlay
+        address when ``[cluster] advertise_address`` is not set); None without a default route."""
+        ipr = await _open_socket()
+        try:
+            family = socket.AF_INET if version == 4 else socket.AF_INET6
+            routes = [m async for m in await ipr.route("dump", family=family)]
+            oif = next(
+                (r.get_attr("RTA_OIF") for r in routes if r["dst_len"] == 0 and r.get_attr("RTA_OIF")), None
+            )
+            if oif is None:
+                return None
+            for a in [m async for m in await ipr.addr("dump", family=family)]:
+                if a["index"] == oif and a["scope"] == 0:
+                    return ip_address(a.get_attr("IFA_ADDRESS"))
+            return None
+        except NetlinkError as exc:
+            raise kernel_error("default route", "read", exc) from exc
+        finally:
+            ipr.close()
+
+    async def underlay_mtu(self, address: IPAddress) -> int:
+        """The MTU of the interface holding ``address``."""
+        return await vxlanops.underlay_mtu(address)
+
     async def link_kind_supported(self, kind: str) -> bool:
         """Whether the kernel makes ``kind`` links (see child.kind_supported); a validation read at create."""
         if kind in self._kinds:
@@ -450,18 +477,23 @@ class Kernel:
     async def observe_vxlan(self, ifname: str) -> ObservedVxlan | None:
         return await vxlanops.observe_vxlan(await self._host_socket(), ifname)
 
-    async def observe_vxlan_entries(self, ifname: str) -> ObservedEntries:
-        """The device's own FDB entries (NTF_SELF) and its neighbour entries."""
-        return await vxlanops.observe_entries(await vxlanops.device_index(await self._host_socket(), ifname))
+    async def observe_vxlan_entries(self, ifname: str, index: int | None = None) -> ObservedEntries:
+        """The device's own FDB entries (NTF_SELF) and its neighbour entries (``index``: the device's, when
+        the caller has just observed it; saves a link lookup)."""
+        if index is None:
+            index = await vxlanops.device_index(await self._host_socket(), ifname)
+        return await vxlanops.observe_entries(index)
 
     async def ensure_vxlan_peers(self, ifname: str, peers: Sequence[PeerEntry]) -> EntryPlan:
         """Make the device's FDB and neighbour entries exactly those of ``peers`` (replace what is missing or
         wrong, delete the rest), in batches; returns what it changed."""
         return await vxlanops.ensure_peers(await self._host_socket(), ifname, peers)
 
-    async def apply_vxlan_entries(self, ifname: str, plan: EntryPlan) -> None:
+    async def apply_vxlan_entries(self, ifname: str, plan: EntryPlan, index: int | None = None) -> None:
         """Write ``plan`` as it is (deletes, then FDB and neighbour replaces), in batches."""
-        await vxlanops.apply_entries(ifname, await vxlanops.device_index(await self._host_socket(), ifname), plan)
+        if index is None:
+            index = await vxlanops.device_index(await self._host_socket(), ifname)
+        await vxlanops.apply_entries(ifname, index, plan)
 
     async def delete_vxlan(self, ifname: str) -> None:
         """Remove the device (its entries go with it); missing is fine."""

@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "cluster": {"core"},
     "engine": {"core", "drivers", "kernel", "firewall"},
     "ops": {"core", "drivers", "kernel", "firewall", "engine", "dns"},
+    "multihost": {"core", "drivers", "kernel", "firewall", "engine", "dns", "ops", "cluster"},
     "dockerapi": {"core", "drivers", "engine", "ops", "api", "views"},  # Docker's routes beside netd's API
     "cli": set(),
 }

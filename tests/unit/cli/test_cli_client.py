@@ -103,9 +103,9 @@ def test_network_ls_table(fake_netd: FakeNetd, capsys: pytest.CaptureFixture[str
     code, out, err = run(capsys, fake_netd, "network", "ls")
     assert (code, err) == (0, "")
     assert out == (
-        "NETWORK ID     NAME     DRIVER    SUBNET                    INTERNAL\n"
-        "0123456789ab   db       macvlan   10.9.0.0/24,fd00:9::/64   true\n"
-        "f2de39df4171   my-net   bridge    172.30.0.0/24             false\n"
+        "NETWORK ID     NAME     DRIVER    SCOPE   SUBNET                    INTERNAL\n"
+        "0123456789ab   db       macvlan   local   10.9.0.0/24,fd00:9::/64   true\n"
+        "f2de39df4171   my-net   bridge    local   172.30.0.0/24             false\n"
     )
 
 

@@ -1,0 +1,302 @@
+"""The overlay changes the API asks for: etcd first (the cluster decides names, VNIs, subnets and addresses),
+then this node's desired state (persist -> reconcile).  Every step that fails undoes the ones before it, so a
+refused or failed request changes nothing, here or in etcd.  While etcd is unreachable each of them is refused
+with ``cluster store unreachable: ...`` before anything is changed.  Called with the service lock held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from functools import partial
+from ipaddress import IPv4Interface, IPv6Interface, ip_interface
+
+import structlog
+
+from netd.cluster.errors import ClusterUnavailableError
+from netd.cluster.networks import NetworkDraft
+from netd.cluster.node import ClusterNode
+from netd.cluster.records import Allocation, encode
+from netd.cluster.txn import Delete, Put
+from netd.core.actions import Scope
+from netd.core.errors import ConflictError, InvalidError, NotFoundError
+from netd.core.ipam import overlapping
+from netd.core.model import DesiredState, Endpoint, IPAddress, Network
+from netd.core.naming import new_id
+from netd.core.request import Connect, NetworkCreate
+from netd.drivers import DriverOptions, get_driver, parse_network_create
+from netd.drivers.overlay import OverlayOptions, overlay_mac
+from netd.engine.networks import now
+from netd.engine.nsident import check_netns_path, free_ifname, spelling
+from netd.engine.service import Service
+
+from .mirror import endpoint_record, network_from_record
+
+log = structlog.get_logger("netd.multihost")
+
+GWBRIDGE = "docker_gwbridge"
+GWBRIDGE_OPTIONS = {  # Docker's: its own bridge name, no traffic between endpoints, NAT to the outside
+    "com.docker.network.bridge.name": GWBRIDGE,
+    "com.docker.network.bridge.enable_icc": "false",
+    "com.docker.network.bridge.enable_ip_masquerade": "true",
+}
+
+
+class OverlayChanges:
+    def __init__(self, svc: Service, cluster: ClusterNode, default_mtu: Callable[[], int]) -> None:
+        self.svc, self.cluster, self.default_mtu = svc, cluster, default_mtu
+
+    @property
+    def node(self) -> str:
+        return self.cluster.cfg.node_name
+
+    # -- networks ----------------------------------------------------------------------------------------------
+
+    async def create_network(self, req: NetworkCreate, opts: DriverOptions) -> Network:
+        assert isinstance(opts, OverlayOptions)
+        svc = self.svc
+        if req.name in svc.state.networks:
+            raise ConflictError(f"network {req.name!r} already exists", field="name")
+        p4 = next((p for p in req.pools if p.subnet and ":" not in p.subnet), None)
+        p6 = next((p for p in req.pools if p.subnet and ":" in p.subnet), None)
+        if p6 is not None and not req.enable_ipv6:
+            raise InvalidError("an IPv6 subnet needs --ipv6", field="subnet")
+        if req.enable_ipv6 and p6 is None:
+            raise InvalidError("an overlay network with --ipv6 needs an IPv6 --subnet", field="subnet")
+        local = {n.name: [c.subnet for c in n.ipam] for n in svc.state.networks.values()}
+        for p in (p4, p6):
+            if p is not None and p.subnet is not None:
+                with contextlib.suppress(ValueError):
+                    hit = overlapping(ip_interface(p.subnet).network, local)
+                    if hit is not None:
+                        raise ConflictError(
+                            f"network {req.name!r}: subnet {p.subnet} overlaps network {hit[0]!r} ({hit[1]}); "
+                            "pick another --subnet",
+                            field="subnet",
+                        )
+        draft = NetworkDraft(
+            id=new_id(),
+            name=req.name,
+            vni=opts.vni,
+            subnet=p4.subnet if p4 else None,
+            gateway=p4.gateway if p4 else None,
+            ip_range=p4.ip_range if p4 else None,
+            aux_addresses=dict(p4.aux_addresses) if p4 else {},
+            subnet6=p6.subnet if p6 else None,
+            gateway6=p6.gateway if p6 else None,
+            options=dict(req.options),
+            attachable=req.attachable,
+            internal=req.internal,
+            mtu=req.mtu,
+        )
+        rec = await self.cluster.networks.create(draft, self.cluster.pools)
+        net = network_from_record(rec, self.default_mtu())
+        new = svc.state.copy_for_change()
+        new.networks[net.name] = net
+        try:
+            await svc._commit(new, Scope.of(networks=[net.id]), f"network create {net.name}")
+        except BaseException:
+            with contextlib.suppress(ClusterUnavailableError, ConflictError, NotFoundError):
+                await self.cluster.networks.remove(net.name)
+            raise
+        log.info(
+            "overlay_network_created", network=net.name, vni=net.vni, subnets=[str(c.subnet) for c in net.ipam]
+        )
+        return net
+
+    async def remove_network(self, net: Network) -> None:
+        svc = self.svc
+        eps = svc.state.endpoints_of(net.id)
+        if eps:
+            names = ", ".join(sorted({ep.netns or ep.netns_path or "?" for ep in eps}))
+            raise ConflictError(
+                f"network {net.name!r} has active endpoints on this node ({names}); disconnect them first",
+                field="name",
+            )
+        with contextlib.suppress(NotFoundError):  # already gone from the cluster: forget the local copy
+            await self.cluster.networks.remove(net.name)
+        new = svc.state.copy_for_change()
+        new.networks.pop(net.name, None)
+        await svc._commit(new, Scope.of(networks=[net.id]), f"network rm {net.name}")
+        log.info("overlay_network_removed", network=net.name)
+
+    # -- docker_gwbridge --------------------------------------------------------------------------------------
+
+    async def _gateway_endpoint(self, new: DesiredState, ep: Endpoint, req: Connect) -> Endpoint | None:
+        """The overlay endpoint's ``eth1`` on this node's docker_gwbridge network, which is made with Docker's
+        defaults with the first overlay endpoint (a user-made network of that name is used as made).  None when
+        the namespace is on docker_gwbridge already (one way out per namespace, as in Docker)."""
+        svc = self.svc
+        gw_net = new.networks.get(GWBRIDGE)
+        if gw_net is not None and any(e.network == gw_net.id for e in new.endpoints_in(ep.target)):
+            return None
+        if gw_net is None:
+            body = {"Name": GWBRIDGE, "Options": dict(GWBRIDGE_OPTIONS)}
+            creq, opts = parse_network_create(body)
+            gw_net = await svc.networks.build(creq, opts, new)
+            new.networks[GWBRIDGE] = gw_net
+        gw_ep = await svc._build_endpoint(gw_net, Connect(target=req.target, ipv4=None, ipv6=None))
+        ifname = gw_ep.ifname
+        if ifname == ep.ifname:  # the overlay endpoint is not in the state (nor the kernel) yet
+            used = {e.ifname for e in new.endpoints_in(ep.target)}
+            ifname = await free_ifname(req.target, used, self._has_link(ep))
+        default = not any(e.default_route for e in new.endpoints_in(ep.target))
+        return gw_ep.model_copy(update={"ifname": ifname, "gw_for": ep.id, "default_route": default})
+
+    def _has_link(self, ep: Endpoint) -> Callable[[str], Awaitable[bool]] | None:
+        path = self.svc.kernel.netns_path(ep.netns) if ep.netns is not None else (ep.netns_path or "")
+        if self.svc.kernel.ns_probe(path).ident is None:
+            return None
+        return partial(self.svc.kernel.ns_has_link, path)
+
+    # -- endpoints ---------------------------------------------------------------------------------------------
+
+    async def connect(self, net: Network, req: Connect) -> Endpoint:
+        svc = self.svc
+        target = req.target
+        inode: int | None = None
+        if target.netns is not None:  # as the service resolves a target (netd.engine.service._build_endpoint)
+            svc.get_netns(target.netns)
+            path = svc.kernel.netns_path(target.netns)
+            found = svc.kernel.ns_probe(path)
+        else:
+            assert target.netns_path is not None
+            path = target.netns_path
+            found = svc.kernel.ns_probe(path)
+            check_netns_path(path, found)
+            assert found.ident is not None
+            inode = found.ident[1]
+        existing = svc.namespaces.endpoints_in(svc.state, target, found)
+        for other in existing:
+            if other.network == net.id:
+                as_ = "" if other.target == target.key() else f" (as {spelling(other)})"
+                raise ConflictError(f"{target.describe()} is already connected to network {net.name!r}{as_}")
+        get_driver(net).check_connect(net, svc.state)
+        if req.ports:
+            raise InvalidError(
+                f"network {net.name!r} is an overlay network: it cannot publish ports; connect without -p "
+                "(publish on a bridge network, or reach the endpoint at its overlay address)",
+                field="publish",
+            )
+        rec = self.cluster.cache.networks().get(net.id)
+        if rec is None:
+            raise NotFoundError(f"network {net.name!r} is not in the cluster (any more); see netd-ctl network ls")
+        ep_id = new_id()
+        ipam = self.cluster.ipam
+        held = self.cluster.cache.allocations(net.id)
+        key = self.cluster.keys.endpoint(net.id, ep_id)
+        has_link = None if found.ident is None else partial(svc.kernel.ns_has_link, path)
+        ifname = await free_ifname(target, {e.ifname for e in existing}, has_link)
+        p4, p6 = net.pool(4), net.pool(6)
+        assert p4 is not None
+        if req.ipv6 is not None and p6 is None:
+            raise InvalidError(f"network {net.name!r} has no IPv6 subnet for {req.ipv6}", field="ip6")
+
+        def build(addr4: IPAddress, addr6: IPAddress | None) -> Endpoint:
+            v4 = ip_interface(f"{addr4}/{p4.subnet.prefixlen}")
+            v6 = ip_interface(f"{addr6}/{p6.subnet.prefixlen}") if addr6 is not None and p6 is not None else None
+            return Endpoint(
+                id=ep_id,
+                network=net.id,
+                netns=target.netns,
+                netns_path=target.netns_path,
+                netns_inode=inode,
+                ifname=ifname,
+                host_ifname=get_driver(net).endpoint_host_ifname(ep_id),
+                mac=overlay_mac(addr4),
+                ipv4=v4 if isinstance(v4, IPv4Interface) else None,
+                ipv6=v6 if isinstance(v6, IPv6Interface) else None,
+                aliases=req.aliases,
+                default_route=False,  # the way out is docker_gwbridge, never the overlay's gateway
+                created=now(),
+            )
+
+        def record(addr4: IPAddress, addr6: IPAddress | None) -> list[Put]:
+            # the endpoint's record goes in the transaction of its last address: one etcd write per connect
+            return [Put(key, encode(endpoint_record(build(addr4, addr6), self.node)))]
+
+        taken: list[IPAddress] = []
+        try:
+            if p6 is None:
+                addr4 = await ipam.allocate_address(
+                    rec, ep_id, req.ipv4, 4, held=held, also=lambda a: record(a, None)
+                )
+                taken.append(addr4)
+                addr6 = None
+            else:
+                addr4 = await ipam.allocate_address(rec, ep_id, req.ipv4, 4, held=held)
+                taken.append(addr4)
+                addr6 = await ipam.allocate_address(
+                    rec, ep_id, req.ipv6, 6, held=held, also=lambda a: record(addr4, a)
+                )
+                taken.append(addr6)
+            ep = build(addr4, addr6)
+            new = svc.state.copy_for_change()
+            new.endpoints[ep.id] = ep
+            nets, eps = {net.id}, {ep.id}
+            gw_ep = None if net.internal else await self._gateway_endpoint(new, ep, req)
+            if gw_ep is not None:  # the way out: eth1 on docker_gwbridge (default route, NAT)
+                new.endpoints[gw_ep.id] = gw_ep
+                nets.add(gw_ep.network)
+                eps.add(gw_ep.id)
+            what = f"connect {target.describe()} to {net.name}"
+            await svc._commit(new, Scope.of(networks=nets, endpoints=eps), what)
+        except BaseException:
+            if taken:  # the record and the addresses go together, as they came
+                with contextlib.suppress(ClusterUnavailableError):
+                    await self._forget(net.id, ep_id, taken)
+            raise
+        log.info("overlay_endpoint_connected", network=net.name, target=ep.target, ip=str(ep.ipv4))
+        return ep
+
+    async def _forget(self, net_id: str, ep_id: str, addrs: list[IPAddress]) -> None:
+        """Delete an endpoint's record and the address allocations it holds, in one transaction.  The
+        endpoint is this node's and holds those addresses (taken create-if-absent), so nobody else's goes."""
+        keys = self.cluster.keys
+        await self.cluster.store.txn(
+            f"forget endpoint {ep_id[:12]}",
+            [],
+            [Delete(keys.endpoint(net_id, ep_id)), *(Delete(keys.address(net_id, a)) for a in addrs)],
+        )
+
+    def _allocation(self, ep: Endpoint, addr: IPAddress) -> Allocation:
+        return Allocation(network=ep.network, address=addr, endpoint=ep.id, node=self.node, created=now())
+
+    async def disconnect(self, net: Network, ep: Endpoint, what: str) -> None:
+        svc = self.svc
+        key = self.cluster.keys.endpoint(net.id, ep.id)
+        addrs = [i.ip for i in (ep.ipv4, ep.ipv6) if i is not None]
+        # record and addresses in one transaction: the others drop its entries; refused while etcd is down
+        await self._forget(net.id, ep.id, addrs)
+        new = svc.state.copy_for_change()
+        del new.endpoints[ep.id]
+        gone = {ep.id}
+        others = [
+            e
+            for e in svc.state.endpoints_in(ep.target)
+            if e.id != ep.id
+            and (n := svc.state.network_by_id(e.network)) is not None
+            and n.driver == "overlay"
+            and not n.internal
+        ]
+        if not others:  # its way out goes with the last overlay endpoint of the namespace that used it
+            gone |= {e.id for e in svc.state.endpoints_in(ep.target) if e.gw_for is not None}
+        for ep_id in gone:
+            new.endpoints.pop(ep_id, None)
+        try:
+            await svc._commit(new, Scope.of(networks=[net.id], endpoints=gone), what)
+        except BaseException:
+            with contextlib.suppress(ClusterUnavailableError):  # else the publisher puts them back
+                await self.cluster.store.txn(
+                    f"restore endpoint {ep.id[:12]}",
+                    [],
+                    [
+                        Put(key, encode(endpoint_record(ep, self.node))),
+                        *(
+                            Put(self.cluster.keys.address(net.id, a), encode(self._allocation(ep, a)))
+                            for a in addrs
+                        ),
+                    ],
+                )
+            raise
+        log.info("overlay_endpoint_disconnected", network=net.name, target=ep.target)
