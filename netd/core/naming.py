@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from ipaddress import IPv4Address
 
 from netd.core.errors import InvalidError
 from netd.core.strict import is_dns_name
@@ -32,6 +33,16 @@ def mac_for(ep_id: str) -> str:
     """A stable, locally administered unicast MAC derived from the endpoint id (the same after a replay)."""
     octets = [0x02] + [int(ep_id[i : i + 2], 16) for i in range(0, 10, 2)]
     return ":".join(f"{o:02x}" for o in octets)
+
+
+def endpoint_mac(ep_id: str, ipv4: IPv4Address | None) -> str:
+    """An endpoint's MAC as Docker chooses it: 02:42 and the four bytes of its IPv4 address, so an address that
+    is reused (a namespace removed and another connected with the same ``--ip``, or a disconnect and connect)
+    keeps its MAC and the neighbour entries that peers and the host cached stay right.  Without IPv4 (an
+    IPv6-only endpoint): stable from the endpoint id, as before."""
+    if ipv4 is None:
+        return mac_for(ep_id)
+    return "02:42:" + ":".join(f"{o:02x}" for o in ipv4.packed)
 
 
 def validate_ifname(name: str, field: str) -> str:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from ipaddress import ip_interface
+from ipaddress import IPv4Address, ip_interface
 from typing import Any
 
 from netd.core.actions import MISSING, Action, DeleteLinks, EnsureBridge, EnsureVeth, Observed, Scope
 from netd.core.errors import ConflictError, InvalidError
 from netd.core.linkspec import BridgeSpec, Iface, NsRef, ObservedHost, ObservedLink, VethSpec
 from netd.core.model import DesiredState, Endpoint, Network
-from netd.core.naming import bridge_name, host_veth_name, mac_for, validate_ifname
+from netd.core.naming import bridge_name, endpoint_mac, host_veth_name, mac_for, validate_ifname
 from netd.core.request import OPT_ENABLE_V4, OPT_MTU
 from netd.drivers.base import DriverOptions, Features, bool_option, gateways
 
@@ -87,8 +87,8 @@ class Bridge:
     def endpoint_host_ifname(self, ep_id: str) -> str:
         return host_veth_name(ep_id)
 
-    def endpoint_mac(self, net: Network, ep_id: str) -> str:
-        return mac_for(ep_id)
+    def endpoint_mac(self, net: Network, ep_id: str, ipv4: IPv4Address | None) -> str:
+        return endpoint_mac(ep_id, ipv4)
 
     def observes_endpoint_netns(self, net: Network) -> bool:
         return False  # the veth's host side tells: it is found with the bridge

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from ipaddress import IPv4Address
 
 from netd.core.linkspec import ChildSpec, NsRef
 from netd.core.model import Endpoint, Network
@@ -26,7 +27,7 @@ class Ipvlan(ChildLinkDriver):
             flag=choice(options, OPT_FLAG, tuple(FLAGS), "bridge"),
         )
 
-    def endpoint_mac(self, net: Network, ep_id: str) -> str:
+    def endpoint_mac(self, net: Network, ep_id: str, ipv4: IPv4Address | None) -> str:
         return ""  # every ipvlan child has its parent's MAC address
 
     def build_child_spec(self, ep: Endpoint, net: Network, ns_path: str) -> ChildSpec:

@@ -9,7 +9,7 @@ from netd.core.actions import MISSING, Action, EnsureShim, Observed
 from netd.core.errors import ConflictError, InvalidError
 from netd.core.linkspec import ChildSpec, Iface, NsRef, ObservedHost, ObservedLink, ShimSpec
 from netd.core.model import DesiredState, Endpoint, IPAddress, IpamConfig, Network
-from netd.core.naming import mac_for
+from netd.core.naming import endpoint_mac
 from netd.drivers.base import OPT_HOST_ACCESS, OPT_PARENT, DriverOptions, bool_option, choice, gateways
 from netd.drivers.childlink import ChildLinkDriver, LinkOptions, child_addresses, shim_name
 
@@ -48,8 +48,9 @@ class Macvlan(ChildLinkDriver):
             pool.aux_addresses[HOST_ACCESS_AUX] = host_access_address(pool)
         return net.model_copy(update={"ipam": pools})
 
-    def endpoint_mac(self, net: Network, ep_id: str) -> str:
-        return "" if net.mode == "passthru" else mac_for(ep_id)  # passthru keeps the parent's address
+    def endpoint_mac(self, net: Network, ep_id: str, ipv4: IPv4Address | None) -> str:
+        # passthru keeps the parent's address; the others as Docker's macvlan: from the IPv4 address
+        return "" if net.mode == "passthru" else endpoint_mac(ep_id, ipv4)
 
     def build_child_spec(self, ep: Endpoint, net: Network, ns_path: str) -> ChildSpec:
         gw4, gw6 = gateways(ep, net)

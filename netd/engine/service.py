@@ -417,7 +417,7 @@ class Service:
             netns_inode=inode,
             ifname=ifname,
             host_ifname=drv.endpoint_host_ifname(ep_id),
-            mac=mac or drv.endpoint_mac(net, ep_id),
+            mac=mac or drv.endpoint_mac(net, ep_id, v4.ip if isinstance(v4, IPv4Interface) else None),
             ipv4=v4 if isinstance(v4, IPv4Interface) else None,
             ipv6=v6 if isinstance(v6, IPv6Interface) else None,
             aliases=req.aliases,

@@ -67,7 +67,7 @@ def test_endpoint_links_come_from_the_driver() -> None:
     st = one_endpoint_state()
     net = st.networks["app"]
     drv = get_driver(net)
-    assert drv.endpoint_host_ifname("e" * 64).startswith("veth") and drv.endpoint_mac(net, "e" * 64)
+    assert drv.endpoint_host_ifname("e" * 64).startswith("veth") and drv.endpoint_mac(net, "e" * 64, None)
     assert scope_links(st, Scope.of(networks=[NET_ID])) == {"br-app"}
 
 

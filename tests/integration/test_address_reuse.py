@@ -1,0 +1,49 @@
+"""Issue 12.1: an address reused by a new endpoint answers at once from every peer and from the host.
+
+Peers and the host cache the old endpoint's MAC as REACHABLE; the new endpoint must answer to that entry (its
+MAC comes from the IPv4 address, as Docker's) so traffic is not black-holed until the entry ages out."""
+
+from __future__ import annotations
+
+from netdtest import Host, in_ns, running_host
+
+REUSED = "172.30.90.5"
+
+
+def _answers(path: str, addr: str) -> bool:
+    """One echo with a one-second deadline: the neighbour entry must already be right."""
+    return in_ns(path, "ping", "-n", "-q", "-c", "1", "-w", "1", addr, check=False).returncode == 0
+
+
+def _connect(host: Host, ns: str, ip: str | None = None) -> dict[str, object]:
+    if ns not in [n["Name"] for n in host.api.ok("GET", "/v1/netns")]:
+        host.api.ok("POST", "/v1/netns", {"Name": ns})
+    cfg: dict[str, object] = {"IPAMConfig": {"IPv4Address": ip}} if ip else {}
+    return host.api.ok("POST", "/v1/networks/reuse/connect", {"Netns": ns, "EndpointConfig": cfg})  # type: ignore[no-any-return]
+
+
+def _warm(host: Host, peer: str) -> None:
+    """Peer and host talk to the address, so both hold its MAC as REACHABLE."""
+    for path in (host.ns(peer), host.path):
+        assert in_ns(path, "ping", "-n", "-q", "-c", "1", "-w", "5", REUSED, check=False).returncode == 0
+        neigh = in_ns(path, "ip", "neigh", "show", REUSED).stdout
+        assert "lladdr" in neigh, neigh
+
+
+def test_reused_address_answers_at_once_after_netns_rm(tmp_path: object) -> None:
+    with running_host(tmp_path) as host:  # type: ignore[arg-type]
+        host.api.ok("POST", "/v1/networks", {"Name": "reuse", "IPAM": {"Config": [{"Subnet": "172.30.90.0/24"}]}})
+        _connect(host, "p")
+        a = _connect(host, "a", REUSED)
+        assert a["MacAddress"] == "02:42:ac:1e:5a:05"  # Docker's: 02:42 and the address
+        _warm(host, "p")
+        host.api.ok("DELETE", "/v1/netns/a")
+        b = _connect(host, "b", REUSED)
+        assert b["MacAddress"] == a["MacAddress"]
+        assert _answers(host.ns("p"), REUSED)
+        assert _answers(host.path, REUSED)
+        # disconnect + connect of one namespace, same address
+        host.api.ok("POST", "/v1/networks/reuse/disconnect", {"Netns": "b"})
+        _connect(host, "b", REUSED)
+        assert _answers(host.ns("p"), REUSED)
+        assert _answers(host.path, REUSED)
