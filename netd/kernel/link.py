@@ -101,8 +101,9 @@ async def ensure_bridge(ipr: IPR, spec: BridgeSpec) -> int:
                 )
             kw: dict[str, Any] = {"ifname": spec.ifname, "kind": "bridge", "br_stp_state": 0}
             kw["br_forward_delay"] = 0
-            if spec.mtu:
-                kw["mtu"] = spec.mtu
+            # no IFLA_MTU here: the create's MTU is not "set by the user" for the bridge, which then resets a
+            # portless bridge to 1500 when its last port leaves.  The change request below (mtu drift against
+            # the new bridge's 1500) is, and the kernel keeps it (br_mtu_auto_adjust, BROPT_MTU_SET_BY_USER).
             if spec.mac:
                 kw["address"] = spec.mac
             try:
