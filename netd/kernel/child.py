@@ -16,6 +16,7 @@ from pyroute2.netlink.rtnl.ifinfmsg.plugins.ipvlan import ipvlan as _ipvlan_nla
 
 from netd.core.errors import KernelError
 from netd.core.linkspec import ChildSpec, ObservedChild, owner_alias, owner_of
+from netd.kernel.announce import announce
 from netd.kernel.link import configure_peer, get_link
 from netd.kernel.netns import open_netns
 from netd.kernel.nlerror import kernel_error
@@ -66,6 +67,7 @@ async def ensure_child(ipr: IPR, ns_socket: NsSocket, spec: ChildSpec) -> None:
         log.info(
             "link_created", kind=spec.kind, ifname=spec.peer_ifname, netns=spec.netns.path, parent=spec.parent
         )
+        await announce(spec.netns.path, spec.peer_ifname, spec.addresses)
     except NetlinkError as exc:
         raise kernel_error(obj, "configure", exc) from exc
 

@@ -16,6 +16,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from netd.core.errors import KernelError
 from netd.core.linkspec import BridgeSpec, ChildSpec, Iface, VethSpec, owner_alias
 from netd.kernel import nlbatch
+from netd.kernel.announce import announce
 from netd.kernel.netns import open_netns
 from netd.kernel.nlbatch import IFA_F_NODAD
 from netd.kernel.nlerror import KernelOpError, is_errno, kernel_error
@@ -307,6 +308,8 @@ async def _create_veth(
         with contextlib.suppress(NetlinkError):
             await ipr.link("del", ifname=spec.host_ifname)
         raise
+    # both sides up: tell peers and the host this address's MAC now (a reused address)
+    await announce(spec.netns.path, spec.peer_ifname, spec.addresses)
 
 
 async def _clear_stale_peer(ns_socket: NsSocket, spec: VethSpec) -> bool:

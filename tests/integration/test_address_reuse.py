@@ -47,3 +47,36 @@ def test_reused_address_answers_at_once_after_netns_rm(tmp_path: object) -> None
         _connect(host, "b", REUSED)
         assert _answers(host.ns("p"), REUSED)
         assert _answers(host.path, REUSED)
+
+
+REUSED6 = "fd00:5a::5"
+
+
+def _answers6(path: str) -> bool:
+    return in_ns(path, "ping", "-6", "-n", "-q", "-c", "1", "-w", "1", REUSED6, check=False).returncode == 0
+
+
+def _connect2(host: Host, ns: str, ip4: str) -> dict[str, object]:
+    host.api.ok("POST", "/v1/netns", {"Name": ns})
+    cfg = {"IPAMConfig": {"IPv4Address": ip4, "IPv6Address": REUSED6}}
+    return host.api.ok("POST", "/v1/networks/reuse/connect", {"Netns": ns, "EndpointConfig": cfg})  # type: ignore[no-any-return]
+
+
+def test_reused_ipv6_address_with_a_new_mac_is_announced(tmp_path: object) -> None:
+    """The same IPv6 address on an endpoint with another MAC (its IPv4 address differs): the unsolicited
+    neighbour advertisement updates the peer's and the host's entry at once."""
+    with running_host(tmp_path) as host:  # type: ignore[arg-type]
+        cfgs = [{"Subnet": "172.30.92.0/24"}, {"Subnet": "fd00:5a::/64"}]
+        host.api.ok("POST", "/v1/networks", {"Name": "reuse", "EnableIPv6": True, "IPAM": {"Config": cfgs}})
+        _connect(host, "p")
+        a = _connect2(host, "a", "172.30.92.10")
+        for path in (host.ns("p"), host.path):
+            assert (
+                in_ns(path, "ping", "-6", "-n", "-q", "-c", "1", "-w", "5", REUSED6, check=False).returncode == 0
+            )
+            assert str(a["MacAddress"]) in in_ns(path, "ip", "-6", "neigh", "show", REUSED6).stdout
+        host.api.ok("DELETE", "/v1/netns/a")
+        b = _connect2(host, "b", "172.30.92.11")
+        assert b["MacAddress"] != a["MacAddress"]
+        assert _answers6(host.ns("p"))
+        assert _answers6(host.path)
