@@ -11,7 +11,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from netd.core.linkspec import BridgeSpec, ChildSpec, ObservedChild, ObservedHost, ParentSpec, ShimSpec, VethSpec
+from netd.core.linkspec import (
+    BridgeSpec,
+    ChildSpec,
+    ObservedChild,
+    ObservedHost,
+    ObservedPeer,
+    ParentSpec,
+    ShimSpec,
+    VethSpec,
+)
 from netd.core.ruleset import Ruleset
 
 MISSING = "missing"  # the drift reason when the observe found no object of the name
@@ -29,6 +38,9 @@ class Scope:
     # endpoints whose namespace side (addresses, routes, MTU) changed in the desired state: re-applied even when
     # the host side is as wanted (a reload adding IPv6 or a new MTU to the default bridge's endpoints)
     refresh: frozenset[str] = frozenset()
+    # endpoints whose namespace side (addresses, routes, state, MAC, MTU of their interface) is observed and
+    # repaired; None: every endpoint in scope (full passes, check).  A connect names none: it just made them.
+    peers: frozenset[str] | None = None
 
     @classmethod
     def everything(cls) -> Scope:
@@ -36,9 +48,19 @@ class Scope:
 
     @classmethod
     def of(
-        cls, *, networks: Iterable[str] = (), endpoints: Iterable[str] = (), netns: Iterable[str] = ()
+        cls,
+        *,
+        networks: Iterable[str] = (),
+        endpoints: Iterable[str] = (),
+        netns: Iterable[str] = (),
+        peers: Iterable[str] = (),
     ) -> Scope:
-        return cls(networks=frozenset(networks), endpoints=frozenset(endpoints), netns=frozenset(netns))
+        return cls(
+            networks=frozenset(networks),
+            endpoints=frozenset(endpoints) | frozenset(peers),
+            netns=frozenset(netns),
+            peers=frozenset(peers),
+        )
 
     @property
     def is_full(self) -> bool:
@@ -49,6 +71,9 @@ class Scope:
 
     def has_endpoint(self, ep_id: str) -> bool:
         return self.endpoints is None or ep_id in self.endpoints
+
+    def has_peer(self, ep_id: str) -> bool:
+        return ep_id in self.peers if self.peers is not None else self.has_endpoint(ep_id)
 
     def has_netns(self, name: str) -> bool:
         return self.netns is None or name in self.netns
@@ -71,6 +96,7 @@ class Observed:
     netns_owned: set[str]  # netns names netd created earlier (its markers)
     sysctls: dict[str, str] = field(default_factory=dict)
     children: dict[str, ObservedChild] = field(default_factory=dict)  # owned macvlan/ipvlan by endpoint id
+    peers: dict[str, ObservedPeer] = field(default_factory=dict)  # endpoints' namespace side, by endpoint id
     accept_ra: dict[str, str] = field(default_factory=dict)  # foreign links' accept_ra (read when IPv6 forwards)
     extra: dict[str, Any] = field(default_factory=dict)  # what a driver observed for itself (by driver name)
     firewall: FirewallSeen | None = None  # None: the firewall is not part of this plan
@@ -118,6 +144,7 @@ class EnsureVeth:
     reason: str
     seen_missing: bool = False  # the observe found no link of the name: the kernel may create without a check
     reconfigure: bool = False  # Scope.refresh: re-apply the namespace side though the host side is right
+    repair_peer: bool = False  # the namespace side drifted (addresses, routes, state, MAC, MTU): set it again
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,16 @@ class ObservedLink:
     vlan_id: int | None = None
 
 
+@dataclass(frozen=True)
+class ObservedPeer:
+    """An endpoint's interface seen from inside its namespace (what CNI's CHECK looks at): the link with its
+    addresses, and the gateways of the default routes through it ("" for a route without a gateway)."""
+
+    link: ObservedLink
+    gateway4: str | None = None
+    gateway6: str | None = None
+
+
 @dataclass
 class ObservedHost:
     """Owned links in the daemon's namespace, keyed by owner id, plus every link name (for conflict checks)."""

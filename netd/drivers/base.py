@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from netd.core.actions import Action, Observed, Scope
 from netd.core.errors import InvalidError
-from netd.core.linkspec import ObservedHost
+from netd.core.linkspec import Iface, ObservedHost, ObservedPeer
 from netd.core.model import DesiredState, Endpoint, Network
 from netd.core.request import parse_bool_option
 
@@ -123,3 +123,35 @@ def gateways(ep: Endpoint, net: Network) -> tuple[IPv4Address | None, IPv6Addres
     gw4 = p4.gateway if p4 is not None and isinstance(p4.gateway, IPv4Address) else None
     gw6 = p6.gateway if p6 is not None and isinstance(p6.gateway, IPv6Address) else None
     return net.default_gateway4 or gw4, net.default_gateway6 or gw6
+
+
+def peer_drift(
+    addresses: tuple[Iface, ...],
+    mac: str | None,
+    mtu: int | None,
+    gateway4: str | None,
+    gateway6: str | None,
+    seen: ObservedPeer | None,
+) -> str | None:
+    """What differs inside the endpoint's namespace (CNI's CHECK): state, MAC, MTU, addresses, and the default
+    routes of the endpoint that carries them (``gateway4``/``gateway6``: the wanted gateway, "" for a route
+    through the link without one, None: no default route wanted through it).  ``seen`` None: not observed."""
+    if seen is None:
+        return None
+    link = seen.link
+    if not link.up:
+        return "down in its namespace"
+    if mac and link.mac.lower() != mac.lower():
+        return f"mac {link.mac} != {mac} in its namespace"
+    if mtu and link.mtu != mtu:
+        return f"mtu {link.mtu} != {mtu} in its namespace"
+    missing = [a for a in addresses if a not in link.addresses]
+    if missing:
+        return "address missing in its namespace: " + ", ".join(str(a) for a in missing)
+    for version, want, have in ((4, gateway4, seen.gateway4), (6, gateway6, seen.gateway6)):
+        if want is None or want == have:
+            continue
+        if have is None:
+            return f"IPv{version} default route missing in its namespace"
+        return f"IPv{version} default route via {have or 'the link'} != {want or 'the link'} in its namespace"
+    return None

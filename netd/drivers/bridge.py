@@ -16,7 +16,7 @@ from netd.core.linkspec import BridgeSpec, Iface, NsRef, ObservedHost, ObservedL
 from netd.core.model import DesiredState, Endpoint, Network
 from netd.core.naming import bridge_name, endpoint_mac, host_veth_name, mac_for, validate_ifname
 from netd.core.request import OPT_ENABLE_V4, OPT_MTU
-from netd.drivers.base import DriverOptions, Features, bool_option, gateways
+from netd.drivers.base import DriverOptions, Features, bool_option, gateways, peer_drift
 
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
@@ -109,7 +109,11 @@ class Bridge:
         if reason is None and refresh:  # the namespace side changed (addresses, MTU): re-apply it
             return [EnsureVeth(spec, owner=ep.id, reason="namespace side changed", reconfigure=True)]
         if reason is None:
-            return []
+            gw4, gw6 = (None if g is None else str(g) for g in (spec.gateway4, spec.gateway6))
+            inside = peer_drift(spec.addresses, spec.mac, spec.mtu, gw4, gw6, observed.peers.get(ep.id))
+            if inside is None:
+                return []
+            return [EnsureVeth(spec, owner=ep.id, reason=inside, repair_peer=True)]
         return [EnsureVeth(spec, owner=ep.id, reason=reason, seen_missing=reason == MISSING)]
 
     async def observe_extra(self, kernel: Any, desired: DesiredState, scope: Scope) -> Any:

@@ -24,7 +24,7 @@ from netd.core.actions import (
 from netd.core.errors import ConflictError, InvalidError
 from netd.core.linkspec import ChildSpec, Iface, ObservedChild, ObservedHost
 from netd.core.model import DesiredState, Endpoint, Network, ParentLink
-from netd.drivers.base import NO_FEATURES, DriverOptions, Features
+from netd.drivers.base import NO_FEATURES, DriverOptions, Features, peer_drift
 
 __all__ = ["CHILD_KINDS", "ChildLinkDriver", "LinkOptions", "child_addresses", "shim_name"]
 from netd.drivers.parent import (
@@ -119,6 +119,11 @@ class ChildLinkDriver:
     ) -> list[Action]:
         spec = self.build_child_spec(ep, net, ns_path)
         reason = child_drift(spec, observed.children.get(ep.id))
+        if reason is None:  # its routes (and MTU), from inside the namespace, when this reconcile read them
+            gw4, gw6 = (None if g is None else str(g) for g in (spec.gateway4, spec.gateway6))
+            if spec.default_dev:
+                gw4, gw6 = "", ("" if any(a.version == 6 for a in spec.addresses) else None)
+            reason = peer_drift(spec.addresses, spec.mac, spec.mtu, gw4, gw6, observed.peers.get(ep.id))
         return [EnsureChild(spec, owner=ep.id, reason=reason)] if reason is not None else []
 
     async def observe_extra(self, kernel: Any, desired: DesiredState, scope: Scope) -> Any:

@@ -142,6 +142,11 @@ class Reconciler:
             sysctls[key] = await self._read_sysctl(key)  # "" when the bridge is missing: its Ensure comes first
         targets = scope_targets(state, scope) | scope.targets
         children = await kernel.observe_children({self._target_path(t) for t in targets}) if targets else {}
+        peers = (
+            await kernel.observe_peers(self._peer_targets(state, scope))
+            if scope.peers is None or scope.peers
+            else {}
+        )
         in_sync = await self._fw_in_sync(rules) if scope.is_full else True
         extra: dict[str, Any] = {}
         for drv in DRIVERS.values():
@@ -161,8 +166,20 @@ class Reconciler:
             sysctls=sysctls,
             accept_ra=accept_ra,
             children=children,
+            peers=peers,
             firewall=FirewallSeen(wanted=rules, applied=self._applied_rules, in_sync=in_sync),
         )
+
+    def _peer_targets(self, state: DesiredState, scope: Scope) -> dict[str, tuple[str, str]]:
+        """The endpoints whose namespace side this reconcile reads: (netns path, ifname) by endpoint id."""
+        ids = state.endpoints if scope.peers is None else scope.peers
+        out: dict[str, tuple[str, str]] = {}
+        for ep_id in ids:
+            ep = state.endpoints.get(ep_id)
+            if ep is None or not scope.has_peer(ep_id):
+                continue  # (a namespace that is gone gives no entry: observe_peers looks before it opens)
+            out[ep_id] = (self.ns_path_of(ep), ep.ifname)
+        return out
 
     async def _read_sysctl(self, key: str) -> str:
         try:
@@ -308,11 +325,13 @@ class Reconciler:
                 if spec.adopt:  # recorded first, so the addresses netd adds can be taken off again
                     await record_adopted(self.changes, k, spec)
                 await k.ensure_bridge(spec)
-            case EnsureVeth(spec=spec, seen_missing=seen_missing, reconfigure=reconfigure):
+            case EnsureVeth(spec=spec, seen_missing=seen_missing, reconfigure=reconfigure, repair_peer=repair):
                 if reconfigure:  # only then: narrow fake kernels need not know the flag
                     await k.ensure_veth(spec, reconfigure=True)
                 else:
                     await k.ensure_veth(spec, seen_missing=seen_missing)
+                if repair:  # the namespace side drifted (seen by a full pass or check)
+                    await k.repair_peer(spec)
             case DeleteLinks(ifnames=names):
                 await k.delete_links(names)
             case SetSysctl(key=key, value=value):

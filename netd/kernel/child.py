@@ -45,6 +45,13 @@ async def ensure_child(ipr: IPR, ns_socket: NsSocket, spec: ChildSpec) -> None:
                     f'{obj}: an interface of kind "{link.kind}" owned by {link.owner or "nobody"} already has '
                     "this name; remove it or connect with another namespace"
                 )
+            change: dict[str, Any] = {}
+            if spec.mac and link.mac.lower() != spec.mac.lower():
+                change["address"] = spec.mac
+            if spec.mtu and link.mtu != spec.mtu:
+                change["mtu"] = spec.mtu
+            if change:  # drifted inside the namespace (a full pass saw it)
+                await nsipr.link("set", index=link.index, **change)
             await _configure(nsipr, spec, link.index, obj)
             return
         parent = await get_link(ipr, spec.parent)

@@ -23,7 +23,7 @@ import asyncio
 import errno
 import socket
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncGenerator, Collection, Iterable, Sequence
+from collections.abc import AsyncGenerator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from ipaddress import ip_address
@@ -44,6 +44,7 @@ from netd.core.linkspec import (
     NsRef,
     ObservedChild,
     ObservedHost,
+    ObservedPeer,
     ParentSpec,
     ShimSpec,
     VethSpec,
@@ -55,6 +56,7 @@ from netd.kernel import conntrack, owned
 from netd.kernel import link as linkops
 from netd.kernel import netns as nsops
 from netd.kernel import parent as parentops
+from netd.kernel import peers as peerops
 from netd.kernel import sysctl as sysctlops
 from netd.kernel import vxlan as vxlanops
 from netd.kernel import xfrm as xfrmops
@@ -413,6 +415,10 @@ class Kernel:
                 ipr, self.ns_socket, spec, bridge, seen_missing=seen_missing, reconfigure=reconfigure
             )
 
+    async def repair_peer(self, spec: VethSpec) -> None:
+        """The namespace side of an existing veth drifted (addresses, routes, state, MAC, MTU): set it again."""
+        await peerops.repair_peer(await self.ns_socket(spec.netns.path), spec)
+
     async def peer_exists(self, spec: VethSpec) -> bool:
         try:
             nsipr = await self.ns_socket(spec.netns.path)
@@ -461,6 +467,24 @@ class Kernel:
                 self._drop(path)
                 raise kernel_error(f"netns {path}", "dump links", exc) from exc
             out.update({c.link.owner: c for c in found if c.link.owner is not None})
+        return out
+
+    async def observe_peers(self, peers: Mapping[str, tuple[str, str]]) -> dict[str, ObservedPeer]:
+        """Endpoints' interfaces inside their namespaces, by endpoint id, from ``{id: (netns path, ifname)}``;
+        a namespace that is gone (or has no such interface) gives no entry (the endpoint's own check says so)."""
+        out: dict[str, ObservedPeer] = {}
+        for ep_id, (path, ifname) in peers.items():
+            if not nsops.ns_alive(path):
+                continue
+            try:
+                seen = await peerops.observe_peer(await self.ns_socket(path), ifname)
+            except KernelError:
+                continue  # gone between the check and the open
+            except NetlinkError as exc:
+                self._drop(path)
+                raise kernel_error(f"netns {path}", f"read {ifname}", exc) from exc
+            if seen is not None:
+                out[ep_id] = seen
         return out
 
     async def delete_children(self, children: Sequence[tuple[str, str]]) -> None:

@@ -4,7 +4,7 @@ progress logic (the real kernel is tested in tests/integration)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator, Collection, Mapping
 from typing import Any
 
 from netd.core.linkspec import ObservedHost
@@ -30,6 +30,9 @@ class FakeKernel:
 
     async def observe_children(self, paths: Collection[str]) -> dict[str, Any]:
         return {}
+
+    async def observe_peers(self, peers: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+        return {}  # the namespace side: in sync (the integration tests drift it for real)
 
     def ns_identity(self, path: str) -> int | None:
         return self.alive_inodes.get(path)

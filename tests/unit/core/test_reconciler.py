@@ -7,7 +7,7 @@ shows it and a real run does nothing else; a failure is recorded against its own
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,9 @@ class FakeKernel:
 
     async def observe_children(self, paths: Collection[str]) -> dict[str, ObservedChild]:
         return {}
+
+    async def observe_peers(self, peers: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+        return {}  # the namespace side: in sync (the integration tests drift it for real)
 
     async def get_sysctl(self, key: str, ns: object = None) -> str:
         if key not in self.sysctls:
