@@ -33,6 +33,7 @@ def endpoint_view(ep: Endpoint, net: Network) -> dict[str, Any]:
         "IPv6Gateway": str(p6.gateway) if p6 is not None and p6.gateway and ep.default_route else "",
         "Aliases": list(ep.aliases),
         "ContainerID": ep.container_id or "",
+        "GwPriority": ep.gw_priority,
         # the network's DNS resolver (its gateway); a runtime puts it in the --netns-path namespace's resolv.conf
         "Resolver": str(resolver) if resolver is not None else "",
         "Ports": [

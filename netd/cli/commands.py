@@ -161,6 +161,8 @@ def build_network_connect(args: argparse.Namespace) -> list[Request]:
     endpoint["Aliases"] = list(args.alias)
     if args.link:
         endpoint["Links"] = list(args.link)
+    if args.gw_priority is not None:
+        endpoint["GwPriority"] = args.gw_priority
     body["EndpointConfig"] = endpoint
     body["Ports"] = [entry for entries in args.publish for entry in entries]
     if args.expose:

@@ -208,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--link", action="append", default=[], metavar="NAME:ALIAS", help="legacy link to a netns (default bridge)"
     )
     p.add_argument(
+        "--gw-priority",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the namespace's network with the highest priority carries its default route (default 0; ties: "
+        "the first connected), as Docker's --gw-priority",
+    )
+    p.add_argument(
         "-p",
         "--publish",
         action="append",

@@ -105,7 +105,8 @@ class Endpoint(_Model):
     ipv6: IPv6Interface | None = None
     aliases: list[str] = Field(default_factory=list)
     links: list[str] = Field(default_factory=list)  # Docker's legacy --link NAME:ALIAS (default bridge only)
-    default_route: bool = True  # the first network of a namespace carries its default route
+    default_route: bool = True  # carries its namespace's default route (netd.core.gateway decides which)
+    gw_priority: int = 0  # Docker's --gw-priority: the highest of a namespace's endpoints carries the default
     ports: list[PortMapping] = Field(default_factory=list)
     gw_for: str | None = None  # docker_gwbridge: the overlay endpoint this one carries the way out for
     # set when a container runtime attached it through the CNI plugin (CNI_CONTAINERID): DEL and GC find CNI

@@ -11,6 +11,7 @@ from ipaddress import ip_address
 from typing import Any
 
 from netd.core.errors import InvalidError
+from netd.core.gateway import GW_PRIORITY_MAX, GW_PRIORITY_MIN
 from netd.core.ipam import parse_address
 from netd.core.model import IPAddress, PortMapping
 from netd.core.naming import validate_ifname, validate_name, validate_netns_name
@@ -77,6 +78,7 @@ class Connect:
     ifname: str | None = None  # Interface: the name inside the namespace (CNI_IFNAME); default eth0, eth1, ...
     container_id: str | None = None  # ContainerID: the runtime's container (CNI_CONTAINERID)
     links: list[str] = field(default_factory=list)  # "NAME:ALIAS" (--link, default bridge only)
+    gw_priority: int = 0
 
 
 def _obj(body: Any, what: str) -> dict[str, Any]:
@@ -315,6 +317,13 @@ def parse_connect(body: Any) -> Connect:
     if ifname is not None:
         validate_ifname(ifname, "Interface")
     container_id = parse_container_id(_str(b, "ContainerID"))
+    prio = cfg.get("GwPriority", 0)
+    if isinstance(prio, bool) or not isinstance(prio, int) or not GW_PRIORITY_MIN <= prio <= GW_PRIORITY_MAX:
+        raise InvalidError(
+            f"EndpointConfig.GwPriority {prio!r}: expected an integer from {GW_PRIORITY_MIN} to {GW_PRIORITY_MAX} "
+            "(the highest of a namespace's networks carries its default route)",
+            field="gw-priority",
+        )
     return Connect(
         target=target,
         ipv4=ipv4,
@@ -325,6 +334,7 @@ def parse_connect(body: Any) -> Connect:
         mac=mac,
         ifname=ifname,
         container_id=container_id,
+        gw_priority=prio,
     )
 
 

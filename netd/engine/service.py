@@ -24,6 +24,7 @@ from netd.core import defaultbridge, ipam, ports, predefined
 from netd.core.actions import Scope
 from netd.core.config import Settings
 from netd.core.errors import ConflictError, InvalidError, KernelError, NotFoundError, StorageError
+from netd.core.gateway import assign_default_routes
 from netd.core.links import check_links
 from netd.core.model import DesiredState, Endpoint, Netns, Network, PortMapping
 from netd.core.naming import new_id
@@ -334,7 +335,10 @@ class Service:
             ep = await self._build_endpoint(net, req)
             new = self.state.copy_for_change()
             new.endpoints[ep.id] = ep
-            await self._commit(new, Scope.of(endpoints=[ep.id]), f"connect {req.target.describe()} to {net.name}")
+            handed = assign_default_routes(new) - {ep.id}  # a higher --gw-priority takes the default route
+            ep = new.endpoints[ep.id]
+            scope = Scope.of(endpoints=[ep.id], peers=handed)
+            await self._commit(new, scope, f"connect {req.target.describe()} to {net.name}")
             log.info("endpoint_connected", network=net.name, target=ep.target, ip=str(ep.ipv4), ifname=ep.ifname)
             return ep
 
@@ -422,7 +426,8 @@ class Service:
             ipv6=v6 if isinstance(v6, IPv6Interface) else None,
             aliases=req.aliases,
             links=req.links,
-            default_route=not net.internal and not any(ep.default_route for ep in existing),
+            default_route=False,  # netd.core.gateway decides, with the namespace's other endpoints
+            gw_priority=req.gw_priority,
             ports=port_list,
             container_id=req.container_id,
             created=now(),
@@ -479,7 +484,9 @@ class Service:
                 return
             new = self.state.copy_for_change()
             del new.endpoints[ep.id]
-            await self._commit(new, Scope.of(endpoints=[ep.id]), f"disconnect {ep.target} from {net.name}")
+            handed = assign_default_routes(new)  # the next network's gateway takes the default route over
+            scope = Scope.of(endpoints=[ep.id], peers=handed)
+            await self._commit(new, scope, f"disconnect {ep.target} from {net.name}")
             log.info("endpoint_disconnected", network=net.name, target=ep.target, container=container_id)
 
     def _find_container(self, net: Network, container_id: str, ifname: str | None) -> Endpoint:
@@ -507,6 +514,7 @@ class Service:
             for ep_id in gone:
                 ep = new.endpoints.pop(ep_id)
                 log.info("endpoint_pruned", endpoint=ep_id[:12], netns_path=ep.netns_path, reason=why)
+            assign_default_routes(new)  # the pass that follows (a full one) repairs the namespace side
             try:
                 self._adopt(new, Scope.of(endpoints=gone))
             except StorageError as e:  # kept until a later pass can store their removal; the pass goes on

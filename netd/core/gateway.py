@@ -1,0 +1,41 @@
+"""Which endpoint of a namespace carries its default route (pure): desired state, computed from the state.
+
+Docker's rule (``--gw-priority``, API ``EndpointConfig.GwPriority``): among a namespace's endpoints on networks
+that can carry one (not internal), the highest priority wins; ties go to the first connected.  Disconnecting
+the carrier hands the default route to the next one; connecting one with a higher priority takes it over.
+"""
+
+from __future__ import annotations
+
+from netd.core.model import DesiredState
+
+GW_PRIORITY_MIN = -(2**31)
+GW_PRIORITY_MAX = 2**31 - 1
+
+
+def carriers(state: DesiredState) -> dict[str, str]:
+    """The endpoint id that carries the default route, by namespace (``Endpoint.target``).  "First connected"
+    is the order of ``state.endpoints``: a connect appends, and the state file keeps the order."""
+    best: dict[str, tuple[int, int, str]] = {}
+    internal = {n.id for n in state.networks.values() if n.internal}
+    for order, ep in enumerate(state.endpoints.values()):
+        if ep.network in internal:
+            continue
+        rank = (-ep.gw_priority, order, ep.id)
+        cur = best.get(ep.target)
+        if cur is None or rank < cur:
+            best[ep.target] = rank
+    return {target: rank[2] for target, rank in best.items()}
+
+
+def assign_default_routes(state: DesiredState) -> set[str]:
+    """Make ``default_route`` true on exactly the carriers (``state`` must be a ``copy_for_change``: endpoints
+    are replaced, never changed in place).  Returns the ids of the endpoints whose flag changed."""
+    chosen = set(carriers(state).values())
+    changed: set[str] = set()
+    for ep_id, ep in list(state.endpoints.items()):
+        want = ep_id in chosen
+        if ep.default_route != want:
+            state.endpoints[ep_id] = ep.model_copy(update={"default_route": want})
+            changed.add(ep_id)
+    return changed
