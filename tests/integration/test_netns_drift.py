@@ -4,6 +4,7 @@ periodic full pass), as CNI's CHECK: addresses, default route, link state, MTU, 
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -76,3 +77,26 @@ def test_the_periodic_pass_repairs_it(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert reach(host.ns("p1"), host.outside_ip)
         assert '"reason": "timer"' in host.log_text() and "peer_repaired" in host.log_text()
+
+
+def test_a_default_gateway_removed_by_sighup_leaves_the_endpoints(tmp_path: Path) -> None:
+    """``default-gateway`` taken out of the config: SIGHUP's pass puts the bridge's own gateway back in the
+    endpoints' namespaces (their route via the old one is drift inside the namespace)."""
+    bip = '[default_bridge]\nbip = "10.124.0.1/24"\n'
+    with running_host(tmp_path, config=bip + 'default-gateway = "10.124.0.254"\n') as host:
+        host.api.ok("POST", "/v1/netns", {"Name": "d"})
+        host.api.ok("POST", "/v1/networks/bridge/connect", {"Netns": "d"})
+        routes = json.loads(in_ns(host.ns("d"), "ip", "-j", "route", "show", "default").stdout)
+        assert [r["gateway"] for r in routes] == ["10.124.0.254"]
+        host.extra_config = bip
+        host.write_config()
+        assert host.proc is not None
+        host.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "config_reloaded" not in host.log_text():
+            time.sleep(0.1)
+        routes = json.loads(in_ns(host.ns("d"), "ip", "-j", "route", "show", "default").stdout)
+        assert [r["gateway"] for r in routes] == ["10.124.0.1"]
+        assert host.api.ok("GET", "/v1/netns/d")["Endpoints"][0]["Gateway"] == "10.124.0.1"
+        assert host.ctl("check", check=False).returncode == 0
+        assert reach(host.ns("d"), host.outside_ip)
