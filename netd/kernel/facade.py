@@ -471,21 +471,15 @@ class Kernel:
 
     async def observe_peers(self, peers: Mapping[str, tuple[str, str]]) -> dict[str, ObservedPeer]:
         """Endpoints' interfaces inside their namespaces, by endpoint id, from ``{id: (netns path, ifname)}``;
-        a namespace that is gone (or has no such interface) gives no entry (the endpoint's own check says so)."""
-        out: dict[str, ObservedPeer] = {}
-        for ep_id, (path, ifname) in peers.items():
-            if not nsops.ns_alive(path):
-                continue
-            try:
-                seen = await peerops.observe_peer(await self.ns_socket(path), ifname)
-            except KernelError:
-                continue  # gone between the check and the open
-            except NetlinkError as exc:
-                self._drop(path)
-                raise kernel_error(f"netns {path}", f"read {ifname}", exc) from exc
-            if seen is not None:
-                out[ep_id] = seen
-        return out
+        a namespace that is gone (or has no such interface) gives no entry (the endpoint's own check says so).
+        One short-lived thread walks them all (it setns()es; never the loop's or a pooled thread)."""
+        if not peers:
+            return {}
+        items = dict(peers)
+        try:
+            return await nsops.in_fresh_thread(lambda: peerops.read_peers(items), name="netd-peers")
+        except OSError as exc:
+            raise kernel_error("endpoint namespaces", "read", exc) from exc
 
     async def delete_children(self, children: Sequence[tuple[str, str]]) -> None:
         await childops.delete_children(self.ns_socket, children)
