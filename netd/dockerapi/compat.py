@@ -173,7 +173,7 @@ def create_body(body: Any) -> dict[str, Any]:
 
 
 def endpoint_config(cfg: Any) -> dict[str, Any]:
-    """A Docker ``EndpointSettings`` -> the parts netd takes (IPAMConfig, Aliases, MacAddress)."""
+    """A Docker ``EndpointSettings`` -> the parts netd takes (IPAMConfig, Aliases, MacAddress, GwPriority)."""
     if cfg is None:
         return {}
     if not isinstance(cfg, dict):
@@ -191,6 +191,8 @@ def endpoint_config(cfg: Any) -> dict[str, Any]:
     for key in ("Aliases", "MacAddress"):
         if cfg.get(key):
             out[key] = cfg[key]
+    if cfg.get("GwPriority") is not None:  # docker network connect --gw-priority N
+        out["GwPriority"] = cfg["GwPriority"]
     return out
 
 

@@ -117,3 +117,8 @@ def test_view_has_what_docker_clients_decode() -> None:
     view = docker_network_view(net, DesiredState(networks={"web": net}))
     assert view["Created"] == "0001-01-01T00:00:00Z"  # Go's time.Time cannot decode ""
     assert view["EnableIPv4"] is True and view["ConfigFrom"] == {"Network": ""} and view["Ingress"] is False
+
+
+def test_endpoint_config_passes_gw_priority_through() -> None:
+    assert endpoint_config({"GwPriority": 10})["GwPriority"] == 10
+    assert "GwPriority" not in endpoint_config({"Aliases": ["a"]})
