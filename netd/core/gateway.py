@@ -7,19 +7,21 @@ the carrier hands the default route to the next one; connecting one with a highe
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from netd.core.model import DesiredState
 
 GW_PRIORITY_MIN = -(2**31)
 GW_PRIORITY_MAX = 2**31 - 1
 
 
-def carriers(state: DesiredState) -> dict[str, str]:
-    """The endpoint id that carries the default route, by namespace (``Endpoint.target``).  "First connected"
-    is the order of ``state.endpoints``: a connect appends, and the state file keeps the order."""
+def carriers(state: DesiredState, targets: Collection[str] | None = None) -> dict[str, str]:
+    """The endpoint id that carries the default route, by namespace (``Endpoint.target``; only ``targets`` when
+    given).  "First connected" is the order of ``state.endpoints``: a connect appends, the state file keeps it."""
     best: dict[str, tuple[int, int, str]] = {}
     internal = {n.id for n in state.networks.values() if n.internal}
     for order, ep in enumerate(state.endpoints.values()):
-        if ep.network in internal:
+        if ep.network in internal or (targets is not None and ep.target not in targets):
             continue
         rank = (-ep.gw_priority, order, ep.id)
         cur = best.get(ep.target)
@@ -28,12 +30,15 @@ def carriers(state: DesiredState) -> dict[str, str]:
     return {target: rank[2] for target, rank in best.items()}
 
 
-def assign_default_routes(state: DesiredState) -> set[str]:
-    """Make ``default_route`` true on exactly the carriers (``state`` must be a ``copy_for_change``: endpoints
-    are replaced, never changed in place).  Returns the ids of the endpoints whose flag changed."""
-    chosen = set(carriers(state).values())
+def assign_default_routes(state: DesiredState, targets: Collection[str] | None = None) -> set[str]:
+    """Make ``default_route`` true on exactly the carriers (of the namespaces ``targets`` when given: a connect
+    or disconnect changes one); ``state`` must be a ``copy_for_change`` (endpoints are replaced, never changed
+    in place).  Returns the ids of the endpoints whose flag changed."""
+    chosen = set(carriers(state, targets).values())
     changed: set[str] = set()
     for ep_id, ep in list(state.endpoints.items()):
+        if targets is not None and ep.target not in targets:
+            continue
         want = ep_id in chosen
         if ep.default_route != want:
             state.endpoints[ep_id] = ep.model_copy(update={"default_route": want})

@@ -335,7 +335,8 @@ class Service:
             ep = await self._build_endpoint(net, req)
             new = self.state.copy_for_change()
             new.endpoints[ep.id] = ep
-            handed = assign_default_routes(new) - {ep.id}  # a higher --gw-priority takes the default route
+            # a higher --gw-priority takes the default route over
+            handed = assign_default_routes(new, {ep.target}) - {ep.id}
             ep = new.endpoints[ep.id]
             scope = Scope.of(endpoints=[ep.id], peers=handed)
             await self._commit(new, scope, f"connect {req.target.describe()} to {net.name}")
@@ -484,7 +485,8 @@ class Service:
                 return
             new = self.state.copy_for_change()
             del new.endpoints[ep.id]
-            handed = assign_default_routes(new)  # the next network's gateway takes the default route over
+            # the next network's gateway takes the default route over
+            handed = assign_default_routes(new, {ep.target})
             scope = Scope.of(endpoints=[ep.id], peers=handed)
             await self._commit(new, scope, f"disconnect {ep.target} from {net.name}")
             log.info("endpoint_disconnected", network=net.name, target=ep.target, container=container_id)

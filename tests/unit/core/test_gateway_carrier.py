@@ -49,3 +49,9 @@ def test_assign_hands_over_when_the_carrier_goes() -> None:
     assert assign_default_routes(new) == {"e2"}
     assert new.endpoints["e2"].default_route
     assert not before.default_route  # replaced, never changed in place
+
+
+def test_assign_for_one_namespace_leaves_the_others_alone() -> None:
+    st = _state(("e1", "a", "x", 0), ("e2", "b", "x", 0), ("e3", "a", "y", 0), ("e4", "b", "y", 0))
+    assert assign_default_routes(st, {"netns:x"}) == {"e2"}
+    assert st.endpoints["e4"].default_route  # not looked at
