@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from typing import Any
 
 from netd.core.actions import MISSING, Action, DeleteLinks, DriverAction, EnsureBridge, Observed, Scope
@@ -185,7 +186,7 @@ class Overlay:
     def endpoint_host_ifname(self, ep_id: str) -> str:
         return host_veth_name(ep_id)
 
-    def endpoint_mac(self, net: Network, ep_id: str) -> str:
+    def endpoint_mac(self, net: Network, ep_id: str, ipv4: IPv4Address | None) -> str:
         return mac_for(ep_id)  # replaced by overlay_mac(address) once the cluster gave the address
 
     def observes_endpoint_netns(self, net: Network) -> bool:
