@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from ipaddress import IPv4Interface, IPv6Interface, ip_interface
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 
@@ -47,6 +47,14 @@ from netd.engine.plan import scope_links, scope_targets
 from netd.engine.state import StateStore
 
 log = structlog.get_logger()
+
+
+class ResolvedTarget(NamedTuple):
+    """A connect's namespace, checked: its inode (NetnsPath only), its endpoints, a lookup of its links."""
+
+    inode: int | None
+    existing: list[Endpoint]
+    has_link: Callable[[str], Awaitable[bool]] | None
 
 
 class Applier(Protocol):
@@ -343,8 +351,9 @@ class Service:
             log.info("endpoint_connected", network=net.name, target=ep.target, ip=str(ep.ipv4), ifname=ep.ifname)
             return ep
 
-    async def _build_endpoint(self, net: Network, req: Connect) -> Endpoint:
-        target = req.target
+    def resolve_target(self, net: Network, target: Target) -> ResolvedTarget:
+        """Where a connect goes: the namespace checked (kind, not netd's own, not host/none), and the endpoints
+        it already has, whichever spelling (name or path) connected them; refused if ``net`` is among them."""
         inode: int | None = None
         if target.netns is not None:
             if (mode := self.get_netns(target.netns).network) is not None:
@@ -363,6 +372,12 @@ class Service:
             if ep.network == net.id:
                 as_ = "" if ep.target == target.key() else f" (as {spelling(ep)})"
                 raise ConflictError(f"{target.describe()} is already connected to network {net.name!r}{as_}")
+        has_link = None if found.ident is None else partial(self.kernel.ns_has_link, path)
+        return ResolvedTarget(inode, existing, has_link)
+
+    async def _build_endpoint(self, net: Network, req: Connect) -> Endpoint:
+        target = req.target
+        inode, existing, has_link = self.resolve_target(net, target)
         drv = get_driver(net)
         drv.check_connect(net, self.state)
         if req.links:
@@ -373,7 +388,6 @@ class Service:
                 "are for user-defined networks): connect without --alias, or to a user-defined bridge network",
                 field="alias",
             )
-        has_link = None if found.ident is None else partial(self.kernel.ns_has_link, path)
         used_ifnames = {ep.ifname for ep in existing}
         if req.ifname is None:
             ifname = await free_ifname(target, used_ifnames, has_link)

@@ -27,7 +27,7 @@ from netd.core.request import Connect, NetworkCreate
 from netd.drivers import DriverOptions, get_driver, parse_network_create
 from netd.drivers.overlay import OverlayOptions, overlay_mac
 from netd.engine.networks import now
-from netd.engine.nsident import check_netns_path, free_ifname, spelling
+from netd.engine.nsident import free_ifname
 from netd.engine.service import Service
 
 from .mirror import endpoint_record, network_from_record
@@ -154,23 +154,7 @@ class OverlayChanges:
     async def connect(self, net: Network, req: Connect) -> Endpoint:
         svc = self.svc
         target = req.target
-        inode: int | None = None
-        if target.netns is not None:  # as the service resolves a target (netd.engine.service._build_endpoint)
-            svc.get_netns(target.netns)
-            path = svc.kernel.netns_path(target.netns)
-            found = svc.kernel.ns_probe(path)
-        else:
-            assert target.netns_path is not None
-            path = target.netns_path
-            found = svc.kernel.ns_probe(path)
-            check_netns_path(path, found)
-            assert found.ident is not None
-            inode = found.ident[1]
-        existing = svc.namespaces.endpoints_in(svc.state, target, found)
-        for other in existing:
-            if other.network == net.id:
-                as_ = "" if other.target == target.key() else f" (as {spelling(other)})"
-                raise ConflictError(f"{target.describe()} is already connected to network {net.name!r}{as_}")
+        inode, existing, has_link = svc.resolve_target(net, target)
         get_driver(net).check_connect(net, svc.state)
         if req.ports:
             raise InvalidError(
@@ -185,7 +169,6 @@ class OverlayChanges:
         ipam = self.cluster.ipam
         held = self.cluster.cache.allocations(net.id)
         key = self.cluster.keys.endpoint(net.id, ep_id)
-        has_link = None if found.ident is None else partial(svc.kernel.ns_has_link, path)
         ifname = await free_ifname(target, {e.ifname for e in existing}, has_link)
         p4, p6 = net.pool(4), net.pool(6)
         assert p4 is not None
