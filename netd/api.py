@@ -210,13 +210,13 @@ def build_app(
         cluster_routes(routes, _json)
     else:
 
-        @routes.route("*", "/v1/nodes{rest:.*}")
+        @routes.route("*", "/v1/{kind:nodes|services}{rest:.*}")
         async def no_cluster(request: web.Request) -> web.Response:
             from netd.core.errors import InvalidError
 
             raise InvalidError(
-                "this netd is single-host: nodes exist in cluster mode; add a [cluster] section with "
-                "etcd_endpoints to netd.toml and restart netd",
+                f"this netd is single-host: {request.match_info['kind']} exist in cluster mode; add a [cluster] "
+                "section with etcd_endpoints to netd.toml and restart netd",
                 field="cluster",
             )
 

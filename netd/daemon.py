@@ -14,6 +14,7 @@ import fcntl
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +151,13 @@ class Daemon:
         cluster_routes = None
         if self.multihost is not None:
             from .multihost.api import add_node_routes
+            from .multihost.service_api import add_service_routes
 
             mh = self.multihost
-            cluster_routes = lambda routes, json: add_node_routes(routes, mh, json)  # noqa: E731
+
+            def cluster_routes(routes: web.RouteTableDef, json: Callable[..., web.Response]) -> None:
+                add_node_routes(routes, mh, json)
+                add_service_routes(routes, mh.service_ops, json)
         app = build_app(
             self.service, self.status, metrics=self.ops.metrics.render, ops=self.ops.api_ops(self.reload),
             cluster_routes=cluster_routes,

@@ -28,6 +28,7 @@ from netd.cluster.records import (
     NodeRecord,
     OverlayNetwork,
     Record,
+    ServiceRecord,
     decode_kind,
 )
 from netd.cluster.store import ClusterStore, WatchCompactedError, WatchEvent
@@ -216,6 +217,14 @@ class ClusterCache:
             for p, rec in self._of("endpoint", EndpointRecord).items()
             if network_id is None or p.parent == network_id
         ]
+
+    def services(self) -> dict[str, ServiceRecord]:
+        """By name."""
+        return {rec.name: rec for rec in self._of("service", ServiceRecord).values()}
+
+    def tasks(self, service: str) -> list[EndpointRecord]:
+        """The endpoint records of ``service``'s tasks, on every node (alive or not: the caller decides)."""
+        return [rec for rec in self._of("endpoint", EndpointRecord).values() if rec.service == service]
 
     def allocations(self, network_id: str) -> list[Allocation]:
         return [rec for p, rec in self._of("address", Allocation).items() if p.parent == network_id]

@@ -61,6 +61,7 @@ class ClusterIpam:
         version: int = 4,
         held: Iterable[Allocation] | None = None,
         also: Callable[[IPAddress], Sequence[Put]] | None = None,
+        node: str | None = None,
     ) -> IPAddress:
         """Reserve an address of ``net`` for ``endpoint_id``: ``requested`` (ConflictError if taken) or the
         first free one.  Idempotent for the same endpoint (a retry after a lost answer gets the same address).
@@ -68,7 +69,8 @@ class ClusterIpam:
         ``held``: the network's allocations as the caller's cache sees them (``ClusterCache.allocations``);
         saves reading them all from etcd per connect.  A stale view only costs a retry: etcd decides.
         ``also``: more keys to write in the allocating transaction, given the address (the endpoint's record:
-        one etcd round trip per connect instead of two)."""
+        one etcd round trip per connect instead of two).
+        ``node``: the allocation's node (default this node; a service's VIP belongs to none: ``""``)."""
         cfg = net.pool(requested.version if requested is not None else version)
         if cfg is None:
             fam = "IPv6" if (requested.version if requested else version) == 6 else "IPv4"
@@ -89,7 +91,8 @@ class ClusterIpam:
         while True:
             blocked = taken | pending if requested is None and pending else taken
             addr = local_ipam.allocate(cfg, blocked, requested, network=net.name, start=start)
-            value = Allocation(network=net.id, address=addr, endpoint=endpoint_id, node=self.node, created=now())
+            owner = self.node if node is None else node
+            value = Allocation(network=net.id, address=addr, endpoint=endpoint_id, node=owner, created=now())
             pending.add(addr)
             try:
                 result = await self.store.create(

@@ -14,7 +14,8 @@ key (under the prefix)                 value (``records``)   lifetime
 ``/addresses/<network id>/<address>``  Allocation            created with "fails if the key exists"; NOT under a
                                                              lease: held until its endpoint goes or ``node rm``
 ``/endpoints/<network id>/<ep id>``    EndpointRecord        from connect to disconnect (or ``node rm``)
-``/services/<service id>``             (issue 16)            reserved
+``/services/<service id>``             ServiceRecord         from ``service create`` to ``service rm``
+``/service-names/<name>``              ServiceName           the same: a service name is unique in the cluster
 ``/keys/<network id>``                 (issue 17)            reserved: encryption keys of a network
 =====================================  ====================  ===================================================
 
@@ -32,7 +33,17 @@ from typing import Literal
 from netd.core.model import IPAddress, IPNetwork
 
 Kind = Literal[
-    "node", "alive", "network", "network_name", "vni", "subnet", "address", "endpoint", "service", "key"
+    "node",
+    "alive",
+    "network",
+    "network_name",
+    "vni",
+    "subnet",
+    "address",
+    "endpoint",
+    "service",
+    "service_name",
+    "key",
 ]
 
 _SECTIONS: dict[str, Kind] = {
@@ -45,6 +56,7 @@ _SECTIONS: dict[str, Kind] = {
     "addresses": "address",
     "endpoints": "endpoint",
     "services": "service",
+    "service-names": "service_name",
     "keys": "key",
 }
 _TWO_PART: frozenset[Kind] = frozenset({"address", "endpoint"})
@@ -115,6 +127,9 @@ class KeyLayout:
 
     def service(self, service_id: str) -> str:
         return self._k("services", service_id)
+
+    def service_name(self, name: str) -> str:
+        return self._k("service-names", name)
 
     def network_key(self, net_id: str) -> str:
         return self._k("keys", net_id)

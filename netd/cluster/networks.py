@@ -24,12 +24,13 @@ from netd.cluster.records import (
     EndpointRecord,
     NameReservation,
     OverlayNetwork,
+    ServiceRecord,
     decode,
     encode,
     now,
 )
 from netd.cluster.store import ClusterStore
-from netd.cluster.txn import Delete, Get, Put, absent, empty_prefix, present
+from netd.cluster.txn import Delete, Get, Put, absent, empty_prefix, present, unchanged_since
 from netd.core import ipam as local_ipam
 from netd.core.errors import ConflictError, InvalidError, NotFoundError
 from netd.core.model import IpamConfig, IPNetwork
@@ -175,6 +176,15 @@ class ClusterNetworks:
         if net is None:
             raise NotFoundError(f"overlay network {name!r} not found in the cluster", field="network")
         eps = self.keys.endpoints_of(net.id)
+        svcs = self.keys.section("services")
+        held_svcs, revision = await self.store.get_prefix(svcs)
+        users = sorted(r.name for r in (_service(kv.value) for kv in held_svcs) if r and net.id in r.networks)
+        if users:
+            raise ConflictError(
+                f"network {name!r} is used by service(s) {', '.join(users)}; remove them first "
+                "(netd-ctl service rm NAME)",
+                field="network",
+            )
         deletes = [
             Delete(self.keys.network(net.id)),
             Delete(self.keys.network_name(net.name)),
@@ -183,10 +193,17 @@ class ClusterNetworks:
             Delete(self.keys.addresses_of(net.id), prefix=True),  # gateway-less leftovers of crashed connects
         ]
         result = await self.store.txn(
-            f"remove network {name}", [present(self.keys.network(net.id)), empty_prefix(eps)], deletes
+            f"remove network {name}",
+            [present(self.keys.network(net.id)), empty_prefix(eps), unchanged_since(svcs, revision)],
+            deletes,
         )
         if not result.succeeded:
             held, _ = await self.store.get_prefix(eps)
+            if not held:
+                raise ConflictError(
+                    f"network {name!r}: a service was created or changed at the same moment; try again",
+                    field="network",
+                )
             nodes = sorted({decode(EndpointRecord, kv.value).node for kv in held})
             raise ConflictError(
                 f"network {name!r} has {len(held)} endpoint(s) on node(s) {', '.join(nodes) or '?'}; disconnect "
@@ -195,3 +212,10 @@ class ClusterNetworks:
             )
         log.info("cluster_network_removed", network=name, id=net.id)
         return net
+
+
+def _service(value: bytes) -> ServiceRecord | None:
+    try:
+        return decode(ServiceRecord, value)
+    except ValueError:
+        return None

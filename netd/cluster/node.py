@@ -20,6 +20,7 @@ from netd.cluster.ipam import ClusterIpam
 from netd.cluster.keys import KeyLayout
 from netd.cluster.membership import Membership
 from netd.cluster.networks import ClusterNetworks
+from netd.cluster.services import ClusterServices
 from netd.cluster.store import ClusterStore
 from netd.core.errors import InvalidError
 from netd.core.model import IPAddress, IPNetwork
@@ -62,6 +63,7 @@ class ClusterNode:
         )
         self.ipam = ClusterIpam(self.store, self.keys, cfg.node_name)
         self.networks = ClusterNetworks(self.store, self.keys, self.ipam, cfg.node_name)
+        self.services = ClusterServices(self.store, self.keys, self.ipam, cfg.node_name)
         self.cache = ClusterCache(self.store, self.keys, on_change)
 
     @property

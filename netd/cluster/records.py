@@ -7,8 +7,8 @@ an older node must still read what a newer one wrote.  ``encode``/``decode`` are
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from ipaddress import IPv4Interface, IPv6Interface
-from typing import TypeVar
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -114,6 +114,37 @@ class EndpointRecord(_Record):
     created: str = ""
 
 
+class ServicePort(_Record):
+    """A port of a service (Docker's ``EndpointSpec.Ports[]``): ``target`` is the tasks' port (what the VIP
+    forwards); ``published`` the port the routing mesh (``ingress``) or the task's node (``host``) answers on,
+    None when it is reachable only through the VIP."""
+
+    protocol: Literal["tcp", "udp"] = "tcp"
+    target: int = Field(ge=1, le=65535)
+    published: int | None = Field(default=None, ge=1, le=65535)
+    mode: Literal["ingress", "host"] = "ingress"
+
+
+class ServiceRecord(_Record):
+    """A service (``/services/<id>``): a name, the overlay networks its tasks join, a VIP per network (``vip``
+    mode; none with ``dnsrr``), its ports.  Its tasks are the endpoint records whose ``service`` is its name."""
+
+    id: str
+    name: str
+    networks: list[str]  # overlay network ids, in the order given
+    vips: dict[str, IPv4Address] = Field(default_factory=dict)  # network id -> VIP (vip mode)
+    ports: list[ServicePort] = Field(default_factory=list)
+    endpoint_mode: Literal["vip", "dnsrr"] = "vip"
+    stickiness: Literal["none", "source-ip"] = "none"
+    labels: dict[str, str] = Field(default_factory=dict)
+    created: str = ""
+    created_on: str = ""  # node name
+
+
+class ServiceName(_Record):
+    service: str  # the service id holding the name
+
+
 RECORD_OF_KIND: dict[Kind, type[_Record]] = {
     "node": NodeRecord,
     "alive": NodeAlive,
@@ -123,6 +154,8 @@ RECORD_OF_KIND: dict[Kind, type[_Record]] = {
     "subnet": SubnetReservation,
     "address": Allocation,
     "endpoint": EndpointRecord,
+    "service": ServiceRecord,
+    "service_name": ServiceName,
 }
 
 R = TypeVar("R", bound=_Record)
@@ -141,7 +174,7 @@ def decode(cls: type[R], value: bytes) -> R:
 
 
 def decode_kind(kind: Kind, value: bytes) -> _Record | None:
-    """The record for a key of ``kind``; None for kinds without a model yet (services, keys)."""
+    """The record for a key of ``kind``; None for kinds without a model yet (keys)."""
     cls = RECORD_OF_KIND.get(kind)
     return decode(cls, value) if cls is not None else None
 

@@ -109,6 +109,7 @@ class Endpoint(_Model):
     gw_priority: int = 0  # Docker's --gw-priority: the highest of a namespace's endpoints carries the default
     ports: list[PortMapping] = Field(default_factory=list)
     gw_for: str | None = None  # docker_gwbridge: the overlay endpoint this one carries the way out for
+    service: str | None = None  # overlay: a task of this service (``network connect --service NAME``)
     # set when a container runtime attached it through the CNI plugin (CNI_CONTAINERID): DEL and GC find CNI
     # endpoints by it, and inspect shows it
     container_id: str | None = None

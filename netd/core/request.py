@@ -79,6 +79,7 @@ class Connect:
     container_id: str | None = None  # ContainerID: the runtime's container (CNI_CONTAINERID)
     links: list[str] = field(default_factory=list)  # "NAME:ALIAS" (--link, default bridge only)
     gw_priority: int = 0
+    service: str | None = None  # overlay: join as a task of this service (``--service NAME``)
 
 
 def _obj(body: Any, what: str) -> dict[str, Any]:
@@ -284,10 +285,12 @@ def parse_connect(body: Any) -> Connect:
             "ContainerID",
             "ExposedPorts",
             "PublishAllPorts",
+            "Service",
         ),
         "",
     )
     target = parse_target(b)
+    service = _str(b, "Service")
     cfg = _opt_obj(b, "EndpointConfig", "EndpointConfig")
     ipam = _opt_obj(cfg, "IPAMConfig", "EndpointConfig.IPAMConfig")
     v4 = _str(ipam, "IPv4Address")
@@ -335,6 +338,7 @@ def parse_connect(body: Any) -> Connect:
         ifname=ifname,
         container_id=container_id,
         gw_priority=prio,
+        service=service,
     )
 
 

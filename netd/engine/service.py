@@ -340,6 +340,12 @@ class Service:
             net = self.get_network(network)
             if net.driver in CLUSTER_DRIVERS:
                 return await self._overlay().connect(net, req)
+            if req.service is not None:
+                raise InvalidError(
+                    f"--service: network {net.name!r} is a {net.driver} network; service tasks join overlay "
+                    "networks only",
+                    field="service",
+                )
             ep = await self._build_endpoint(net, req)
             new = self.state.copy_for_change()
             new.endpoints[ep.id] = ep

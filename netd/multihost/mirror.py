@@ -45,13 +45,14 @@ def endpoint_record(ep: Endpoint, node: str) -> EndpointRecord:
         ipv4=ep.ipv4,
         ipv6=ep.ipv6,
         aliases=list(ep.aliases),
+        service=ep.service,
         created=ep.created,
     )
 
 
 def same_record(a: EndpointRecord, b: EndpointRecord) -> bool:
     """Equal in what other nodes use (``created`` aside)."""
-    keys = ("id", "network", "node", "name", "mac", "ipv4", "ipv6", "aliases")
+    keys = ("id", "network", "node", "name", "mac", "ipv4", "ipv6", "aliases", "service")
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 

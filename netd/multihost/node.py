@@ -31,6 +31,7 @@ from netd.drivers.overlay import OVERLAY, OverlaySeen
 from .mirror import network_from_record, peers_of
 from .overlay import OverlayChanges
 from .publish import publish
+from .services import ServiceOps
 
 if TYPE_CHECKING:
     from netd.core.config import Settings
@@ -70,6 +71,7 @@ class MultiHost:
         self._wake = asyncio.Event()
         self._publish_soon = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.services: ServiceOps | None = None
         self.latency: Any = None  # the event -> kernel histogram (registered by ``register_metrics``)
 
     # -- start / stop ------------------------------------------------------------------------------------------
@@ -105,7 +107,8 @@ class MultiHost:
                 "cluster store unreachable: the first read of the cluster's state did not finish within "
                 f"{self.cfg.request_timeout:g} s; check etcd ([cluster] etcd_endpoints)"
             )
-        d.service.overlay = OverlayChanges(d.service, self.cluster, self.default_mtu)
+        d.service.overlay = overlay = OverlayChanges(d.service, self.cluster, self.default_mtu)
+        self.services = overlay.services = ServiceOps(self.cluster, lambda: d.service.state)
         d.reconciler.observers.append(self.observe)
         d.dns.remote = self.remote_names
         await self.mirror()
@@ -127,6 +130,10 @@ class MultiHost:
                 await t
         if self.cluster is not None:
             await self.cluster.stop(leave=False)
+
+    def service_ops(self) -> ServiceOps:
+        assert self.services is not None
+        return self.services
 
     def default_mtu(self) -> int:
         return self.underlay_mtu - OVERHEAD

@@ -31,6 +31,7 @@ from netd.engine.nsident import free_ifname
 from netd.engine.service import Service
 
 from .mirror import endpoint_record, network_from_record
+from .services import ServiceOps
 
 log = structlog.get_logger("netd.multihost")
 
@@ -45,6 +46,7 @@ GWBRIDGE_OPTIONS = {  # Docker's: its own bridge name, no traffic between endpoi
 class OverlayChanges:
     def __init__(self, svc: Service, cluster: ClusterNode, default_mtu: Callable[[], int]) -> None:
         self.svc, self.cluster, self.default_mtu = svc, cluster, default_mtu
+        self.services: ServiceOps | None = None  # checks --service (netd.multihost.services)
 
     @property
     def node(self) -> str:
@@ -155,7 +157,11 @@ class OverlayChanges:
         svc = self.svc
         target = req.target
         inode, existing, has_link = svc.resolve_target(net, target)
-        get_driver(net).check_connect(net, svc.state)
+        if req.service is None:
+            get_driver(net).check_connect(net, svc.state)
+        else:  # a service's task: non-attachable networks take them too, as in Docker
+            assert self.services is not None
+            await self.services.check_task(net, req)
         if req.ports:
             raise InvalidError(
                 f"network {net.name!r} is an overlay network: it cannot publish ports; connect without -p "
@@ -190,6 +196,7 @@ class OverlayChanges:
                 ipv4=v4 if isinstance(v4, IPv4Interface) else None,
                 ipv6=v6 if isinstance(v6, IPv6Interface) else None,
                 aliases=req.aliases,
+                service=req.service,
                 default_route=False,  # the way out is docker_gwbridge, never the overlay's gateway
                 created=now(),
             )

@@ -17,6 +17,8 @@ from netd.cluster.records import (
     NodeAlive,
     NodeRecord,
     OverlayNetwork,
+    ServicePort,
+    ServiceRecord,
     SubnetReservation,
     decode,
     decode_kind,
@@ -104,11 +106,20 @@ def test_records_round_trip_through_json() -> None:
             aliases=["www"],
         ),
         SubnetReservation(network="abc", subnet=ip_network("10.0.9.0/24")),
+        ServiceRecord(
+            id="s1",
+            name="web",
+            networks=["abc"],
+            vips={"abc": ip_address("10.0.9.3")},
+            ports=[ServicePort(protocol="udp", target=53, published=5353, mode="host")],
+            stickiness="source-ip",
+        ),
     ]
     for rec in records:
         assert decode(type(rec), encode(rec)) == rec
     assert decode_kind("network", encode(records[2])) == records[2]
-    assert decode_kind("service", b"{}") is None
+    assert decode_kind("service", encode(records[-1])) == records[-1]
+    assert decode_kind("key", b"{}") is None
 
 
 def test_records_tolerate_unknown_fields_and_reject_bad_values() -> None:
