@@ -169,6 +169,8 @@ def build_network_connect(args: argparse.Namespace) -> list[Request]:
         body["ExposedPorts"] = {spec if "/" in spec else f"{spec}/tcp": {} for spec in args.expose}
     if args.publish_all:
         body["PublishAllPorts"] = True
+    if args.service:
+        body["Service"] = args.service
     return [("POST", f"/v1/networks/{_q(args.network)}/connect", body)]
 
 

@@ -7,6 +7,7 @@ import argparse
 
 from netd.cli import client, completion, docker_words
 from netd.cli import ops as cli_ops
+from netd.cli import service as cli_service
 from netd.cli.commands import (
     build_netns_create,
     build_netns_ls,
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=_Formatter,
         )
         sub.set_defaults(build=build, render=render_fn, cmd_parser=sub, keep_going=keep_going)
-        sub.epilog = cli_ops.EXAMPLES.get(sub.prog)
+        sub.epilog = cli_ops.EXAMPLES.get(sub.prog) or cli_service.EXAMPLES.get(sub.prog)
         return sub
 
     def add_format(sub: argparse.ArgumentParser) -> None:
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--netns-path", metavar="PATH", help="namespace given by path (e.g. /proc/PID/ns/net) instead of NETNS"
     )
+    p.add_argument("--service", metavar="NAME", help="overlay: join as a task of service NAME (cluster mode)")
     p.add_argument("network", metavar="NETWORK")
     p.add_argument("netns", metavar="NETNS", nargs="?", help="a namespace named with `netd-ctl netns create`")
 
@@ -303,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
         keep_going=True,
     )
     p.add_argument("names", metavar="NODE", nargs="+")
+
+    cli_service.add_commands(commands, command, add_format, render_inspect, render_names)
 
     command(
         commands,
