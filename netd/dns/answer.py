@@ -96,8 +96,8 @@ def _add(idx: NetIndex, names: list[str], ipv4: IPInterface | None, ipv6: IPInte
             v6.append(ipv6.ip)
     if names:
         for iface in (ipv4, ipv6):
-            if iface is not None:
-                idx.ptr[iface.ip] = names[0]
+            if iface is not None:  # the first name given for an address keeps its PTR (an endpoint's own
+                idx.ptr.setdefault(iface.ip, names[0])  # name, before the names of services it is a task of)
 
 
 def build_network_index(net: Network, state: DesiredState, remote: RemoteNames | None = None) -> NetIndex:

@@ -21,16 +21,18 @@ import structlog
 from netd.cluster.cache import Change
 from netd.cluster.errors import ClusterUnavailableError
 from netd.cluster.node import ClusterNode
-from netd.cluster.records import EndpointRecord
+from netd.cluster.records import EndpointRecord, ServiceRecord
 from netd.core.actions import Scope
 from netd.core.errors import InvalidError, NetdError
 from netd.core.linkspec import ObservedHost
-from netd.core.model import DesiredState, IPAddress, IPInterface, IPNetwork, Network
+from netd.core.model import DesiredState, Endpoint, IPAddress, IPInterface, IPNetwork, Network
 from netd.drivers.overlay import OVERLAY, OverlaySeen
 
 from .mirror import network_from_record, peers_of
 from .overlay import OverlayChanges
 from .publish import publish
+from .service_dns import service_names
+from .service_lb import ServiceLb, touches_services
 from .services import ServiceOps
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ class Daemon(Protocol):
     service: Service
     reconciler: Reconciler
     dns: DnsServer
+    firewall: Any
+
 
 log = structlog.get_logger("netd.multihost")
 
@@ -72,6 +76,7 @@ class MultiHost:
         self._publish_soon = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.services: ServiceOps | None = None
+        self.lb: ServiceLb | None = None
         self.latency: Any = None  # the event -> kernel histogram (registered by ``register_metrics``)
 
     # -- start / stop ------------------------------------------------------------------------------------------
@@ -109,6 +114,8 @@ class MultiHost:
             )
         d.service.overlay = overlay = OverlayChanges(d.service, self.cluster, self.default_mtu)
         self.services = overlay.services = ServiceOps(self.cluster, lambda: d.service.state)
+        if d.firewall.name in ("nftables", "iptables"):
+            self.lb = self._service_lb(d.firewall.name)
         d.reconciler.observers.append(self.observe)
         d.dns.remote = self.remote_names
         await self.mirror()
@@ -120,7 +127,26 @@ class MultiHost:
             asyncio.create_task(self._worker(), name="netd-overlay-worker"),
             asyncio.create_task(self._publisher(), name="netd-overlay-publisher"),
         ]
+        if self.lb is not None:
+            self._tasks.append(asyncio.create_task(self.lb.run(), name="netd-service-lb"))
         return self._tasks
+
+    def _service_lb(self, kind: str) -> ServiceLb:
+        from netd.firewall.lb import make_lb_backend
+
+        d = self.daemon
+        assert self.cluster is not None
+        cache = self.cluster.cache
+
+        def path(ep: Endpoint) -> str:
+            return d.kernel.netns_path(ep.netns) if ep.netns is not None else (ep.netns_path or "")
+
+        def view() -> tuple[dict[str, ServiceRecord], list[EndpointRecord], set[str]]:
+            return cache.services(), [r for r in cache.endpoints() if r.service], set(cache.alive())
+
+        return ServiceLb(
+            self.cfg.node_name, lambda: d.service.state, path, view, lambda p: make_lb_backend(kind, netns=p)
+        )
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -128,6 +154,8 @@ class MultiHost:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self.lb is not None:
+            await self.lb.close()
         if self.cluster is not None:
             await self.cluster.stop(leave=False)
 
@@ -185,6 +213,8 @@ class MultiHost:
         """After every local commit: endpoints may have gone without an overlay call (netns rm, prune), local
         networks may have come or gone.  While etcd is unreachable the publisher waits for the reconnect."""
         self._publish_soon.set()
+        if self.lb is not None:  # a namespace joined or left a service's network
+            self.lb.wake()
 
     @staticmethod
     def _local_subnets(state: DesiredState) -> list[IPNetwork]:
@@ -211,6 +241,10 @@ class MultiHost:
 
     async def _on_change(self, change: Change) -> None:
         kinds = change.kinds()
+        if touches_services(change):  # names and load balancing of services, on every node
+            self.daemon.dns.invalidate()
+            if self.lb is not None:
+                self.lb.wake()
         if "network" in kinds:
             await self.mirror()
         if change.resync:
@@ -286,11 +320,18 @@ class MultiHost:
         if self.cluster is None or net.driver != OVERLAY:
             return []
         me = self.cfg.node_name
-        alive = self.cluster.cache.alive()
+        cache = self.cluster.cache
+        alive = cache.alive()
+        eps = cache.endpoints(net.id)
+        pool = net.pool(4)
         return [
-            ([n for n in (rec.name, *rec.aliases) if n], rec.ipv4, rec.ipv6)
-            for rec in self.cluster.cache.endpoints(net.id)
-            if rec.node != me and rec.node in alive
+            *(
+                ([n for n in (rec.name, *rec.aliases) if n], rec.ipv4, rec.ipv6)
+                for rec in eps
+                if rec.node != me and rec.node in alive
+            ),
+            # after the endpoints' own names: those keep the PTR records of their addresses
+            *service_names(net.id, cache.services(), eps, alive, pool.subnet.prefixlen if pool else 32),
         ]
 
     def programmed(self) -> int:

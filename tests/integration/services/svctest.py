@@ -1,0 +1,70 @@
+"""Helpers for the service tests: echo servers that answer their task's name, the LB client, dig."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from netdtest import in_ns
+
+PORTECHO = str(Path(__file__).parents[1] / "portecho.py")
+LBCLIENT = str(Path(__file__).parents[1] / "firewall" / "lbclient.py")
+
+
+@contextlib.contextmanager
+def servers(paths: dict[str, str], port: int) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    """An echo server per namespace (name -> path) answering ``name:...``; all killed on the way out."""
+    procs: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for tag, path in paths.items():
+            procs[tag] = start_server(path, tag, port)
+        yield procs
+    finally:
+        for p in procs.values():
+            stop_server(p)
+
+
+def start_server(path: str, tag: str, port: int) -> subprocess.Popen[str]:
+    p = subprocess.Popen(
+        ["nsenter", f"--net={path}", sys.executable, PORTECHO, "serve", tag, str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    return p
+
+
+def stop_server(p: subprocess.Popen[str]) -> None:
+    p.kill()
+    p.wait(5)
+
+
+def hits(path: str, ip: str, port: int, count: int, proto: str = "tcp") -> Counter[str]:
+    """Which task answered each of ``count`` fresh connections to ip:port ("-": none)."""
+    out = in_ns(path, sys.executable, LBCLIENT, proto, ip, str(port), str(count), timeout=120).stdout
+    return Counter(line.split()[1] for line in out.splitlines())
+
+
+def timed_hits(path: str, ip: str, port: int, count: int) -> subprocess.Popen[str]:
+    """The LB client in the background: one line per connection, ``<monotonic start> <task>``."""
+    return subprocess.Popen(
+        ["nsenter", f"--net={path}", sys.executable, LBCLIENT, "tcp", ip, str(port), str(count)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def dig(path: str, server: str, name: str) -> list[str]:
+    r = in_ns(path, "dig", f"@{server}", "+time=3", "+tries=1", "+short", name, check=False)
+    return sorted(x for x in r.stdout.split() if re.match(r"^\d+\.\d+\.\d+\.\d+$", x))
+
+
+def lb_table(path: str) -> str:
+    return in_ns(path, "nft", "list", "table", "ip", "netd-lb", check=False).stdout

@@ -1,0 +1,110 @@
+"""A service's VIP across three simulated nodes (real kernel, real etcd, real traffic): every task reached,
+DNS (NAME, tasks.NAME, dnsrr), stickiness, a task leaving, a rebooted node's tasks reached again."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mhtest import Cluster, addr, cluster, until
+from netdtest import in_ns
+from svctest import dig, hits, lb_table, servers, start_server, stop_server, timed_hits
+
+PORT = 7070
+GW = "10.79.0.1"
+
+
+def setup(c: Cluster, *extra: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """ov1 (attachable, for the clients), service web with tasks t1 (node1), t2 and t3 (node2); a client on
+    node3.  Returns the VIP, task -> address, task -> namespace path."""
+    n1, n2, n3 = c.nodes
+    n1.ctl("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.79.0.0/24", "ov1")
+    n1.ctl("service", "create", "web", "--network", "ov1", "-p", f"{PORT}", *extra)
+    vip = n1.json("service", "inspect", "web")[0]["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
+    ips, paths = {}, {}
+    for node, task in ((n1, "t1"), (n2, "t2"), (n2, "t3")):
+        assert until(lambda node=node: "web" in node.ctl("service", "ls").stdout)
+        ips[task] = addr(node.connect("ov1", task, "--service", "web"))
+        paths[task] = node.ns(task)
+    n3.connect("ov1", "client")
+    return vip, ips, paths
+
+
+def spread_ok(path: str, vip: str, want: set[str]) -> bool:
+    return set(hits(path, vip, PORT, 12)) == want
+
+
+def test_vip_dns_removal_and_reboot(tmp_path: Path) -> None:
+    with cluster(tmp_path, 3) as c:
+        _n1, n2, n3 = c.nodes
+        vip, ips, paths = setup(c)
+        client = n3.ns("client")
+        with servers(paths, PORT) as procs:
+            assert until(lambda: spread_ok(client, vip, {"t1", "t2", "t3"}), 30), lb_table(client)
+            # 90 connections from the third node: every task at least 15 times
+            got = hits(client, vip, PORT, 90)
+            assert set(got) == {"t1", "t2", "t3"} and min(got.values()) >= 15, got
+            # the rules live in the client's namespace (DNAT on output), not on the node
+            assert vip in lb_table(client) and "numgen random mod 3" in lb_table(client)
+            assert in_ns(n3.path, "nft", "list", "table", "ip", "netd-lb", check=False).returncode != 0
+            # DNS on every node: NAME -> the VIP, tasks.NAME -> the three tasks, a task's own name -> itself
+            assert dig(client, GW, "web") == [vip]
+            assert dig(client, GW, "tasks.web") == sorted(ips.values())
+            assert dig(paths["t1"], GW, "tasks.web") == sorted(ips.values())
+            assert dig(client, GW, "t3") == [ips["t3"]]
+            assert dig(paths["t2"], GW, "t1") == [ips["t1"]]
+            # a task leaves while connections are being made: none reaches it 1 s after its disconnect
+            bg = timed_hits(client, vip, PORT, 1500)
+            time.sleep(0.5)
+            n2.ctl("network", "disconnect", "ov1", "t3")
+            left = time.monotonic()
+            out, _ = bg.communicate(timeout=180)
+            rows = [(float(t), who) for t, who in (line.split() for line in out.splitlines())]
+            # a connection sent to the departed t3 fails ("-"): 1 s after it left, every one reaches t1 or t2
+            late = [(t - left, who) for t, who in rows if t > left + 1.0 and who not in ("t1", "t2")]
+            assert not late, f"{len(late)} connections still went to t3 more than 1 s after it left: {late[:5]}"
+            assert {who for t, who in rows if t > left + 1.0} == {"t1", "t2"}, "the client stopped too early"
+            assert until(lambda: dig(client, GW, "tasks.web") == sorted([ips["t1"], ips["t2"]]))
+            # the task comes back (same namespace, maybe another address)
+            ips["t3"] = addr(n2.connect("ov1", "t3", "--service", "web"))
+            assert until(lambda: spread_ok(client, vip, {"t1", "t2", "t3"}), 30)
+            # reboot of node2 (both its tasks): netd killed, its kernel objects gone, netd started again
+            for t in ("t2", "t3"):
+                stop_server(procs.pop(t))
+            n2.reboot()
+            n2.start()
+            assert until(lambda: Path(paths["t2"]).exists() and Path(paths["t3"]).exists(), 30)
+            for t in ("t2", "t3"):
+                procs[t] = start_server(paths[t], t, PORT)
+            assert until(lambda: spread_ok(client, vip, {"t1", "t2", "t3"}), 60), lb_table(client)
+            # the rebooted node's own namespaces got their rules back too: a task reaches the VIP
+            assert until(lambda: spread_ok(paths["t2"], vip, {"t1", "t2", "t3"}), 30), lb_table(paths["t2"])
+
+
+def test_dnsrr_and_stickiness(tmp_path: Path) -> None:
+    with cluster(tmp_path, 3) as c:
+        n1, n2, n3 = c.nodes
+        vip, _ips, paths = setup(c, "-o", "stickiness=source-ip")
+        n1.ctl("service", "create", "rr", "--network", "ov1", "--endpoint-mode", "dnsrr", "-p", "7071")
+        rr = {}
+        for node, task in ((n1, "r1"), (n2, "r2"), (n3, "r3")):
+            assert until(lambda node=node: "rr" in node.ctl("service", "ls").stdout)
+            rr[task] = addr(node.connect("ov1", task, "--service", "rr"))
+        clients = [n3.ns("client")]
+        for i in (2, 3):
+            n3.connect("ov1", f"client{i}")
+            clients.append(n3.ns(f"client{i}"))
+        with servers(paths, PORT):
+            assert until(lambda: dig(clients[0], GW, "rr") == sorted(rr.values()))
+            assert dig(clients[0], GW, "tasks.rr") == sorted(rr.values())
+            assert dig(clients[0], GW, "web") == [vip]
+            assert "netd-lb" not in lb_table(n1.ns("r1")) or "rr" not in lb_table(n1.ns("r1"))  # dnsrr: no VIP
+            assert until(lambda: "jhash" in lb_table(clients[0]) and "mod 3" in lb_table(clients[0]), 30)
+            one = hits(clients[0], vip, PORT, 30)
+            assert len(one) == 1 and "-" not in one, one  # one client address: one task
+            used = set()
+            for path in clients:
+                got = hits(path, vip, PORT, 10)
+                assert len(got) == 1 and "-" not in got, got
+                used |= set(got)
+            assert len(used) > 1, used
