@@ -54,12 +54,14 @@ def test_vip_dns_removal_and_reboot(tmp_path: Path) -> None:
             assert dig(client, GW, "t3") == [ips["t3"]]
             assert dig(paths["t2"], GW, "t1") == [ips["t1"]]
             # a task leaves while connections are being made: none reaches it 1 s after its disconnect
-            bg = timed_hits(client, vip, PORT, 1500)
+            bg = timed_hits(client, vip, PORT, 1_000_000)
             time.sleep(0.5)
             n2.ctl("network", "disconnect", "ov1", "t3")
             left = time.monotonic()
-            out, _ = bg.communicate(timeout=180)
-            rows = [(float(t), who) for t, who in (line.split() for line in out.splitlines())]
+            time.sleep(3)  # connections go on for 2 s after the 1 s allowed
+            bg.terminate()
+            out, _ = bg.communicate(timeout=30)
+            rows = [(float(f[0]), f[1]) for f in (line.split() for line in out.splitlines()) if len(f) == 2]
             # a connection sent to the departed t3 fails ("-"): 1 s after it left, every one reaches t1 or t2
             late = [(t - left, who) for t, who in rows if t > left + 1.0 and who not in ("t1", "t2")]
             assert not late, f"{len(late)} connections still went to t3 more than 1 s after it left: {late[:5]}"
@@ -68,10 +70,16 @@ def test_vip_dns_removal_and_reboot(tmp_path: Path) -> None:
             # the task comes back (same namespace, maybe another address)
             ips["t3"] = addr(n2.connect("ov1", "t3", "--service", "web"))
             assert until(lambda: spread_ok(client, vip, {"t1", "t2", "t3"}), 30)
+            # drift: the client's table deleted by hand is put back by the drift check
+            in_ns(client, "nft", "delete", "table", "ip", "netd-lb")
+            assert until(lambda: vip in lb_table(client), 30)
+            assert spread_ok(client, vip, {"t1", "t2", "t3"})
             # reboot of node2 (both its tasks): netd killed, its kernel objects gone, netd started again
             for t in ("t2", "t3"):
                 stop_server(procs.pop(t))
             n2.reboot()
+            # node2's lease runs out: the others stop sending to its tasks (no connection fails)
+            assert until(lambda: spread_ok(client, vip, {"t1"}), 30), lb_table(client)
             n2.start()
             assert until(lambda: Path(paths["t2"]).exists() and Path(paths["t3"]).exists(), 30)
             for t in ("t2", "t3"):
@@ -108,3 +116,9 @@ def test_dnsrr_and_stickiness(tmp_path: Path) -> None:
                 assert len(got) == 1 and "-" not in got, got
                 used |= set(got)
             assert len(used) > 1, used
+            # a task's namespace removed: it leaves the service's names on every node
+            n3.ctl("netns", "rm", "r3")
+            assert until(lambda: dig(clients[0], GW, "tasks.rr") == sorted([rr["r1"], rr["r2"]]))
+            assert until(
+                lambda: [t["Name"] for t in n1.json("service", "inspect", "rr")[0]["Tasks"]] == ["r1", "r2"]
+            )
