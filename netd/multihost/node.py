@@ -352,6 +352,8 @@ class MultiHost:
         st = self.cluster.status()
         st["underlay_mtu"] = self.underlay_mtu
         st["remote_endpoints_programmed"] = self.programmed()
+        if self.lb is not None:
+            st["service_lb_namespaces"] = len(self.lb.namespaces)
         return st
 
 
