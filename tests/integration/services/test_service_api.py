@@ -3,20 +3,22 @@ on all; tasks on several nodes; bad input refused with the field named and nothi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mhtest import Cluster, Node, addr, cluster, until
 from netdtest import in_ns
 
 
-def etcd_keys(c: Cluster) -> list[str]:
-    """Every key the cluster holds, read back through the API of node 1 (services, networks, tasks)."""
-    n = c.nodes[0]
-    return sorted(
-        json.dumps(x, sort_keys=True)
-        for x in (n.json("service", "ls", "--format", "json"), n.json("network", "ls", "--format", "json"))
-    )
+def etcd_dump(c: Cluster) -> list[str]:
+    """Every key and value in etcd, read back with etcdctl (in the underlay namespace, where etcd listens)."""
+    r = in_ns(c.seg_path, "etcdctl", f"--endpoints={','.join(c.etcd.endpoints)}", "get", "--prefix", "/netd/")
+    return r.stdout.splitlines()
+
+
+def snapshot(c: Cluster) -> list[str]:
+    """etcd, minus what changes by itself (nodes' last_seen, leases), and every node's kernel."""
+    keep = [x for x in etcd_dump(c) if "last_seen" not in x and '"lease"' not in x]
+    return keep + [n.kernel_snapshot() for n in c.nodes]
 
 
 def refused(n: Node, *args: str) -> str:
@@ -75,12 +77,14 @@ def test_services_across_nodes(tmp_path: Path) -> None:
         }
         assert addr(t3)
         # bad input: the field named, nothing changed (the cluster's services and networks read back)
-        before = etcd_keys(c)
+        before = snapshot(c)
+        assert any("/netd/v1/services/" in x for x in before) and any("/netd/v1/endpoints/" in x for x in before)
         cases = [
             (n1, ("service", "create", "x", "--network", "ov1", "-p", "81:80", "-p", "81:82"), "published twice"),
             (n1, ("service", "create", "x", "--network", "nope"), "network 'nope' does not exist"),
             (n1, ("service", "create", "x", "--network", "br1"), "overlay networks only"),
             (n1, ("service", "create", "x", "--network", "ov1", "-o", "stickiness=cookie"), "Options.stickiness"),
+            (n1, ("service", "create", "x", "--network", "ov1", "-p", "mode=bogus,target=80"), "PublishMode"),
             (
                 n1,
                 ("service", "create", "x", "--network", "ov1", "-p", "8080:90"),
@@ -96,7 +100,7 @@ def test_services_across_nodes(tmp_path: Path) -> None:
         n1.ctl("netns", "create", "t9")
         for node, args, text in cases:
             assert text in refused(node, *args), args
-        assert etcd_keys(c) == before
+        assert snapshot(c) == before
         assert in_ns(n1.ns("t9"), "ip", "-o", "link").stdout.count("\n") == 1  # lo only: no half-made endpoint
         bad = n1.ctl("service", "create", "x", "--network", "ov1", "-p", "80:99999", check=False)
         assert bad.returncode == 2 and "not a port" in bad.stderr
