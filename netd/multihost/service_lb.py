@@ -106,6 +106,7 @@ class _Ns:
     inode: int
     backend: LbBackend
     applied: LbRuleset | None = None
+    failed: str = ""  # the last apply error, logged once
 
 
 class ServiceLb:
@@ -193,9 +194,11 @@ class ServiceLb:
                 done = await ns.backend.apply(rs)
             except Exception as e:
                 ns.applied = None
-                log.error("service_lb_apply_failed", namespace=path, error=str(e))
+                if ns.failed != str(e):  # once per error, not every pass (a refusal stays until the spec changes)
+                    log.error("service_lb_apply_failed", namespace=path, error=str(e))
+                ns.failed = str(e)
                 continue
-            ns.applied = rs
+            ns.applied, ns.failed = rs, ""
             if done.mode != "none":
                 changed += 1
                 log.info(

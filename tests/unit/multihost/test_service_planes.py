@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
 
 from netd.cluster.cache import Change
 from netd.cluster.keys import KeyLayout
 from netd.cluster.records import EndpointRecord, ServicePort, ServiceRecord
+from netd.core.model import DesiredState, Endpoint, Network
+from netd.firewall.lb import LbChange
+from netd.firewall.lb_model import LbRuleset
 from netd.multihost.service_dns import service_names
-from netd.multihost.service_lb import namespace_lb, touches_services
+from netd.multihost.service_lb import ServiceLb, namespace_lb, touches_services
 
 WEB = ServiceRecord(
     id="s1",
@@ -77,3 +82,72 @@ def test_which_changes_touch_services() -> None:
     ):
         ch = Change(puts={key: rec}, parsed={key: keys.parse(key)})  # type: ignore[dict-item]
         assert touches_services(ch) is want
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, path: str, log: list[tuple[str, str]]) -> None:
+        self.path, self.log = path, log
+        self.fail = ""
+
+    async def apply(self, desired: LbRuleset) -> LbChange:
+        if self.fail:
+            raise RuntimeError(self.fail)
+        self.log.append(("apply", self.path))
+        return LbChange("full", 1, 0)
+
+    async def in_sync(self, desired: LbRuleset) -> bool:
+        return True
+
+    async def remove_all(self) -> None:
+        self.log.append(("remove", self.path))
+
+    def close(self) -> None:
+        self.log.append(("close", self.path))
+
+
+def test_service_lb_follows_namespaces(tmp_path: Path) -> None:
+    ns = tmp_path / "ns1"
+    ns.write_text("")
+    state = DesiredState(
+        networks={"ov1": Network(id="n1", name="ov1", driver="overlay", bridge="")},
+        endpoints={
+            "c": Endpoint(
+                id="c", network="n1", netns_path=str(ns), ifname="eth0", host_ifname="x", mac="02:42:00:00:00:01"
+            )
+        },
+    )
+    log: list[tuple[str, str]] = []
+    backends: list[FakeBackend] = []
+
+    def make(path: str) -> FakeBackend:
+        backends.append(FakeBackend(path, log))
+        return backends[-1]
+
+    current = {"state": state}
+    lb = ServiceLb(
+        "a",
+        lambda: current["state"],
+        lambda ep: ep.netns_path or "",
+        lambda: ({"web": WEB}, TASKS, {"a", "b"}),
+        make,  # type: ignore[arg-type,return-value]
+    )
+
+    async def body() -> None:
+        assert await lb.sync() == 1 and log == [("apply", str(ns))]
+        assert await lb.sync() == 0  # unchanged: no kernel work
+        # the namespace recreated at the same path (a reboot): a new backend bound to the new one
+        fresh = tmp_path / "ns1.new"
+        fresh.write_text("")
+        fresh.rename(ns)
+        log.clear()
+        await lb.sync()
+        assert log == [("close", str(ns)), ("apply", str(ns))] and len(backends) == 2
+        # the namespace leaves the service's network: its table goes
+        current["state"] = state.model_copy(update={"endpoints": {}})
+        log.clear()
+        await lb.sync()
+        assert log == [("remove", str(ns)), ("close", str(ns))] and not lb.namespaces
+
+    asyncio.run(body())
