@@ -155,15 +155,19 @@ class ServiceLb:
                 on.setdefault(self.netns_path(ep), set()).add(ep.network)
         vip_nets = {n for s in services.values() if s.endpoint_mode == "vip" for n in s.networks}
         out: dict[str, LbRuleset] = {}
+        by_nets: dict[frozenset[str], LbRuleset | None] = {}  # namespaces on the same networks: built once
         for path, nets in on.items():
-            if not nets & vip_nets:
+            key = frozenset(nets & vip_nets)
+            if not key:
                 continue
-            try:
-                rs = namespace_lb(nets, overlay, services.values(), tasks, alive, self.node)
-            except LbInputError as e:  # a record another netd version wrote: skip it, loudly
-                log.error("service_lb_bad_service", namespace=path, error=str(e))
-                continue
-            if not rs.empty:
+            if key not in by_nets:
+                try:
+                    by_nets[key] = namespace_lb(key, overlay, services.values(), tasks, alive, self.node)
+                except LbInputError as e:  # a record another netd version wrote: skip it, loudly
+                    log.error("service_lb_bad_service", namespace=path, error=str(e))
+                    by_nets[key] = None
+            rs = by_nets[key]
+            if rs is not None and not rs.empty:
                 out[path] = rs
         return out
 
