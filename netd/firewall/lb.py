@@ -36,6 +36,7 @@ from netd.firewall import lb_iptables, lb_nft
 from netd.firewall.iptables import Flavour, binary, detect_flavour
 from netd.firewall.lb_conntrack import BackendTarget, flush_backends
 from netd.firewall.lb_model import LbRuleset, Slots, assign_slots
+from netd.firewall.libnft import NftContext, open_context
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -167,14 +168,6 @@ class _Worker:
         raise NotImplementedError
 
 
-class _Nft(Protocol):
-    def json_cmd(self, json_root: Any) -> tuple[int, Any, str]: ...
-
-    def cmd(self, cmdline: str) -> tuple[int, Any, str]: ...
-
-    def set_json_output(self, val: bool) -> bool: ...
-
-
 class NftLbBackend(_Worker):
     """``table ip netd-lb`` through libnftables JSON (see lb_nft.py)."""
 
@@ -182,27 +175,14 @@ class NftLbBackend(_Worker):
 
     def __init__(self, netns: str | None = None) -> None:
         super().__init__(netns)
-        self._nft: _Nft | None = None
+        self._nft: NftContext | None = None
 
     def _drop(self) -> None:
         self._nft = None  # frees the context and its netlink socket (which pins the namespace)
 
-    def _ctx(self) -> _Nft:
+    def _ctx(self) -> NftContext:
         if self._nft is None:
-            try:
-                import nftables
-            except ImportError as exc:  # pragma: no cover - packaging problem
-                raise FirewallError(
-                    f"load balancing: python module nftables missing ({exc}); install pip-nftables"
-                ) from exc
-            try:
-                ctx: _Nft = nftables.Nftables()
-            except OSError as exc:
-                raise FirewallError(
-                    f"load balancing: cannot load libnftables ({exc}); install libnftables1"
-                ) from exc
-            ctx.set_json_output(True)
-            self._nft = ctx
+            self._nft = open_context("load balancing")
         return self._nft
 
     def _cmd(self, batch: str, what: str) -> None:

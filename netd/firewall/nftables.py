@@ -15,10 +15,11 @@ import asyncio
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from netd.core.errors import FirewallError
 from netd.core.ruleset import Ruleset
+from netd.firewall.libnft import NftContext, open_context
 from netd.firewall.nft_render import (
     FAMILIES,
     TABLE_NAME,
@@ -40,18 +41,12 @@ _HINT = (
 )
 
 
-class _NftContext(Protocol):
-    def json_cmd(self, json_root: Json) -> tuple[int, Any, str]: ...
-
-    def set_json_output(self, val: bool) -> bool: ...
-
-
 class NftablesBackend:
     name = "nftables"
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netd-nft")
-        self._nft: _NftContext | None = None
+        self._nft: NftContext | None = None
         self._netns: str = "unknown"
         self._last_hash: str = ""
         self._closed = False
@@ -97,23 +92,9 @@ class NftablesBackend:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
-    def _ctx(self) -> _NftContext:
+    def _ctx(self) -> NftContext:
         if self._nft is None:
-            try:
-                import nftables  # pip-nftables; loads libnftables.so.1 through ctypes
-            except ImportError as exc:  # pragma: no cover - packaging problem
-                raise FirewallError(
-                    f"nftables backend: python module missing ({exc}); install pip-nftables"
-                ) from exc
-            try:
-                ctx: _NftContext = nftables.Nftables()
-            except OSError as exc:
-                raise FirewallError(
-                    f"nftables backend: cannot load libnftables ({exc}); install the Debian package "
-                    'libnftables1 or set the firewall backend to "none"'
-                ) from exc
-            ctx.set_json_output(True)
-            self._nft = ctx
+            self._nft = open_context("nftables backend")
             try:
                 self._netns = os.readlink("/proc/thread-self/ns/net")
             except OSError:

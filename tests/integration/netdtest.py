@@ -320,6 +320,18 @@ class Host:
 
 
 @contextlib.contextmanager
+def foreign_netns(prefix: str = "c") -> Iterator[str]:
+    """A named namespace of the test's own (not netd's), as a container runtime would pass it: its path."""
+    name = f"ndt-{prefix}-{secrets.token_hex(3)}"
+    sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        yield f"/run/netns/{name}"
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+
+
+@contextlib.contextmanager
 def running_host(tmp: Path, config: str = "", start: bool = True) -> Iterator[Host]:
     host = Host(tmp, config=config)
     try:

@@ -3,12 +3,11 @@ one group delete in the kernel), nothing else is touched.  The cost is measured 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netdtest import Host, in_ns, reach, running_host, sh
+from netdtest import Host, foreign_netns, in_ns, reach, running_host
 
 NA = {"Name": "ba", "IPAM": {"Config": [{"Subnet": "172.30.70.0/24"}]}}
 NB = {"Name": "bb", "IPAM": {"Config": [{"Subnet": "172.30.71.0/24"}]}}
@@ -24,12 +23,8 @@ def host(tmp_path: Path) -> Iterator[Host]:
 
 @pytest.fixture
 def test_ns() -> Iterator[str]:
-    name = f"ndt-c-{secrets.token_hex(3)}"
-    sh("ip", "netns", "add", name)
-    try:
-        yield f"/run/netns/{name}"
-    finally:
-        sh("ip", "netns", "del", name, check=False)
+    with foreign_netns() as path:
+        yield path
 
 
 def _link(host: Host, ifname: str) -> bool:

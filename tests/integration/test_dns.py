@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netdtest import Host, in_ns, running_host, sh
+from netdtest import Host, foreign_netns, in_ns, running_host
 
 HERE = Path(__file__).resolve().parent
 GW_A = "172.31.1.1"
@@ -84,12 +84,8 @@ def load(path: str, server: str, names: list[str], **kw: object) -> dict[str, An
 
 def test_names_aliases_ptr_and_isolation(dnshost: Host) -> None:
     h = dnshost
-    foreign = f"ndt-x-{h.tag}"  # a namespace netd does not own (a container runtime's)
-    sh("ip", "netns", "add", foreign)
-    try:
-        _names_aliases_ptr_and_isolation(h, f"/run/netns/{foreign}")
-    finally:
-        sh("ip", "netns", "del", foreign, check=False)
+    with foreign_netns("x") as foreign:  # a namespace netd does not own (a container runtime's)
+        _names_aliases_ptr_and_isolation(h, foreign)
 
 
 def _names_aliases_ptr_and_isolation(h: Host, foreign: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import threading
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netdtest import Host, in_ns, ping, reach, running_host, sh
+from netdtest import Host, foreign_netns, in_ns, ping, reach, running_host, sh
 
 NA = {"Name": "na", "IPAM": {"Config": [{"Subnet": "172.30.50.0/24"}]}}
 NB = {"Name": "nb", "IPAM": {"Config": [{"Subnet": "172.30.51.0/24"}]}}
@@ -34,14 +33,8 @@ def host(tmp_path: Path) -> Iterator[Host]:
 
 @pytest.fixture
 def test_ns() -> Iterator[str]:
-    """A namespace of the test's own (not netd's), as a container runtime would pass it."""
-    name = f"ndt-c-{secrets.token_hex(3)}"
-    sh("ip", "netns", "add", name)
-    try:
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-        yield f"/run/netns/{name}"
-    finally:
-        sh("ip", "netns", "del", name, check=False)
+    with foreign_netns() as path:
+        yield path
 
 
 def _snapshot(host: Host) -> tuple[str, str, bytes]:
