@@ -34,6 +34,7 @@ def endpoint_view(ep: Endpoint, net: Network) -> dict[str, Any]:
         "Aliases": list(ep.aliases),
         "ContainerID": ep.container_id or "",
         "GwPriority": ep.gw_priority,
+        **({"Service": ep.service} if ep.service else {}),  # a service's task (cluster mode)
         # the network's DNS resolver (its gateway); a runtime puts it in the --netns-path namespace's resolv.conf
         "Resolver": str(resolver) if resolver is not None else "",
         "Ports": [

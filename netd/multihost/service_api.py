@@ -32,7 +32,7 @@ def add_service_routes(routes: web.RouteTableDef, ops: Callable[[], ServiceOps],
     async def create_service(request: web.Request) -> web.Response:
         o = ops()
         rec = await o.create(await _body(request))
-        nets, alive, _tasks = await o._context()
+        nets, alive, _tasks = await o.context()
         return json(service_view(rec, nets, alive, []), status=201)
 
     @routes.get("/v1/services/{name}")

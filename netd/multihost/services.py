@@ -9,7 +9,7 @@ watch cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -28,9 +28,9 @@ log = structlog.get_logger("netd.multihost")
 
 
 class ServiceOps:
-    def __init__(self, cluster: ClusterNode, get_state: Any) -> None:
+    def __init__(self, cluster: ClusterNode, get_state: Callable[[], DesiredState]) -> None:
         self.cluster = cluster
-        self.get_state = get_state  # () -> DesiredState: this node's networks, to name a non-overlay one
+        self.get_state = get_state  # this node's state: its networks, to name a non-overlay one
 
     # -- create / rm -------------------------------------------------------------------------------------------
 
@@ -102,7 +102,7 @@ class ServiceOps:
                 out.append(rec)
         return out
 
-    async def _context(self) -> tuple[dict[str, OverlayNetwork], set[str], list[EndpointRecord]]:
+    async def context(self) -> tuple[dict[str, OverlayNetwork], set[str], list[EndpointRecord]]:
         kvs, _ = await self.cluster.store.get_prefix(self.cluster.keys.section("networks"))
         nets: dict[str, OverlayNetwork] = {}
         for kv in kvs:
@@ -115,12 +115,12 @@ class ServiceOps:
 
     async def inspect(self, name: str) -> dict[str, Any]:
         rec = await self._find(name)
-        nets, alive, tasks = await self._context()
+        nets, alive, tasks = await self.context()
         return service_view(rec, nets, alive, tasks)
 
     async def list(self) -> list[dict[str, Any]]:
         recs = await self.cluster.services.list()
-        nets, alive, tasks = await self._context()
+        nets, alive, tasks = await self.context()
         return [service_view(r, nets, alive, tasks) for r in recs]
 
     # -- tasks -------------------------------------------------------------------------------------------------

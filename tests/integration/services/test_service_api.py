@@ -67,6 +67,7 @@ def test_services_across_nodes(tmp_path: Path) -> None:
             else True
         )
         t1 = n1.connect("ov1", "t1", "--service", "web")
+        assert t1["Service"] == "web"
         t2 = n2.connect("ov1", "t2", "--service", "web")
         t3 = n2.connect("ov1", "t3", "--service", "rr")
         assert addr(t1) != "10.78.0.2"  # the VIP is taken
