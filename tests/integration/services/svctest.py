@@ -67,4 +67,14 @@ def dig(path: str, server: str, name: str) -> list[str]:
 
 
 def lb_table(path: str) -> str:
-    return in_ns(path, "nft", "list", "table", "ip", "netd-lb", check=False).stdout
+    """The LB rules of a namespace, whichever backend wrote them (nft table ip netd-lb, iptables NETDLB-*)."""
+    nft = in_ns(path, "nft", "list", "table", "ip", "netd-lb", check=False).stdout
+    ipt = in_ns(path, "iptables-save", "-t", "nat", check=False).stdout
+    return nft + "\n".join(line for line in ipt.splitlines() if "NETDLB" in line)
+
+
+def break_lb(path: str) -> None:
+    """Drift: the namespace's LB rules deleted by hand."""
+    in_ns(path, "nft", "delete", "table", "ip", "netd-lb", check=False)
+    in_ns(path, "iptables", "-t", "nat", "-F", check=False)
+    in_ns(path, "iptables", "-t", "nat", "-X", check=False)
