@@ -3,41 +3,58 @@
 Docker's rule (``--gw-priority``, API ``EndpointConfig.GwPriority``): among a namespace's endpoints on networks
 that can carry one (not internal), the highest priority wins; ties go to the first connected.  Disconnecting
 the carrier hands the default route to the next one; connecting one with a higher priority takes it over.
+
+A namespace is grouped by ``ns_of`` (default ``Endpoint.target``): one namespace connected under two spellings
+(a netd netns name and its path, or two paths) must be one group, so the service passes its inode identity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
-from netd.core.model import DesiredState
+from netd.core.model import DesiredState, Endpoint
+
+NsOf = Callable[[Endpoint], str]
+
+
+def by_target(ep: Endpoint) -> str:
+    return ep.target
 
 GW_PRIORITY_MIN = -(2**31)
 GW_PRIORITY_MAX = 2**31 - 1
 
 
-def carriers(state: DesiredState, targets: Collection[str] | None = None) -> dict[str, str]:
-    """The endpoint id that carries the default route, by namespace (``Endpoint.target``; only ``targets`` when
-    given).  "First connected" is the order of ``state.endpoints``: a connect appends, the state file keeps it."""
+def carriers(
+    state: DesiredState, targets: Collection[str] | None = None, ns_of: NsOf = by_target
+) -> dict[str, str]:
+    """The endpoint id that carries the default route, by namespace (``ns_of``; only ``targets``, in that key
+    space, when given).  "First connected" is the order of ``state.endpoints``: a connect appends, the state
+    file keeps it."""
     best: dict[str, tuple[int, int, str]] = {}
     internal = {n.id for n in state.networks.values() if n.internal}
     for order, ep in enumerate(state.endpoints.values()):
-        if ep.network in internal or (targets is not None and ep.target not in targets):
+        if ep.network in internal:
+            continue
+        ns = ns_of(ep)
+        if targets is not None and ns not in targets:
             continue
         rank = (-ep.gw_priority, order, ep.id)
-        cur = best.get(ep.target)
+        cur = best.get(ns)
         if cur is None or rank < cur:
-            best[ep.target] = rank
+            best[ns] = rank
     return {target: rank[2] for target, rank in best.items()}
 
 
-def assign_default_routes(state: DesiredState, targets: Collection[str] | None = None) -> set[str]:
+def assign_default_routes(
+    state: DesiredState, targets: Collection[str] | None = None, ns_of: NsOf = by_target
+) -> set[str]:
     """Make ``default_route`` true on exactly the carriers (of the namespaces ``targets`` when given: a connect
     or disconnect changes one); ``state`` must be a ``copy_for_change`` (endpoints are replaced, never changed
     in place).  Returns the ids of the endpoints whose flag changed."""
-    chosen = set(carriers(state, targets).values())
+    chosen = set(carriers(state, targets, ns_of).values())
     changed: set[str] = set()
     for ep_id, ep in list(state.endpoints.items()):
-        if targets is not None and ep.target not in targets:
+        if targets is not None and ns_of(ep) not in targets:
             continue
         want = ep_id in chosen
         if ep.default_route != want:

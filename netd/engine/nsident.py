@@ -67,6 +67,12 @@ class NamespaceIndex:
             ino = self._inodes[name] = found[1]
         return ino
 
+    def key(self, ep: Endpoint) -> str:
+        """The identity of the endpoint's namespace, whatever spelling connected it: its inode when known (a
+        path's at connect time, a netd netns's from the cache), else the spelling (``Endpoint.target``)."""
+        ino = ep.netns_inode if ep.netns is None else self.inode(ep.netns)
+        return f"inode:{ino}" if ino is not None else ep.target
+
     def endpoints_in(self, state: DesiredState, target: Target, found: NsProbe) -> list[Endpoint]:
         """The endpoints in the target's namespace, whatever name or path they were connected by."""
         if found.ident is None:

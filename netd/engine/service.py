@@ -350,7 +350,7 @@ class Service:
             new = self.state.copy_for_change()
             new.endpoints[ep.id] = ep
             # a higher --gw-priority takes the default route over
-            handed = assign_default_routes(new, {ep.target}) - {ep.id}
+            handed = assign_default_routes(new, {self.namespaces.key(ep)}, self.namespaces.key) - {ep.id}
             ep = new.endpoints[ep.id]
             scope = Scope.of(endpoints=[ep.id], peers=handed)
             await self._commit(new, scope, f"connect {req.target.describe()} to {net.name}")
@@ -506,7 +506,7 @@ class Service:
             new = self.state.copy_for_change()
             del new.endpoints[ep.id]
             # the next network's gateway takes the default route over
-            handed = assign_default_routes(new, {ep.target})
+            handed = assign_default_routes(new, {self.namespaces.key(ep)}, self.namespaces.key)
             scope = Scope.of(endpoints=[ep.id], peers=handed)
             await self._commit(new, scope, f"disconnect {ep.target} from {net.name}")
             log.info("endpoint_disconnected", network=net.name, target=ep.target, container=container_id)
@@ -536,7 +536,8 @@ class Service:
             for ep_id in gone:
                 ep = new.endpoints.pop(ep_id)
                 log.info("endpoint_pruned", endpoint=ep_id[:12], netns_path=ep.netns_path, reason=why)
-            assign_default_routes(new)  # the pass that follows (a full one) repairs the namespace side
+            # the pass that follows (a full one) repairs the namespace side
+            assign_default_routes(new, ns_of=self.namespaces.key)
             try:
                 self._adopt(new, Scope.of(endpoints=gone))
             except StorageError as e:  # kept until a later pass can store their removal; the pass goes on

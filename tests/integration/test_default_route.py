@@ -64,3 +64,23 @@ def test_gw_priority_chooses_the_carrier(tmp_path: Path) -> None:
             "POST", "/v1/networks/pa/connect", {"Netns": "gp", "EndpointConfig": {"GwPriority": "high"}}
         )
         assert bad[0] == 400 and "GwPriority" in json.dumps(bad[1])
+
+
+def test_one_namespace_under_two_spellings_has_one_default_route(tmp_path: Path) -> None:
+    """A netd netns connected by name to one network and by its path (``--netns-path``) to another is one
+    namespace: one carrier, one default route (not one per spelling)."""
+    with running_host(tmp_path) as host:
+        _net(host, "sa", "172.30.86.0/24")
+        _net(host, "sb", "172.30.87.0/24")
+        host.api.ok("POST", "/v1/netns", {"Name": "two"})
+        host.api.ok("POST", "/v1/networks/sa/connect", {"Netns": "two"})
+        host.api.ok("POST", "/v1/networks/sb/connect", {"NetnsPath": host.ns("two")})
+        assert _default(host, "two") == [("172.30.86.1", "eth0")]
+        assert host.ctl("check", check=False).returncode == 0
+        # the carrier leaves: the path-spelled endpoint takes the route over
+        host.api.ok("POST", "/v1/networks/sa/disconnect", {"Netns": "two"})
+        assert _default(host, "two") == [("172.30.87.1", "eth1")]
+        # and a higher priority under the other spelling takes it back
+        host.api.ok("POST", "/v1/networks/sa/connect", {"Netns": "two", "EndpointConfig": {"GwPriority": 5}})
+        assert _default(host, "two") == [("172.30.86.1", "eth0")]
+        assert host.ctl("check", check=False).returncode == 0

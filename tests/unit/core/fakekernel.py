@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Collection, Mapping
 from typing import Any
 
-from netd.core.linkspec import ObservedHost
+from netd.core.linkspec import NsProbe, ObservedHost
 from netd.core.model import IPNetwork
 from netd.firewall.rules import Ruleset
 
@@ -33,6 +33,10 @@ class FakeKernel:
 
     async def observe_peers(self, peers: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
         return {}  # the namespace side: in sync (the integration tests drift it for real)
+
+    def ns_probe(self, path: str) -> NsProbe:
+        ino = self.alive_inodes.get(path)
+        return NsProbe((1, ino)) if ino is not None else NsProbe(None, "does not exist")
 
     def ns_identity(self, path: str) -> int | None:
         return self.alive_inodes.get(path)

@@ -55,3 +55,14 @@ def test_assign_for_one_namespace_leaves_the_others_alone() -> None:
     st = _state(("e1", "a", "x", 0), ("e2", "b", "x", 0), ("e3", "a", "y", 0), ("e4", "b", "y", 0))
     assert assign_default_routes(st, {"netns:x"}) == {"e2"}
     assert st.endpoints["e4"].default_route  # not looked at
+
+
+def test_one_namespace_under_two_spellings_is_one_group() -> None:
+    """``ns_of`` groups endpoints by namespace identity: "x" by name and "/run/x" by path are one namespace."""
+    st = _state(("e1", "a", "x", 0), ("e2", "b", "x", 0))
+    st.endpoints["e2"] = st.endpoints["e2"].model_copy(update={"netns": None, "netns_path": "/run/x"})
+    assert carriers(st) == {"netns:x": "e1", "path:/run/x": "e2"}  # by spelling: two carriers
+    same = lambda ep: "inode:7"  # noqa: E731
+    assert carriers(st, ns_of=same) == {"inode:7": "e1"}
+    assert assign_default_routes(st, {"inode:7"}, same) == {"e2"}  # both started with the flag set
+    assert [ep.default_route for ep in st.endpoints.values()] == [True, False]
