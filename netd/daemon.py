@@ -27,6 +27,7 @@ from netd.core.config import Settings, load_settings
 from netd.core.errors import NetdError
 from netd.core.model import DesiredState
 from netd.dns.hostsfile import HostsWriter
+from netd.dns.nsresolver import NsResolvers
 from netd.dns.resolvconf import ResolvConfWriter, read_host
 from netd.dns.server import DnsServer
 from netd.dns.upstream import Forwarder, choose_upstreams
@@ -36,6 +37,7 @@ from netd.engine.service import Service
 from netd.engine.state import StateStore
 from netd.engine.triggers import Triggers
 from netd.firewall.select import choose_backend, cleanup_other, purge_all
+from netd.kernel import netns as nsops
 from netd.kernel.facade import Kernel
 from netd.ops import malloc
 from netd.ops.logs import setup_logging
@@ -74,6 +76,11 @@ class Daemon:
         host_resolv = read_host()
         self.dns = DnsServer(lambda: self.service.state, Forwarder(choose_upstreams(settings.dns, host_resolv)))
         self.dns.on_query = self.ops.metrics.dns_query
+        # 127.0.0.11 inside the namespaces of macvlan/ipvlan endpoints; a namespace deleted under netd has its
+        # sockets closed (they would keep it alive) and wakes the reconciler to forget its endpoints
+        self.ns_dns = NsResolvers(
+            self.dns, nsops.call_in, self.kernel.netns_path, nsops.ns_inode, on_vanished=self.triggers.poke
+        )
         self.hosts = HostsWriter(settings.etc_netns_dir)  # --link entries
         self.resolv_conf = ResolvConfWriter(settings.etc_netns_dir, host_resolv, settings.default_bridge.dns)
         self.service.on_change = self._state_changed
@@ -94,6 +101,7 @@ class Daemon:
         """After each commit: DNS listeners for new networks (existing sockets kept), netns resolv.conf files
         (only those of ``netns`` when the change named them)."""
         await self.dns.sync(state)
+        await self.ns_dns.sync(state)
         self.resolv_conf.sync(state, netns)
         self.hosts.sync(state)
         if self.multihost is not None:
@@ -175,6 +183,7 @@ class Daemon:
             asyncio.create_task(self.triggers.run_timer()),
             asyncio.create_task(self.triggers.run_firewall_check()),
             asyncio.create_task(self.triggers.run_events()),
+            asyncio.create_task(self.ns_dns.watch()),
         ]
         if self.multihost is not None:
             self.tasks += self.multihost.run()
@@ -238,6 +247,7 @@ class Daemon:
             if runner is not None:
                 await runner.cleanup()
         await self.ops.stop()
+        await self.ns_dns.close()
         await self.dns.close()
         if self.multihost is not None:
             await self.multihost.stop()

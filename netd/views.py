@@ -6,6 +6,7 @@ from typing import Any
 
 from netd.core.model import DesiredState, Endpoint, Netns, Network
 from netd.dns.answer import resolver_address
+from netd.dns.nsindex import NS_RESOLVER, serves_in_ns
 from netd.drivers import get_driver
 
 
@@ -16,7 +17,7 @@ def endpoint_name(ep: Endpoint) -> str:
 def endpoint_view(ep: Endpoint, net: Network) -> dict[str, Any]:
     p4 = net.pool(4)
     p6 = net.pool(6)
-    resolver = resolver_address(net)
+    resolver = NS_RESOLVER if serves_in_ns(net) else resolver_address(net)
     gw4 = "" if net.internal or p4 is None or not ep.default_route else str(net.default_gateway4 or p4.gateway)
     return {
         "Name": endpoint_name(ep),
@@ -35,7 +36,8 @@ def endpoint_view(ep: Endpoint, net: Network) -> dict[str, Any]:
         "ContainerID": ep.container_id or "",
         "GwPriority": ep.gw_priority,
         **({"Service": ep.service} if ep.service else {}),  # a service's task (cluster mode)
-        # the network's DNS resolver (its gateway); a runtime puts it in the --netns-path namespace's resolv.conf
+        # the network's DNS resolver (its gateway; 127.0.0.11 inside the namespace on macvlan/ipvlan); a runtime
+        # puts it in the --netns-path namespace's resolv.conf
         "Resolver": str(resolver) if resolver is not None else "",
         "Ports": [
             {

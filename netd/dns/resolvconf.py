@@ -19,6 +19,7 @@ import structlog
 
 from netd.core.model import DesiredState, IPAddress
 from netd.dns.answer import resolver_address
+from netd.dns.nsindex import NS_RESOLVER, serves_in_ns
 
 log = structlog.get_logger()
 
@@ -80,21 +81,28 @@ def wanted_resolvers(
     state: DesiredState, names: Collection[str] | None = None, default_dns: Sequence[IPAddress] = ()
 ) -> dict[str, tuple[Servers, str]]:
     """netns name -> (nameservers, network name), for each netd netns on a user-defined network (first one
-    connected wins), or on the default bridge when ``[default_bridge] dns`` (``default_dns``) names servers, as
+    connected wins; 127.0.0.11, the namespace's own resolver, when it is on a macvlan/ipvlan network), or on the
+    default bridge when ``[default_bridge] dns`` (``default_dns``) names servers, as
     Docker writes ``--dns`` into its default-bridge containers; only the namespaces ``names`` if given."""
     resolvers: dict[str, tuple[Servers, str]] = {}
+    in_ns: set[str] = set()
     for net in state.networks.values():
         addr = resolver_address(net)
-        if addr is not None:
+        if serves_in_ns(net):
+            resolvers[net.id] = ((NS_RESOLVER,), net.name)
+            in_ns.add(net.id)
+        elif addr is not None:
             resolvers[net.id] = ((addr,), net.name)
         elif net.is_default and default_dns:
             resolvers[net.id] = (tuple(default_dns), net.name)
     out: dict[str, tuple[Servers, str]] = {}
     for ep in state.endpoints.values():  # insertion order: the order they were connected
-        if ep.netns is None or ep.netns in out or ep.netns not in state.netns:
+        if ep.netns is None or ep.netns not in state.netns:
             continue
         if names is not None and ep.netns not in names:
             continue
+        if ep.netns in out and not (ep.network in in_ns and out[ep.netns][0] != (NS_RESOLVER,)):
+            continue  # the first connected wins, except that the namespace's own resolver knows all its names
         if (r := resolvers.get(ep.network)) is not None:
             out[ep.netns] = r
     return out

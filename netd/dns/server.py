@@ -49,8 +49,12 @@ _IP_FREEBIND = 15  # <linux/in.h>; socket module lacks it
 _SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>
 _IPV6_FREEBIND = 78  # <linux/in6.h>
 
+# where a query arrived: a gateway address, or the key of a namespace's own resolver (netd.dns.nsresolver)
+Local = IPAddress | str
 
-def _socket(addr: IPAddress, kind: socket.SocketKind, port: int) -> socket.socket:
+
+def make_socket(addr: IPAddress, kind: socket.SocketKind, port: int) -> socket.socket:
+    """A bound (and for TCP listening) non-blocking socket in the calling thread's network namespace."""
     fam = socket.AF_INET if addr.version == 4 else socket.AF_INET6
     s = socket.socket(fam, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
@@ -78,14 +82,14 @@ def _socket(addr: IPAddress, kind: socket.SocketKind, port: int) -> socket.socke
 
 @dataclass
 class _Listener:
-    addr: IPAddress
+    addr: Local
     network: str
     udp: asyncio.DatagramTransport
     tcp: asyncio.Server
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer, local: IPAddress) -> None:
+    def __init__(self, server: DnsServer, local: Local) -> None:
         self.server = server
         self.local = local
         self.transport: asyncio.DatagramTransport | None = None
@@ -107,13 +111,15 @@ class DnsServer:
         self.forwarder = forwarder
         self.port = port
         self.listeners: dict[IPAddress, _Listener] = {}
+        # the index of a query's arrival point no gateway has (a namespace's resolver): netd.dns.nsresolver
+        self.extra_index: Callable[[DesiredState, Local], NetIndex | None] | None = None
         self._indexed: DesiredState | None = None
         self.remote: RemoteNames | None = None  # cluster mode: names of endpoints on other nodes
-        self._index: dict[IPAddress, NetIndex] = {}
+        self._index: dict[Local, NetIndex] = {}
         self._turn = 0
         # rendered local answers of the current state: (local address, tcp, query bytes after the ID) -> the
         # answer's rotations; a repeated query is answered without parsing or rendering again
-        self._answers: dict[tuple[IPAddress, bool, bytes], list[bytes]] = {}
+        self._answers: dict[tuple[Local, bool, bytes], list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.queries = 0
         # counts each query by result (answered, nxdomain, forwarded, refused, error) for the metrics
@@ -148,19 +154,46 @@ class DnsServer:
                 )
 
     async def _open(self, addr: IPAddress, network: str) -> _Listener:
-        loop = asyncio.get_running_loop()
-        udp_sock = _socket(addr, socket.SOCK_DGRAM, self.port)
+        udp_sock = make_socket(addr, socket.SOCK_DGRAM, self.port)
         try:
-            tcp_sock = _socket(addr, socket.SOCK_STREAM, self.port)
+            tcp_sock = make_socket(addr, socket.SOCK_STREAM, self.port)
         except OSError:
             udp_sock.close()
             raise
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self, addr), sock=udp_sock)
-        server = await asyncio.start_server(
-            lambda r, w: self._tcp_client(addr, r, w), sock=tcp_sock, reuse_address=None
-        )
+        lst = await self.attach(addr, network, udp_sock, tcp_sock)
         log.info("dns_listening", network=network, address=f"{addr}:{self.port}")
-        return _Listener(addr, network, transport, server)
+        return lst
+
+    async def attach(
+        self,
+        local: Local,
+        network: str,
+        udp_sock: socket.socket,
+        tcp_sock: socket.socket,
+        on_client: Callable[[asyncio.StreamWriter], None] | None = None,
+    ) -> _Listener:
+        """Serve queries on two bound sockets (of any namespace); ``local`` says which index answers them;
+        ``on_client`` sees each TCP client's writer (to close it with its listener)."""
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self, local), sock=udp_sock)
+        except BaseException:
+            udp_sock.close()
+            tcp_sock.close()
+            raise
+
+        def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Coroutine[Any, Any, None]:
+            if on_client is not None:
+                on_client(w)
+            return self._tcp_client(local, r, w)
+
+        try:
+            server = await asyncio.start_server(client, sock=tcp_sock, reuse_address=None)
+        except BaseException:
+            transport.close()
+            tcp_sock.close()
+            raise
+        return _Listener(local, network, transport, server)
 
     def _close(self, lst: _Listener) -> None:
         lst.udp.close()
@@ -177,16 +210,20 @@ class DnsServer:
 
     # -- queries -----------------------------------------------------------------------------------------------
 
-    def _network(self, local: IPAddress) -> NetIndex | None:
+    def _network(self, local: Local) -> NetIndex | None:
         state = self.get_state()
         if state is not self._indexed:
-            self._index = build_index(state, self.remote)
+            self._index = {}
+            self._index.update(build_index(state, self.remote).items())
             self._indexed = state
             self._answers.clear()
-        return self._index.get(local)
+        idx = self._index.get(local)
+        if idx is None and self.extra_index is not None and (idx := self.extra_index(state, local)) is not None:
+            self._index[local] = idx
+        return idx
 
     def handle(
-        self, data: bytes, local: IPAddress, peer: str, tcp: bool = False
+        self, data: bytes, local: Local, peer: str, tcp: bool = False
     ) -> tuple[bytes | None, dns.message.Message | None]:
         """(reply now, None) or (None, query to forward); (None, None): drop the packet."""
         self.queries += 1
@@ -226,7 +263,7 @@ class DnsServer:
         return wires[self._turn % len(wires)], None
 
     def on_datagram(
-        self, transport: asyncio.DatagramTransport, local: IPAddress, data: bytes, addr: tuple[str | object, ...]
+        self, transport: asyncio.DatagramTransport, local: Local, data: bytes, addr: tuple[str | object, ...]
     ) -> None:
         now, fwd = self.handle(data, local, str(addr[0]))
         if now is not None:
@@ -247,7 +284,7 @@ class DnsServer:
             transport.sendto(_wire(r, query, tcp=False), addr)
 
     async def _tcp_client(
-        self, local: IPAddress, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, local: Local, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         peer = writer.get_extra_info("peername")
         try:

@@ -44,6 +44,9 @@ class Features:
     routed: bool = True  # False: nothing is forwarded between its host interface and any other (overlay)
     local_links_only: bool = False  # its host links (and resolver) exist only while this node has endpoints
     scope: str = "local"  # Docker's Scope: "swarm" for networks the cluster shares
+    # names answered by a resolver inside each endpoint's namespace (127.0.0.11, netd.dns.nsresolver): for
+    # networks whose endpoints cannot reach a host address (macvlan/ipvlan), as Docker's embedded resolver
+    ns_resolver: bool = False
 
 
 NO_FEATURES = Features(filtered=False, nat=False, published_ports=False, dns=False)

@@ -9,6 +9,7 @@ behaviour: the endpoints sit on the parent's segment).
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 from netd.core.actions import (
@@ -42,6 +43,10 @@ CHILD_KINDS = ("macvlan", "ipvlan")
 def shim_name(net_id: str) -> str:
     """macvlan's host_access shim in the daemon's namespace (see ``netd.drivers.macvlan``)."""
     return "mvh-" + net_id[:11]
+
+
+# no firewall, no NAT, no host address the endpoints reach: names from a resolver inside each namespace
+NS_RESOLVER_ONLY = replace(NO_FEATURES, ns_resolver=True)
 
 
 class ChildLinkDriver:
@@ -90,7 +95,7 @@ class ChildLinkDriver:
             )
 
     def features(self, net: Network) -> Features:
-        return NO_FEATURES
+        return NS_RESOLVER_ONLY
 
     def link_names(self, net: Network) -> set[str]:
         names = parent_names(net)

@@ -388,7 +388,7 @@ class Service:
         drv.check_connect(net, self.state)
         if req.links:
             check_links(self.state, net, req.links, target.netns)
-        if req.aliases and not drv.features(net).dns:
+        if req.aliases and not (drv.features(net).dns or drv.features(net).ns_resolver):
             raise InvalidError(
                 f"network {net.name!r} has no name service, so --alias has no effect there (as in Docker, aliases "
                 "are for user-defined networks): connect without --alias, or to a user-defined bridge network",

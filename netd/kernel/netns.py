@@ -101,6 +101,17 @@ async def in_fresh_thread(fn: Callable[[], T], name: str = "netd-ns") -> T:
     return await fut
 
 
+async def call_in(path: str, fn: Callable[[], T], name: str = "netd-nscall") -> T:
+    """``fn()`` in a fresh thread moved into the network namespace at ``path`` (the sockets it creates are that
+    namespace's, wherever their fds go afterwards)."""
+
+    def run() -> T:
+        setns_net(path)
+        return fn()
+
+    return await in_fresh_thread(run, name=name)
+
+
 def netlink_fd() -> int:
     """A NETLINK_ROUTE datagram socket in the calling thread's netns, returned as a bare fd."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE)

@@ -1,0 +1,230 @@
+"""Resolvers inside endpoint namespaces: ``127.0.0.11:53`` (UDP and TCP) in each namespace that has an endpoint
+on a macvlan or ipvlan network (what they answer: ``netd.dns.nsindex``).
+
+How: a fresh thread setns()es into the namespace, creates and binds the two sockets there and exits.  A socket
+belongs to the namespace it was created in, wherever its fd goes, so the daemon's one event loop serves them
+through ``DnsServer.attach``: the same code (answers, answer cache, upstream forwarding from the daemon's own
+namespace, metrics) as the gateway resolvers, one UDP and one TCP socket per namespace, no thread or process
+that lives on per namespace.  Why not Docker's DNAT from 127.0.0.11:53 to a random port: that is a firewall
+table in every endpoint namespace (including ``--netns-path`` namespaces netd does not own) that netd would have
+to observe and repair, and one more netlink round trip per connect; binding port 53 directly needs neither.
+What it costs the user: a process in the namespace cannot bind ``*:53`` itself (its own DNS server: bind it to
+the endpoint's address, as 127.0.0.11:53 is taken).
+
+Lifetime: a listening socket keeps its namespace alive.  Sockets are closed when the namespace's last
+macvlan/ipvlan endpoint goes (``sync`` after each change), when netd stops, and -- as a namespace can be deleted
+under netd (``ip netns del``, the container's last process exits) -- when ``watch`` sees that no path netd was
+given for it names it any more; the kernel then frees the namespace, and netd forgets its endpoints
+(``on_vanished`` wakes the reconciler).  Restart and replay open them again (``sync`` of the replayed state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import structlog
+
+from netd.core.model import DesiredState
+from netd.dns.nsindex import NS_RESOLVER, NsIndex, ns_index, wanted
+from netd.dns.server import DnsServer, Local, _Listener, make_socket
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+PORT = 53  # resolv.conf has no port: it must be 53
+WATCH_INTERVAL = 1.0  # seconds between checks that each served namespace still has a path (stat per namespace)
+
+Ident = tuple[int, int]  # (st_dev, st_ino) of the namespace
+# (path, fn): fn() run in a short-lived thread inside the network namespace at path (netd.kernel.netns.call_in)
+CallIn = Callable[[str, Callable[[], T]], Awaitable[T]]
+
+
+@dataclass
+class _Ns:
+    ident: Ident
+    paths: dict[str, str]  # target (Endpoint.target) -> path, every spelling it was connected by
+    networks: frozenset[str]
+    listener: _Listener | None = None
+    clients: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    @property
+    def key(self) -> str:
+        return f"ns:{self.ident[0]}:{self.ident[1]}"
+
+    def describe(self) -> str:
+        return ", ".join(sorted(self.paths.values()))
+
+
+def _bound_pair() -> tuple[socket.socket, socket.socket, Ident]:
+    """In the namespace's thread: the two sockets and the namespace they are in."""
+    udp = make_socket(NS_RESOLVER, socket.SOCK_DGRAM, PORT)
+    try:
+        tcp = make_socket(NS_RESOLVER, socket.SOCK_STREAM, PORT)
+    except OSError:
+        udp.close()
+        raise
+    st = os.stat("/proc/thread-self/ns/net")
+    return udp, tcp, (st.st_dev, st.st_ino)
+
+
+class NsResolvers:
+    def __init__(
+        self,
+        server: DnsServer,
+        call_in: CallIn[tuple[socket.socket, socket.socket, Ident]],
+        netns_path: Callable[[str], str],
+        ident_of: Callable[[str], Ident],
+        on_vanished: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.server = server
+        self.call_in = call_in
+        self.netns_path = netns_path  # netd netns name -> its path
+        self.ident_of = ident_of  # path -> (st_dev, st_ino) of what it names now; OSError when nothing
+        self.on_vanished = on_vanished
+        self.spaces: dict[str, _Ns] = {}  # key -> namespace served
+        self._by_target: dict[str, str] = {}  # target -> key
+        self._lock = asyncio.Lock()
+        self._failed: set[str] = set()  # targets whose open failed (logged once until it works again)
+        server.extra_index = self._index
+
+    def _index(self, state: DesiredState, local: Local) -> NsIndex | None:
+        ns = self.spaces.get(local) if isinstance(local, str) else None
+        if ns is None:
+            return None
+        return ns_index(state, ns.networks, f"netns {ns.describe()}", self.server.remote)
+
+    # -- which namespaces ----------------------------------------------------------------------------------
+
+    def _path(self, state: DesiredState, target: str) -> tuple[str, int | None]:
+        """The path of a target and, for a foreign namespace, the inode it had at connect time."""
+        kind, _, rest = target.partition(":")
+        if kind == "netns":
+            return self.netns_path(rest), None
+        inode = next((ep.netns_inode for ep in state.endpoints.values() if ep.target == target), None)
+        return rest, inode
+
+    async def sync(self, state: DesiredState) -> None:
+        """Open resolvers in namespaces that need one, close those of namespaces that no longer do."""
+        async with self._lock:
+            want = wanted(state)
+            changed = False
+            for target in [t for t in self._by_target if t not in want]:
+                changed = True
+                ns = self.spaces[self._by_target.pop(target)]
+                del ns.paths[target]
+                if not ns.paths:
+                    self._close(ns, "no endpoint of a macvlan/ipvlan network left")
+            self._failed &= set(want)
+            for target, nets in want.items():
+                key = self._by_target.get(target)
+                if key is None:
+                    changed |= await self._add(state, target, nets)
+                    continue
+                ns = self.spaces[key]
+                union = frozenset().union(*(want[t] for t in ns.paths))
+                if union != ns.networks:
+                    ns.networks = union
+                    changed = True
+            if changed:
+                self.server.invalidate()  # the namespaces' indexes follow the networks they serve
+
+    async def _add(self, state: DesiredState, target: str, nets: frozenset[str]) -> bool:
+        path, inode = self._path(state, target)
+        try:
+            ident = self.ident_of(path)
+        except OSError:
+            return False  # not there (yet, or any more): the next change or the reconciler decides
+        if inode is not None and ident[1] != inode:
+            return False  # the path names another namespace now (a reused PID): its endpoint is pruned
+        key = f"ns:{ident[0]}:{ident[1]}"
+        ns = self.spaces.get(key)
+        if ns is not None:  # the same namespace under another spelling
+            ns.paths[target] = path
+            self._by_target[target] = key
+            ns.networks = ns.networks | nets
+            return True
+        try:
+            udp, tcp, got = await self.call_in(path, _bound_pair)
+        except OSError as e:
+            if target not in self._failed:
+                self._failed.add(target)
+                log.error(
+                    "ns_resolver_failed",
+                    netns=path,
+                    address=f"{NS_RESOLVER}:{PORT}",
+                    error=e.strerror or str(e),
+                    hint="names do not resolve in this namespace; if a process there holds port 53, bind it to "
+                    "the endpoint's address instead, then reconnect the endpoint",
+                )
+            return False
+        if got != ident:  # replaced between the look and the open: leave it to the next change
+            udp.close()
+            tcp.close()
+            return False
+        ns = _Ns(ident, {target: path}, nets)
+        try:
+            ns.listener = await self.server.attach(key, f"netns {path}", udp, tcp, on_client=ns.clients.add)
+        except OSError as e:
+            log.error("ns_resolver_failed", netns=path, error=str(e), hint="reconnect the endpoint")
+            return False
+        self.spaces[key] = ns
+        self._by_target[target] = key
+        self._failed.discard(target)
+        log.info("ns_resolver_listening", netns=path, address=f"{NS_RESOLVER}:{PORT}")
+        return True
+
+    # -- closing -------------------------------------------------------------------------------------------
+
+    def _close(self, ns: _Ns, why: str) -> None:
+        self.spaces.pop(ns.key, None)
+        for target in ns.paths:
+            self._by_target.pop(target, None)
+        if ns.listener is not None:
+            ns.listener.udp.close()
+            ns.listener.tcp.close()
+        for w in list(ns.clients):  # an open TCP connection is a socket in the namespace too
+            with contextlib.suppress(Exception):
+                w.close()
+        ns.clients.clear()
+        log.info("ns_resolver_closed", netns=ns.describe(), reason=why)
+
+    def check_vanished(self) -> int:
+        """Close the resolvers of namespaces that no path names any more (deleted under netd): their sockets
+        would keep them alive.  Returns how many were closed."""
+        gone = []
+        for ns in self.spaces.values():
+            alive = False
+            for path in ns.paths.values():
+                with contextlib.suppress(OSError):
+                    if self.ident_of(path) == ns.ident:
+                        alive = True
+                        break
+            if not alive:
+                gone.append(ns)
+        for ns in gone:
+            self._close(ns, "namespace deleted")
+        if gone:
+            self.on_vanished()
+        return len(gone)
+
+    async def watch(self, interval: float = WATCH_INTERVAL) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.check_vanished()
+            except Exception:
+                log.exception("ns_resolver_watch_failed")
+
+    async def close(self) -> None:
+        for ns in list(self.spaces.values()):
+            self._close(ns, "netd stops")
+            if ns.listener is not None:
+                with contextlib.suppress(Exception):
+                    await ns.listener.tcp.wait_closed()
+
