@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -149,6 +150,7 @@ class NsResolvers:
             self._by_target[target] = key
             ns.networks = ns.networks | nets
             return True
+        started = time.perf_counter()
         try:
             udp, tcp, got = await self.call_in(path, _bound_pair)
         except OSError as e:
@@ -176,7 +178,8 @@ class NsResolvers:
         self.spaces[key] = ns
         self._by_target[target] = key
         self._failed.discard(target)
-        log.info("ns_resolver_listening", netns=path, address=f"{NS_RESOLVER}:{PORT}")
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        log.info("ns_resolver_listening", netns=path, address=f"{NS_RESOLVER}:{PORT}", ms=ms)
         return True
 
     # -- closing -------------------------------------------------------------------------------------------
