@@ -104,7 +104,7 @@ def main() -> None:
         if key in info:
             s = info[key]
             print(f"{key:12s} p50 {s['p50']:8.2f}  p95 {s['p95']:8.2f}  max {s['max']:8.2f}")
-    print("wrote", write_result("ns_resolver", info))
+    print("wrote", write_result("ns_resolver" + (f"_{args.rev}" if args.rev else ""), info))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     Request = tuple[str, str, Any]
-FILTER_KEYS = ("driver", "name", "id", "label", "type")
+FILTER_KEYS = ("dangling", "driver", "id", "label", "name", "scope", "type")  # netd.core.netfilters.LIST_KEYS
 
 
 def filter_arg(text: str) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Docker's predefined networks ``host`` and ``none``, and Docker's network filters (pure).
+"""Docker's predefined networks ``host`` and ``none``, and the network filters of ``GET /v1/networks`` (pure).
 
 netd's ``bridge`` is a real network (the default bridge); ``host`` (the host's own namespace) and ``none`` (a
 namespace with only ``lo``) have nothing to build, so they exist only in what the API shows and refuses, as
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from netd.core.errors import ConflictError, InvalidError
+from netd.core import netfilters
+from netd.core.errors import ConflictError
+from netd.core.netfilters import Filters
 
 # name -> driver, as Docker shows them; the ids are fixed so they are stable across restarts
 PREDEFINED = {"host": "host", "none": "null"}
@@ -81,45 +83,21 @@ def refuse_connect(name: str, netns: str | None = None) -> None:
     )
 
 
-FILTER_KEYS = ("driver", "name", "id", "label", "type")
+def parse_filters(raw: dict[str, Any]) -> Filters:
+    """``GET /v1/networks?filters=``: Docker's filters (``netd.core.netfilters``), checked."""
+    return netfilters.parse_filters(raw, netfilters.LIST_KEYS)
 
 
-def parse_filters(raw: dict[str, Any]) -> dict[str, list[str]]:
-    """Docker's ``filters`` query (``{"driver": ["bridge"], "label": ["a=b"]}``, or ``{"driver": {"bridge":
-    true}}`` as older clients send), checked."""
-    out: dict[str, list[str]] = {}
-    for key, value in raw.items():
-        if key not in FILTER_KEYS:
-            raise InvalidError(
-                f"invalid filter {key!r}; use one of {', '.join(FILTER_KEYS)} (e.g. --filter driver=bridge)",
-                field="filters",
-            )
-        values = list(value) if isinstance(value, list | dict) else None
-        if values is None or not all(isinstance(v, str) for v in values):
-            raise InvalidError(f"filter {key!r}: expected a list of strings", field="filters")
-        out[key] = values
-    return out
-
-
-def _label_matches(labels: dict[str, str], want: str) -> bool:
-    key, eq, value = want.partition("=")
-    return key in labels and (not eq or labels[key] == value)
-
-
-def matches(view: dict[str, Any], filters: dict[str, list[str]]) -> bool:
-    """Docker's rules: values of one key are OR'ed, keys are AND'ed; name is a substring, id a prefix, label
-    ``KEY`` or ``KEY=VALUE``, type ``builtin`` (bridge, host, none) or ``custom``."""
-    builtin = view["Name"] in PREDEFINED or bool(view.get("Default"))
-
-    def test(key: str, v: str) -> bool:
-        if key == "driver":
-            return bool(view["Driver"] == v)
-        if key == "name":
-            return v in view["Name"]
-        if key == "id":
-            return bool(view["Id"].startswith(v))
-        if key == "label":
-            return _label_matches(view.get("Labels") or {}, v)
-        return (v == "builtin") == builtin  # type
-
-    return all(any(test(key, v) for v in values) for key, values in filters.items() if values)
+def matches(view: dict[str, Any], filters: Filters) -> bool:
+    """A network's view (``netd.views.network_view`` or ``predefined_view``) against Docker's filters."""
+    subject = netfilters.Subject(
+        name=view["Name"],
+        id=view["Id"],
+        driver=view["Driver"],
+        labels=view.get("Labels") or {},
+        builtin=view["Name"] in PREDEFINED or bool(view.get("Default")),
+        endpoints=len(view.get("Containers") or {}),
+        scope=view.get("Scope") or "local",
+        created=view.get("Created") or "",
+    )
+    return netfilters.matches(subject, filters)

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from netd.core import netfilters
 from netd.core.errors import InvalidError
 from netd.core.model import DesiredState, Network
+from netd.core.netfilters import Filters
 from netd.views import network_view
 
 API_VERSION = "1.48"  # the Engine API version netd speaks (Docker 28.0); clients negotiate down to it
 MIN_API_VERSION = "1.24"
-LIST_FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
-PRUNE_FILTERS = ("until", "label", "label!")
+LIST_FILTERS = netfilters.LIST_KEYS
+PRUNE_FILTERS = netfilters.PRUNE_KEYS
 _VERSION = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -51,7 +53,7 @@ def check_version(version: str) -> None:
         )
 
 
-def parse_filters(raw: str | None, allowed: tuple[str, ...]) -> dict[str, list[str]]:
+def parse_filters(raw: str | None, allowed: tuple[str, ...]) -> Filters:
     """``filters`` as ``{"name": ["a"]}`` (current) or ``{"name": {"a": true}}`` (what the docker CLI sends)."""
     if not raw:
         return {}
@@ -59,82 +61,27 @@ def parse_filters(raw: str | None, allowed: tuple[str, ...]) -> dict[str, list[s
         data = json.loads(raw)
     except ValueError:
         raise InvalidError(f"invalid filter: {raw[:100]!r} is not JSON", field="filters") from None
-    if not isinstance(data, dict):
-        raise InvalidError("invalid filter: expected a JSON object of lists", field="filters")
-    out: dict[str, list[str]] = {}
-    for key, value in data.items():
-        if key not in allowed:
-            raise InvalidError(f"invalid filter '{key}' (known: {', '.join(allowed)})", field="filters")
-        if isinstance(value, dict):
-            out[key] = [k for k, on in value.items() if on]
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            out[key] = list(value)
-        else:
-            raise InvalidError(f"invalid filter '{key}': expected a list of strings", field="filters")
-    return out
+    return netfilters.parse_filters(data, allowed)
 
 
-def _label_match(labels: dict[str, str], wanted: str) -> bool:
-    key, eq, value = wanted.partition("=")
-    return key in labels and (not eq or labels[key] == value)
+def subject(net: Network, endpoints: int) -> netfilters.Subject:
+    return netfilters.Subject(
+        name=net.name,
+        id=net.id,
+        driver=net.driver,
+        labels=net.labels,
+        builtin=net.is_default,
+        endpoints=endpoints,
+        created=net.created or "",
+    )
 
 
-def network_matches(net: Network, endpoints: int, filters: dict[str, list[str]]) -> bool:
-    for key, values in filters.items():
-        if not values:
-            continue
-        if key == "name" and not any(v in net.name for v in values):
-            return False
-        if key == "id" and not any(net.id.startswith(v) for v in values):
-            return False
-        if key == "driver" and net.driver not in values:
-            return False
-        if key == "scope" and "local" not in values:
-            return False
-        if key == "label" and not all(_label_match(net.labels, v) for v in values):
-            return False
-        if key == "type":
-            for v in values:
-                if v not in ("custom", "builtin"):
-                    raise InvalidError(f"invalid filter: 'type'='{v}' (use custom or builtin)", field="filters")
-            if ("builtin" if net.is_default else "custom") not in values:
-                return False
-        if key == "dangling":
-            for v in values:
-                if v not in ("true", "false", "1", "0"):
-                    raise InvalidError(f"invalid filter 'dangling={v}' (use true or false)", field="filters")
-            dangling = not net.is_default and endpoints == 0
-            if dangling != (values[-1] in ("true", "1")):
-                return False
-    return True
+def network_matches(net: Network, endpoints: int, filters: Filters) -> bool:
+    return netfilters.matches(subject(net, endpoints), filters)
 
 
-def prune_matches(net: Network, filters: dict[str, list[str]], now: datetime) -> bool:
-    if any(not _label_match(net.labels, v) for v in filters.get("label", [])):
-        return False
-    if any(_label_match(net.labels, v) for v in filters.get("label!", [])):
-        return False
-    for until in filters.get("until", []):
-        if net.created and datetime.fromisoformat(net.created) >= _until(until, now):
-            return False
-    return True
-
-
-def _until(text: str, now: datetime) -> datetime:
-    """Docker's ``until``: a duration ago (``24h``, ``90m``, ``30s``), a Unix time or an RFC 3339 time."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(h|m|s)", text)
-    if m:
-        seconds = float(m.group(1)) * {"h": 3600, "m": 60, "s": 1}[m.group(2)]
-        return now - timedelta(seconds=seconds)
-    try:
-        return datetime.fromtimestamp(float(text), UTC)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidError(f"invalid filter 'until={text}': use 24h, a Unix time or an RFC 3339 time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+def prune_matches(net: Network, filters: Filters, now: datetime) -> bool:
+    return netfilters.matches(subject(net, 0), filters, now)
 
 
 def create_body(body: Any) -> dict[str, Any]:
