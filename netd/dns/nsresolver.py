@@ -32,7 +32,8 @@ from typing import TypeVar
 import structlog
 
 from netd.core.model import DesiredState
-from netd.dns.nsindex import NS_RESOLVER, NsIndex, ns_index, wanted
+from netd.dns.answer import NetIndex
+from netd.dns.nsindex import NS_RESOLVER, NsIndex, WantedTracker, ns_index
 from netd.dns.server import DnsServer, Local, _Listener, make_socket
 
 log = structlog.get_logger()
@@ -91,14 +92,20 @@ class NsResolvers:
         self.spaces: dict[str, _Ns] = {}  # key -> namespace served
         self._by_target: dict[str, str] = {}  # target -> key
         self._lock = asyncio.Lock()
-        self._failed: set[str] = set()  # targets whose open failed (logged once until it works again)
+        self.wanted = WantedTracker()
+        self._cache: dict[str, NetIndex] = {}  # network id -> its index, for the state ``_cache_of``
+        self._cache_of: DesiredState | None = None
+        self._waiting: set[str] = set()  # wanted targets without a resolver yet (path not there yet, or failed)
+        self._failed: set[str] = set()  # targets whose open failed (logged; tried again when they change)
         server.extra_index = self._index
 
     def _index(self, state: DesiredState, local: Local) -> NsIndex | None:
         ns = self.spaces.get(local) if isinstance(local, str) else None
         if ns is None:
             return None
-        return ns_index(state, ns.networks, f"netns {ns.describe()}", self.server.remote)
+        if self._cache_of is not state or self.server.remote is not None:  # cluster names change by themselves
+            self._cache_of, self._cache = state, {}
+        return ns_index(state, ns.networks, f"netns {ns.describe()}", self.server.remote, self._cache)
 
     # -- which namespaces ----------------------------------------------------------------------------------
 
@@ -111,29 +118,54 @@ class NsResolvers:
         return rest, inode
 
     async def sync(self, state: DesiredState) -> None:
-        """Open resolvers in namespaces that need one, close those of namespaces that no longer do."""
+        """Open resolvers in namespaces that need one, close those of namespaces that no longer do (only the
+        namespaces whose endpoints changed are looked at, and those still waiting for their path)."""
         async with self._lock:
-            want = wanted(state)
+            changes = self.wanted.update(state)
             changed = False
-            for target in [t for t in self._by_target if t not in want]:
-                changed = True
-                ns = self.spaces[self._by_target.pop(target)]
-                del ns.paths[target]
-                if not ns.paths:
-                    self._close(ns, "no endpoint of a macvlan/ipvlan network left")
-            self._failed &= set(want)
-            for target, nets in want.items():
+            for target, nets in changes.items():
                 key = self._by_target.get(target)
-                if key is None:
-                    changed |= await self._add(state, target, nets)
-                    continue
-                ns = self.spaces[key]
-                union = frozenset().union(*(want[t] for t in ns.paths))
-                if union != ns.networks:
-                    ns.networks = union
+                if nets is None:
+                    self._waiting.discard(target)
+                    self._failed.discard(target)
+                    if key is not None:
+                        changed = True
+                        ns = self.spaces[self._by_target.pop(target)]
+                        del ns.paths[target]
+                        if not ns.paths:
+                            self._close(ns, "no endpoint of a macvlan/ipvlan network left")
+                        else:
+                            ns.networks = self._union(ns)
+                elif key is not None:
+                    ns = self.spaces[key]
+                    ns.networks = self._union(ns)
                     changed = True
-            if changed:
+                else:
+                    self._waiting.add(target)
+                    self._failed.discard(target)
+            if await self._open_waiting(state) or changed:
                 self.server.invalidate()  # the namespaces' indexes follow the networks they serve
+
+    async def _open_waiting(self, state: DesiredState) -> bool:
+        opened = False
+        for target in sorted(self._waiting - self._failed):
+            nets = self.wanted.current.get(target)
+            if target in self._by_target or nets is None:
+                self._waiting.discard(target)
+            elif await self._add(state, target, nets):
+                self._waiting.discard(target)
+                opened = True
+        return opened
+
+    async def retry(self) -> None:
+        """Open what waits for its namespace (a netd netns the reconciler made again, a path that appeared)."""
+        async with self._lock:
+            state = self.wanted.seen
+            if state is not None and self._waiting - self._failed and await self._open_waiting(state):
+                self.server.invalidate()
+
+    def _union(self, ns: _Ns) -> frozenset[str]:
+        return frozenset().union(*(self.wanted.current.get(t, frozenset()) for t in ns.paths))
 
     async def _add(self, state: DesiredState, target: str, nets: frozenset[str]) -> bool:
         path, inode = self._path(state, target)
@@ -188,6 +220,8 @@ class NsResolvers:
         self.spaces.pop(ns.key, None)
         for target in ns.paths:
             self._by_target.pop(target, None)
+            if target in self.wanted.current:
+                self._waiting.add(target)  # still wanted: opened again if its path names a namespace again
         if ns.listener is not None:
             ns.listener.udp.close()
             ns.listener.tcp.close()
@@ -221,6 +255,7 @@ class NsResolvers:
             await asyncio.sleep(interval)
             try:
                 self.check_vanished()
+                await self.retry()
             except Exception:
                 log.exception("ns_resolver_watch_failed")
 
