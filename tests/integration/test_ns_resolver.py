@@ -8,6 +8,8 @@ host's "outside" namespace.  The sockets are read back from the kernel (``ss`` i
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import subprocess
 import time
@@ -111,6 +113,15 @@ def test_restart_reopens_the_resolvers(lan: Host) -> None:
     m1 = _attach(h, "mv", "m1")
     _attach(h, "mv", "m2")
     assert dig(h.ns("m2"), NS_DNS, "m1") == ("NOERROR", [_ip(m1)])
+    # m2 under a second spelling (its path) on a second macvlan network: one resolver, both networks' names
+    body = {"Name": "mv2", "Driver": "macvlan", "Options": {"parent": "lan0"}}
+    h.api.ok("POST", "/v1/networks", {**body, "IPAM": {"Config": [{"Subnet": "10.87.0.0/24"}]}})
+    p2 = h.api.ok(
+        "POST", "/v1/networks/mv2/connect", {"NetnsPath": h.ns("m2"), "EndpointConfig": {"Aliases": ["p2"]}}
+    )
+    assert _listening(h.ns("m2")) == ["tcp 127.0.0.11:53", "udp 127.0.0.11:53"]
+    assert dig(h.ns("m2"), NS_DNS, "p2") == ("NOERROR", [_ip(p2)])
+    assert dig(h.ns("m2"), NS_DNS, "m1") == ("NOERROR", [_ip(m1)])
     h.stop()
     assert _listening(h.ns("m2")) == []  # they are the daemon's sockets
     h.start()
@@ -124,17 +135,45 @@ def _link_exists(host: Host, ifname: str) -> bool:
     return in_ns(host.path, "ip", "link", "show", ifname, check=False).returncode == 0
 
 
-def test_a_deleted_namespace_is_not_kept_alive_by_its_resolver(lan: Host) -> None:
-    """The resolver's sockets would keep a namespace deleted under netd alive, and with it its links and its
-    endpoints.  The namespace is also on a bridge network: its veth's host side going proves the kernel freed
-    it; the full-pass timer is 300 s, so only the resolver's watch can have done it."""
-    h = lan
-    h.api.ok("POST", "/v1/networks", {"Name": "br", "IPAM": {"Config": [{"Subnet": "172.31.7.0/24"}]}})
+@contextlib.contextmanager
+def _named_netns() -> Iterator[str]:
+    """``ip netns add``; deleted (the mount removed) when the block ends."""
     name = f"ndt-r-{secrets.token_hex(3)}"
-    path = f"/run/netns/{name}"
     sh("ip", "netns", "add", name)
     try:
         sh("ip", "-n", name, "link", "set", "lo", "up")
+        yield f"/run/netns/{name}"
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+
+
+@contextlib.contextmanager
+def _process_netns() -> Iterator[str]:
+    """A container's namespace: held by one process only (``unshare --net``); it exits when the block ends."""
+    proc = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep 300"])
+    try:
+        path = f"/proc/{proc.pid}/ns/net"
+        own = os.stat("/proc/self/ns/net").st_ino
+        deadline = time.monotonic() + 5
+        while (os.stat(path).st_ino == own or "UP" not in in_ns(path, "ip", "link", "show", "lo").stdout) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        yield path
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("kind", ["named", "process"])
+def test_a_deleted_namespace_is_not_kept_alive_by_its_resolver(lan: Host, kind: str) -> None:
+    """The resolver's sockets would keep a namespace deleted under netd alive (``ip netns del``, or its last
+    process exiting), and with it its links and its endpoints.  The namespace is also on a bridge network: its
+    veth's host side going proves the kernel freed it; the full-pass timer is 300 s, so only the resolver's
+    watch can have done it."""
+    h = lan
+    h.api.ok("POST", "/v1/networks", {"Name": "br", "IPAM": {"Config": [{"Subnet": "172.31.7.0/24"}]}})
+    with _named_netns() if kind == "named" else _process_netns() as path:
         body = {"NetnsPath": path, "EndpointConfig": {"Aliases": ["ext"]}}
         ep = h.api.ok("POST", "/v1/networks/mv/connect", body)
         veth = h.api.ok("POST", "/v1/networks/br/connect", {"NetnsPath": path})
@@ -142,8 +181,6 @@ def test_a_deleted_namespace_is_not_kept_alive_by_its_resolver(lan: Host) -> Non
         assert _listening(path) == ["tcp 127.0.0.11:53", "udp 127.0.0.11:53"]
         assert dig(path, NS_DNS, "m1") == ("NOERROR", [_ip(m1)])
         assert dig(h.ns("m1"), NS_DNS, "ext") == ("NOERROR", [_ip(ep)])
-    finally:
-        sh("ip", "netns", "del", name, check=False)
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
         nets = [h.api.ok("GET", f"/v1/networks/{n}")["Containers"] for n in ("mv", "br")]
