@@ -15,9 +15,11 @@ from typing import Any
 import netdtest
 import pytest
 from netdtest import Host, in_ns, ping, plug_into_segment, running_host, sh
+from test_dns import dig
 
 START_TIMEOUT = 300
 ROUTER = "10.87.0.1"
+NS_DNS = "127.0.0.11"
 
 
 def reach(path: str, addr: str) -> bool:
@@ -151,6 +153,10 @@ def test_ipvlan_l2_l3_and_dummy_parents(lan: tuple[Host, Underlay]) -> None:
     a = _attach(host, "ipnet", "i1")
     b = _attach(host, "ipnet", "i2")
     assert reach(host.ns("i1"), _ip(b)) and reach(host.ns("i2"), ROUTER)
+    # names, from the resolver netd opens inside each ipvlan namespace (issue 12.9)
+    assert a["Resolver"] == NS_DNS
+    assert dig(host.ns("i1"), NS_DNS, "i2") == ("NOERROR", [_ip(b)])
+    assert dig(host.ns("i2"), NS_DNS, "+tcp", "i1") == ("NOERROR", [_ip(a)])
     info = _link(host.ns("i1"), "eth0")["linkinfo"]
     assert info["info_kind"] == "ipvlan" and info["info_data"]["mode"] == "l2"
     # l3 without a parent: netd's dummy, endpoints route to each other through it, default route via the device
@@ -172,6 +178,8 @@ def test_ipvlan_l2_l3_and_dummy_parents(lan: tuple[Host, Underlay]) -> None:
     c = _attach(host, "routed", "r1")
     d = _attach(host, "routed", "r2")
     assert reach(host.ns("r1"), _ip(d)) and reach(host.ns("r2"), _ip(c))
+    assert dig(host.ns("r1"), NS_DNS, "r2") == ("NOERROR", [_ip(d)])
+    assert dig(host.ns("r1"), NS_DNS, "i1")[0] == "NXDOMAIN"  # another network's name
     assert not ping(host.ns("r1"), ROUTER)  # a dummy parent goes nowhere
     info = _link(host.ns("r1"), "eth0")["linkinfo"]
     assert info["info_data"]["mode"] == "l3"
@@ -198,6 +206,7 @@ def test_replay_after_reboot_then_removal(lan: tuple[Host, Underlay]) -> None:
     assert reach(host.ns("v1"), "192.168.50.1")  # lan0.50 recreated before its child
     assert reach(host.ns("i1"), _ip(eps["i2"])) and reach(host.ns("i1"), ROUTER)
     assert reach(host.ns("r1"), _ip(eps["r2"]))
+    assert dig(host.ns("i1"), NS_DNS, "i2") == ("NOERROR", [_ip(eps["i2"])])  # the replay opened it again
     res = host.api.ok("POST", "/v1/reconcile")
     assert res["changes"] == 0 and res["errors"] == {}
     # the last network on netd's sub-interface goes: so does the sub-interface (lan0 itself stays)
