@@ -79,7 +79,7 @@ class Daemon:
         # 127.0.0.11 inside the namespaces of macvlan/ipvlan endpoints; a namespace deleted under netd has its
         # sockets closed (they would keep it alive) and wakes the reconciler to forget its endpoints
         self.ns_dns = NsResolvers(
-            self.dns, nsops.call_in, self.kernel.netns_path, nsops.ns_inode, on_vanished=self.triggers.poke
+            self.dns, nsops.call_in_each, self.kernel.netns_path, nsops.ns_inode, on_vanished=self.triggers.poke
         )
         self.hosts = HostsWriter(settings.etc_netns_dir)  # --link entries
         self.resolv_conf = ResolvConfWriter(settings.etc_netns_dir, host_resolv, settings.default_bridge.dns)

@@ -69,6 +69,10 @@ class WantedTracker:
         self._eps: dict[str, Endpoint] = {}
         self._by_target: dict[str, dict[str, str]] = {}  # target -> endpoint id -> network id
 
+    def an_endpoint(self, target: str) -> str | None:
+        """The id of one endpoint of the namespace spelled ``target`` (of the last state seen)."""
+        return next(iter(self._by_target.get(target) or {}), None)
+
     def update(self, state: DesiredState) -> dict[str, frozenset[str] | None]:
         """The targets whose wanted networks changed: the new set, or None when it needs no resolver now."""
         before = self.current

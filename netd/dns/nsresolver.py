@@ -25,7 +25,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -43,8 +43,9 @@ PORT = 53  # resolv.conf has no port: it must be 53
 WATCH_INTERVAL = 1.0  # seconds between checks that each served namespace still has a path (stat per namespace)
 
 Ident = tuple[int, int]  # (st_dev, st_ino) of the namespace
-# (path, fn): fn() run in a short-lived thread inside the network namespace at path (netd.kernel.netns.call_in)
-CallIn = Callable[[str, Callable[[], T]], Awaitable[T]]
+# (paths, fn): fn() in each network namespace in turn, from one short-lived thread; an OSError per path that
+# failed (netd.kernel.netns.call_in_each)
+CallInEach = Callable[[Sequence[str], Callable[[], T]], Awaitable[list[T | OSError]]]
 
 
 @dataclass
@@ -79,13 +80,13 @@ class NsResolvers:
     def __init__(
         self,
         server: DnsServer,
-        call_in: CallIn[tuple[socket.socket, socket.socket, Ident]],
+        call_in_each: CallInEach[tuple[socket.socket, socket.socket, Ident]],
         netns_path: Callable[[str], str],
         ident_of: Callable[[str], Ident],
         on_vanished: Callable[[], None] = lambda: None,
     ) -> None:
         self.server = server
-        self.call_in = call_in
+        self.call_in_each = call_in_each
         self.netns_path = netns_path  # netd netns name -> its path
         self.ident_of = ident_of  # path -> (st_dev, st_ino) of what it names now; OSError when nothing
         self.on_vanished = on_vanished
@@ -114,8 +115,8 @@ class NsResolvers:
         kind, _, rest = target.partition(":")
         if kind == "netns":
             return self.netns_path(rest), None
-        inode = next((ep.netns_inode for ep in state.endpoints.values() if ep.target == target), None)
-        return rest, inode
+        ep = state.endpoints.get(self.wanted.an_endpoint(target) or "")
+        return rest, ep.netns_inode if ep is not None else None
 
     async def sync(self, state: DesiredState) -> None:
         """Open resolvers in namespaces that need one, close those of namespaces that no longer do (only the
@@ -147,15 +148,71 @@ class NsResolvers:
                 self.server.invalidate()  # the namespaces' indexes follow the networks they serve
 
     async def _open_waiting(self, state: DesiredState) -> bool:
-        opened = False
+        """Open the resolvers of the waiting namespaces: all in one short-lived thread that setns()es into each
+        in turn (a replay of 1000 namespaces starts one thread, not 1000)."""
+        started = time.perf_counter()
+        fresh: dict[str, _Ns] = {}
+        changed = False
         for target in sorted(self._waiting - self._failed):
             nets = self.wanted.current.get(target)
             if target in self._by_target or nets is None:
                 self._waiting.discard(target)
-            elif await self._add(state, target, nets):
+                continue
+            path, inode = self._path(state, target)
+            try:
+                ident = self.ident_of(path)
+            except OSError:
+                continue  # not there (yet, or any more): tried again by the watch and at the next change
+            if inode is not None and ident[1] != inode:
+                continue  # the path names another namespace now (a reused PID): its endpoint is pruned
+            key = f"ns:{ident[0]}:{ident[1]}"
+            ns = self.spaces.get(key) or fresh.get(key)
+            if ns is None:
+                fresh[key] = _Ns(ident, {target: path}, nets)
+                continue
+            ns.paths[target] = path  # the same namespace under another spelling
+            ns.networks = ns.networks | nets
+            if key in self.spaces:
+                self._by_target[target] = key
                 self._waiting.discard(target)
-                opened = True
-        return opened
+                changed = True
+        if not fresh:
+            return changed
+        todo = list(fresh.values())
+        results = await self.call_in_each([next(iter(ns.paths.values())) for ns in todo], _bound_pair)
+        ms = round((time.perf_counter() - started) * 1000 / len(todo), 2)
+        for ns, result in zip(todo, results, strict=True):
+            if isinstance(result, OSError):
+                self._failed.update(ns.paths)
+                log.error(
+                    "ns_resolver_failed",
+                    netns=ns.describe(),
+                    address=f"{NS_RESOLVER}:{PORT}",
+                    error=result.strerror or str(result),
+                    hint="names do not resolve in this namespace; if a process there holds port 53, bind it to "
+                    "the endpoint's address instead, then reconnect the endpoint",
+                )
+                continue
+            udp, tcp, got = result
+            if got != ns.ident:  # replaced between the look and the open: tried again by the watch
+                udp.close()
+                tcp.close()
+                continue
+            try:
+                ns.listener = await self.server.attach(
+                    ns.key, f"netns {ns.describe()}", udp, tcp, on_client=ns.clients.add
+                )
+            except OSError as e:
+                self._failed.update(ns.paths)
+                log.error("ns_resolver_failed", netns=ns.describe(), error=str(e), hint="reconnect the endpoint")
+                continue
+            self.spaces[ns.key] = ns
+            for target in ns.paths:
+                self._by_target[target] = ns.key
+                self._waiting.discard(target)
+            changed = True
+            log.info("ns_resolver_listening", netns=ns.describe(), address=f"{NS_RESOLVER}:{PORT}", ms=ms)
+        return changed
 
     async def retry(self) -> None:
         """Open what waits for its namespace (a netd netns the reconciler made again, a path that appeared)."""
@@ -166,53 +223,6 @@ class NsResolvers:
 
     def _union(self, ns: _Ns) -> frozenset[str]:
         return frozenset().union(*(self.wanted.current.get(t, frozenset()) for t in ns.paths))
-
-    async def _add(self, state: DesiredState, target: str, nets: frozenset[str]) -> bool:
-        path, inode = self._path(state, target)
-        try:
-            ident = self.ident_of(path)
-        except OSError:
-            return False  # not there (yet, or any more): the next change or the reconciler decides
-        if inode is not None and ident[1] != inode:
-            return False  # the path names another namespace now (a reused PID): its endpoint is pruned
-        key = f"ns:{ident[0]}:{ident[1]}"
-        ns = self.spaces.get(key)
-        if ns is not None:  # the same namespace under another spelling
-            ns.paths[target] = path
-            self._by_target[target] = key
-            ns.networks = ns.networks | nets
-            return True
-        started = time.perf_counter()
-        try:
-            udp, tcp, got = await self.call_in(path, _bound_pair)
-        except OSError as e:
-            if target not in self._failed:
-                self._failed.add(target)
-                log.error(
-                    "ns_resolver_failed",
-                    netns=path,
-                    address=f"{NS_RESOLVER}:{PORT}",
-                    error=e.strerror or str(e),
-                    hint="names do not resolve in this namespace; if a process there holds port 53, bind it to "
-                    "the endpoint's address instead, then reconnect the endpoint",
-                )
-            return False
-        if got != ident:  # replaced between the look and the open: leave it to the next change
-            udp.close()
-            tcp.close()
-            return False
-        ns = _Ns(ident, {target: path}, nets)
-        try:
-            ns.listener = await self.server.attach(key, f"netns {path}", udp, tcp, on_client=ns.clients.add)
-        except OSError as e:
-            log.error("ns_resolver_failed", netns=path, error=str(e), hint="reconnect the endpoint")
-            return False
-        self.spaces[key] = ns
-        self._by_target[target] = key
-        self._failed.discard(target)
-        ms = round((time.perf_counter() - started) * 1000, 2)
-        log.info("ns_resolver_listening", netns=path, address=f"{NS_RESOLVER}:{PORT}", ms=ms)
-        return True
 
     # -- closing -------------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from netd.core.linkspec import NsProbe
@@ -101,13 +101,20 @@ async def in_fresh_thread(fn: Callable[[], T], name: str = "netd-ns") -> T:
     return await fut
 
 
-async def call_in(path: str, fn: Callable[[], T], name: str = "netd-nscall") -> T:
-    """``fn()`` in a fresh thread moved into the network namespace at ``path`` (the sockets it creates are that
-    namespace's, wherever their fds go afterwards)."""
+async def call_in_each(paths: Sequence[str], fn: Callable[[], T], name: str = "netd-nscall") -> list[T | OSError]:
+    """``fn()`` in each network namespace of ``paths`` in turn, from one fresh thread (the sockets it creates
+    are that namespace's, wherever their fds go afterwards); an OSError in place of the result of a path that
+    could not be entered or whose ``fn`` failed."""
 
-    def run() -> T:
-        setns_net(path)
-        return fn()
+    def run() -> list[T | OSError]:
+        out: list[T | OSError] = []
+        for path in paths:
+            try:
+                setns_net(path)
+                out.append(fn())
+            except OSError as exc:
+                out.append(exc)
+        return out
 
     return await in_fresh_thread(run, name=name)
 

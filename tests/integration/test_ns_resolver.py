@@ -192,3 +192,27 @@ def test_a_deleted_namespace_is_not_kept_alive_by_its_resolver(lan: Host, kind: 
         pytest.fail(f"namespace {path} still alive or its endpoints still there {DEADLINE} s after its deletion")
     assert dig(h.ns("m1"), NS_DNS, "ext")[0] == "NXDOMAIN"
     assert '"ns_resolver_closed"' in h.log_text()
+
+
+def test_port_53_taken_in_the_namespace_is_logged_and_others_work(lan: Host) -> None:
+    """A process of the namespace already on *:53 (its own DNS server): the connect works (the data path does not
+    need names), the log says why names do not resolve there and what to do, other namespaces are served."""
+    h = lan
+    h.api.ok("POST", "/v1/netns", {"Name": "busy"})
+    hold = "import socket,time;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',53));"
+    hold += "print('bound',flush=True);time.sleep(300)"
+    proc = subprocess.Popen(
+        ["nsenter", f"--net={h.ns('busy')}", "python3", "-c", hold], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "bound"
+        busy = _attach(h, "mv", "busy")
+        m1 = _attach(h, "mv", "m1")
+        assert dig(h.ns("m1"), NS_DNS, "busy") == ("NOERROR", [_ip(busy)])
+        assert _listening(h.ns("busy")) == ["udp 0.0.0.0:53"]  # only the namespace's own
+        log = [line for line in h.log_text().splitlines() if '"ns_resolver_failed"' in line]
+        assert len(log) == 1 and "busy" in log[0] and "port 53" in log[0], log
+        assert _ip(m1)
+    finally:
+        proc.kill()
+        proc.wait()
