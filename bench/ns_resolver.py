@@ -76,6 +76,10 @@ def measure(endpoints: int, tmp: Path, queries: bool) -> dict[str, Any]:
             "idle_cpu_percent": idle_cpu_pct,
             **({"open_ms": summary(opened)} if opened else {}),
         }
+        host.stop()
+        t0 = time.perf_counter()
+        host.start(env=NETD_ENV)
+        out["restart_to_ready_s"] = round(time.perf_counter() - t0, 2)
         if queries:
             r = subprocess.run(
                 ["nsenter", f"--net={host.ns('m0')}", "python3", "-c", QUERY, f"m{endpoints - 1}", "500"],
@@ -99,7 +103,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="netd-bench-") as d:
         info: dict[str, Any] = {"machine": machine(), "netd": use_revision(args.rev, Path(d))}
         info |= measure(args.endpoints, Path(d), queries=args.rev is None)
-    print(f"netd {info['netd']}  endpoints {info['endpoints']}  idle cpu {info['idle_cpu_percent']} %")
+    print(f"netd {info['netd']}  endpoints {info['endpoints']}  idle cpu {info['idle_cpu_percent']} %  "
+          f"restart {info['restart_to_ready_s']} s")
     for key in ("connect_ms", "open_ms", "query_ms"):
         if key in info:
             s = info[key]
