@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netdtest import Host, in_ns, running_host, sh
+from netdtest import Host, foreign_netns, in_ns, running_host
 from test_dns import dig, fake_upstream
 from test_macvlan_network import Underlay
 
@@ -136,18 +135,6 @@ def _link_exists(host: Host, ifname: str) -> bool:
 
 
 @contextlib.contextmanager
-def _named_netns() -> Iterator[str]:
-    """``ip netns add``; deleted (the mount removed) when the block ends."""
-    name = f"ndt-r-{secrets.token_hex(3)}"
-    sh("ip", "netns", "add", name)
-    try:
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-        yield f"/run/netns/{name}"
-    finally:
-        sh("ip", "netns", "del", name, check=False)
-
-
-@contextlib.contextmanager
 def _process_netns() -> Iterator[str]:
     """A container's namespace: held by one process only (``unshare --net``); it exits when the block ends."""
     proc = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep 300"])
@@ -173,7 +160,7 @@ def test_a_deleted_namespace_is_not_kept_alive_by_its_resolver(lan: Host, kind: 
     watch can have done it."""
     h = lan
     h.api.ok("POST", "/v1/networks", {"Name": "br", "IPAM": {"Config": [{"Subnet": "172.31.7.0/24"}]}})
-    with _named_netns() if kind == "named" else _process_netns() as path:
+    with foreign_netns("r") if kind == "named" else _process_netns() as path:
         body = {"NetnsPath": path, "EndpointConfig": {"Aliases": ["ext"]}}
         ep = h.api.ok("POST", "/v1/networks/mv/connect", body)
         veth = h.api.ok("POST", "/v1/networks/br/connect", {"NetnsPath": path})
