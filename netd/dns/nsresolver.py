@@ -63,6 +63,11 @@ class _Ns:
     def describe(self) -> str:
         return ", ".join(sorted(self.paths.values()))
 
+    def add_client(self, writer: asyncio.StreamWriter) -> None:
+        """A TCP client connected; the ones that have gone are dropped here (their number stays small)."""
+        self.clients = {w for w in self.clients if not w.is_closing()}
+        self.clients.add(writer)
+
 
 def _bound_pair() -> tuple[socket.socket, socket.socket, Ident]:
     """In the namespace's thread: the two sockets and the namespace they are in."""
@@ -200,7 +205,7 @@ class NsResolvers:
                 continue
             try:
                 ns.listener = await self.server.attach(
-                    ns.key, f"netns {ns.describe()}", udp, tcp, on_client=ns.clients.add
+                    ns.key, f"netns {ns.describe()}", udp, tcp, on_client=ns.add_client
                 )
             except OSError as e:
                 self._failed.update(ns.paths)
