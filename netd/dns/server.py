@@ -11,6 +11,9 @@ name is resolvable as soon as the service commits it and no refresh is ever need
 listeners for networks that appeared and closes those of networks that went: sockets survive config reloads
 and reconciles (aardvark-dns lost queries by re-binding on every reload).  Sockets use IP_FREEBIND, so binding
 never depends on whether the reconciler has put the gateway address on the bridge yet.
+
+macvlan/ipvlan endpoints reach no address of the host: ``netd.dns.nsresolver`` opens 127.0.0.11:53 inside their
+namespaces and hands the sockets to ``attach``; ``extra_index`` gives the index of such a listener.
 """
 
 from __future__ import annotations
