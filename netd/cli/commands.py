@@ -26,10 +26,14 @@ class UsageError(Exception):
 # --- argument types (argparse reports their errors naming the option) -------------------------------------
 
 
-def key_value_arg(what: str, *, value_required: bool) -> Callable[[str], tuple[str, str]]:
+def key_value_arg(
+    what: str, *, value_required: bool, flags: tuple[str, ...] = ()
+) -> Callable[[str], tuple[str, str]]:
+    """``flags``: keys that may come alone (``-o encrypted``, as Docker), sent with the value ""."""
+
     def parse(text: str) -> tuple[str, str]:
         key, eq, value = text.partition("=")
-        if not key or (value_required and not eq):
+        if not key or (value_required and not eq and key not in flags):
             raise argparse.ArgumentTypeError(f'"{text}" is not {what}=VALUE')
         return key, value
 

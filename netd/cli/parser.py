@@ -155,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        type=key_value_arg("KEY", value_required=True),
-        help="driver option, e.g. com.docker.network.bridge.name=br0, parent=eth0, macvlan_mode=bridge",
+        type=key_value_arg("KEY", value_required=True, flags=("encrypted",)),
+        help="driver option, e.g. com.docker.network.bridge.name=br0, parent=eth0, macvlan_mode=bridge; "
+        "overlay: encrypted (IPsec ESP between nodes)",
     )
     p.add_argument(
         "--label",

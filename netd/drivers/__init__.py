@@ -44,6 +44,12 @@ def parse_network_create(body: Any) -> tuple[NetworkCreate, DriverOptions]:
     if drv is None:
         raise InvalidError(f"unknown driver {req.driver!r}; supported: {', '.join(DRIVERS)}", field="Driver")
     known = tuple(dict.fromkeys((*drv.options, *COMMON_OPTIONS)))
+    if "encrypted" in req.options and "encrypted" not in known:
+        raise InvalidError(
+            f"option encrypted: only overlay networks can be encrypted (IPsec between nodes), not a {drv.name} "
+            "network; create it with -d overlay --opt encrypted, or leave the option out",
+            field="encrypted",
+        )
     for key in req.options:
         if key not in known:
             raise InvalidError(

@@ -44,6 +44,7 @@ from netd.core.vxlanspec import plan_vxlan as plan_vxlan_drift
 
 from .base import DriverOptions, Features
 from .bridge import BRIDGE, bridge_drift, build_bridge_spec
+from .overlay_crypto import OPT_ENCRYPTED, parse_encrypted
 
 OPT_VXLANID = "com.docker.network.driver.overlay.vxlanid_list"
 OVERLAY = "overlay"
@@ -56,6 +57,7 @@ NO_CLUSTER = (
 @dataclass(frozen=True)
 class OverlayOptions(DriverOptions):
     vni: int | None = None
+    encrypted: bool = False  # -o encrypted: its VXLAN traffic between nodes goes in IPsec ESP (issue 17)
 
 
 @dataclass
@@ -148,10 +150,10 @@ def _seen(observed: Observed) -> OverlaySeen | None:
 
 class Overlay:
     name: str = OVERLAY
-    options: tuple[str, ...] = (OPT_MTU, OPT_VXLANID)
+    options: tuple[str, ...] = (OPT_MTU, OPT_VXLANID, OPT_ENCRYPTED)
 
     def parse_options(self, options: Mapping[str, str]) -> OverlayOptions:
-        return OverlayOptions(vni=parse_vni(options))
+        return OverlayOptions(vni=parse_vni(options), encrypted=parse_encrypted(options))
 
     def create_observes(self, base: Network, opts: DriverOptions) -> Collection[str] | None:
         return ()

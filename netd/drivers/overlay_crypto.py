@@ -18,7 +18,37 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from netd.core.errors import InvalidError
 from netd.core.ipsecspec import DesiredXfrm, EspPolicy, EspSA, KeyRing, check_spis, new_master_key, owner_tag
+
+OPT_ENCRYPTED = "encrypted"
+_TRUE = frozenset({"", "true", "1", "yes", "on"})  # Docker's CLI sends ``--opt encrypted`` as "encrypted": ""
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def parse_encrypted(options: Mapping[str, str]) -> bool:
+    """``-o encrypted`` / ``encrypted=true`` (also "", 1, yes, on) -> True; false/0/no/off or absent -> False."""
+    raw = options.get(OPT_ENCRYPTED)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidError(
+        f"option encrypted={raw!r}: give -o encrypted (or encrypted=true) to encrypt the network, or leave it out",
+        field=OPT_ENCRYPTED,
+    )
+
+
+def normalized_options(options: Mapping[str, str]) -> dict[str, str]:
+    """The options as stored and shown by ``inspect``: ``"encrypted": "true"`` when encrypted (as Docker shows
+    it), no ``encrypted`` key at all when not."""
+    out = {k: v for k, v in options.items() if k != OPT_ENCRYPTED}
+    if parse_encrypted(options):
+        out[OPT_ENCRYPTED] = "true"
+    return out
 
 
 class Stage(StrEnum):

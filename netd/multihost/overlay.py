@@ -19,16 +19,18 @@ from netd.cluster.node import ClusterNode
 from netd.cluster.records import Allocation, encode
 from netd.cluster.txn import Delete, Put
 from netd.core.actions import Scope
-from netd.core.errors import ConflictError, InvalidError, NotFoundError
+from netd.core.errors import ConflictError, InvalidError, KernelError, NotFoundError
 from netd.core.ipam import overlapping
 from netd.core.model import DesiredState, Endpoint, IPAddress, Network
 from netd.core.naming import new_id
 from netd.core.request import Connect, NetworkCreate
 from netd.drivers import DriverOptions, get_driver, parse_network_create
 from netd.drivers.overlay import OverlayOptions, overlay_mac
+from netd.drivers.overlay_crypto import normalized_options
 from netd.engine.networks import now
 from netd.engine.nsident import free_ifname
 from netd.engine.service import Service
+from netd.kernel.xfrm import probe_esp
 
 from .mirror import endpoint_record, network_from_record
 from .services import ServiceOps
@@ -59,6 +61,13 @@ class OverlayChanges:
         svc = self.svc
         if req.name in svc.state.networks:
             raise ConflictError(f"network {req.name!r} already exists", field="name")
+        if opts.encrypted:  # before etcd: a kernel without ESP refuses here, nothing is created anywhere
+            try:
+                await probe_esp()
+            except KernelError as e:
+                raise KernelError(
+                    f"network {req.name!r} not created (-o encrypted): {e.message}", field="encrypted"
+                ) from e
         p4 = next((p for p in req.pools if p.subnet and ":" not in p.subnet), None)
         p6 = next((p for p in req.pools if p.subnet and ":" in p.subnet), None)
         if p6 is not None and not req.enable_ipv6:
@@ -86,7 +95,8 @@ class OverlayChanges:
             aux_addresses=dict(p4.aux_addresses) if p4 else {},
             subnet6=p6.subnet if p6 else None,
             gateway6=p6.gateway if p6 else None,
-            options=dict(req.options),
+            options=normalized_options(req.options),
+            encrypted=opts.encrypted,
             attachable=req.attachable,
             internal=req.internal,
             mtu=req.mtu,
