@@ -141,6 +141,10 @@ def build_network_inspect(args: argparse.Namespace) -> list[Request]:
     return [("GET", f"/v1/networks/{_q(name)}", None) for name in args.names]
 
 
+def build_network_rotate_key(args: argparse.Namespace) -> list[Request]:
+    return [("POST", f"/v1/networks/{_q(args.name)}/rotate-key", None)]
+
+
 def build_network_rm(args: argparse.Namespace) -> list[Request]:
     force = "?force=1" if args.force else ""
     return [("DELETE", f"/v1/networks/{_q(name)}{force}", None) for name in args.names]

@@ -18,6 +18,7 @@ from netd.cli.commands import (
     build_network_inspect,
     build_network_ls,
     build_network_rm,
+    build_network_rotate_key,
     build_node_inspect,
     build_node_ls,
     build_node_rm,
@@ -199,6 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--force", action="store_true", help="disconnect its endpoints first (all at once), then remove it"
     )
     p.add_argument("names", metavar="NETWORK", nargs="+")
+
+    p = command(
+        net_cmds,
+        "rotate-key",
+        "Rotate an encrypted overlay network's key now (waits until every node switched)",
+        build_network_rotate_key,
+        render_json_answer,
+    )
+    p.add_argument("name", metavar="NETWORK")
 
     p = command(
         net_cmds, "connect", "Connect a network namespace to a network", build_network_connect, render_json_answer

@@ -16,7 +16,8 @@ key (under the prefix)                 value (``records``)   lifetime
 ``/endpoints/<network id>/<ep id>``    EndpointRecord        from connect to disconnect (or ``node rm``)
 ``/services/<service id>``             ServiceRecord         from ``service create`` to ``service rm``
 ``/service-names/<name>``              ServiceName           the same: a service name is unique in the cluster
-``/keys/<network id>``                 (issue 17)            reserved: encryption keys of a network
+``/keys/<network id>``                 NetworkKeys           an encrypted network's keys and rotation stage
+``/key-acks/<network id>/<node>``      KeyAck                under the node's lease: the rotation step it applied
 =====================================  ====================  ===================================================
 
 Keys are text; names are validated before they get here (node and network names use ``[A-Za-z0-9_.-]``), so
@@ -44,6 +45,7 @@ Kind = Literal[
     "service",
     "service_name",
     "key",
+    "key_ack",
 ]
 
 _SECTIONS: dict[str, Kind] = {
@@ -58,8 +60,9 @@ _SECTIONS: dict[str, Kind] = {
     "services": "service",
     "service-names": "service_name",
     "keys": "key",
+    "key-acks": "key_ack",
 }
-_TWO_PART: frozenset[Kind] = frozenset({"address", "endpoint"})
+_TWO_PART: frozenset[Kind] = frozenset({"address", "endpoint", "key_ack"})
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,12 @@ class KeyLayout:
 
     def network_key(self, net_id: str) -> str:
         return self._k("keys", net_id)
+
+    def key_acks_of(self, net_id: str) -> str:
+        return self._k("key-acks", net_id) + "/"
+
+    def key_ack(self, net_id: str, node: str) -> str:
+        return self._k("key-acks", net_id, node)
 
     def parse(self, key: str) -> ParsedKey | None:
         """The kind and parts of a key of this layout; None for anything else (another prefix, a stray key)."""

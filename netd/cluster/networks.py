@@ -191,6 +191,8 @@ class ClusterNetworks:
             Delete(self.keys.vni(net.vni)),
             *(Delete(self.keys.subnet(c.subnet)) for c in net.ipam),
             Delete(self.keys.addresses_of(net.id), prefix=True),  # gateway-less leftovers of crashed connects
+            Delete(self.keys.network_key(net.id)),  # an encrypted network's keys and the nodes' acks go with it
+            Delete(self.keys.key_acks_of(net.id), prefix=True),
         ]
         result = await self.store.txn(
             f"remove network {name}",

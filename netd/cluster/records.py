@@ -145,6 +145,35 @@ class ServiceName(_Record):
     service: str  # the service id holding the name
 
 
+class KeyGeneration(_Record):
+    gen: int = Field(ge=1)
+    key: str  # base64 of the 32-byte master key (netd.core.ipsecspec derives each SA's key and salt from it)
+
+
+class NetworkKeys(_Record):
+    """An encrypted network's keys (``/keys/<network id>``): readable by whoever can read etcd (see README).
+
+    ``seq`` counts the steps published (creation 1, then accept, switch, prune of each rotation); every node with
+    endpoints on the network acks the ``seq`` it applied (``/key-acks/...``) and the next step waits for all."""
+
+    network: str
+    vni: int = Field(ge=VNI_MIN, le=VNI_MAX)
+    keys: list[KeyGeneration]
+    tx: int  # the generation every node sends with
+    seq: int = 1
+    stage: str = "created"  # created | accept | switch | prune: the last step published
+    rotated: str = ""  # when the newest generation was made (the rotation timer counts from here)
+
+
+class KeyAck(_Record):
+    """``/key-acks/<network id>/<node>``, under the node's lease: the key step it holds and its boot epoch."""
+
+    network: str
+    node: str
+    seq: int
+    epoch: int  # changes when the node's kernel lost its SAs (reboot): peers derive new SAs for it
+
+
 RECORD_OF_KIND: dict[Kind, type[_Record]] = {
     "node": NodeRecord,
     "alive": NodeAlive,
@@ -156,6 +185,8 @@ RECORD_OF_KIND: dict[Kind, type[_Record]] = {
     "endpoint": EndpointRecord,
     "service": ServiceRecord,
     "service_name": ServiceName,
+    "key": NetworkKeys,
+    "key_ack": KeyAck,
 }
 
 R = TypeVar("R", bound=_Record)

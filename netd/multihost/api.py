@@ -36,6 +36,12 @@ def add_node_routes(routes: web.RouteTableDef, mh: MultiHost, json: Json) -> Non
                 return json(n.to_dict())
         raise NotFoundError(f"node {name!r} is not known to the cluster; see netd-ctl node ls", field="node")
 
+    @routes.post("/v1/networks/{name}/rotate-key")
+    async def rotate_key(request: web.Request) -> web.Response:  # issue 17: rotate an encrypted network's key now
+        if mh.encryption is None:
+            raise NotFoundError("encryption is not running on this node (cluster mode not started)")
+        return json(await mh.encryption.rotate(request.match_info["name"]))
+
     @routes.delete("/v1/nodes/{name}")
     async def remove_node(request: web.Request) -> web.Response:
         removed = await cluster().membership.remove_node(request.match_info["name"])

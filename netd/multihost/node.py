@@ -28,6 +28,7 @@ from netd.core.linkspec import ObservedHost
 from netd.core.model import DesiredState, Endpoint, IPAddress, IPInterface, IPNetwork, Network
 from netd.drivers.overlay import OVERLAY, OverlaySeen
 
+from .encryption import Encryption
 from .mirror import network_from_record, peers_of
 from .overlay import OverlayChanges
 from .publish import publish
@@ -78,6 +79,7 @@ class MultiHost:
         self.services: ServiceOps | None = None
         self.lb: ServiceLb | None = None
         self.latency: Any = None  # the event -> kernel histogram (registered by ``register_metrics``)
+        self.encryption: Encryption | None = None  # encrypted overlays (issue 17), made at start
 
     # -- start / stop ------------------------------------------------------------------------------------------
 
@@ -120,6 +122,7 @@ class MultiHost:
         d.dns.remote = self.remote_names
         await self.mirror()
         await self._publish()
+        self.encryption = Encryption(self)
         log.info("cluster_joined", node=self.cfg.node_name, address=str(addr), underlay_mtu=self.underlay_mtu)
 
     def run(self) -> list[asyncio.Task[None]]:
@@ -129,6 +132,8 @@ class MultiHost:
         ]
         if self.lb is not None:
             self._tasks.append(asyncio.create_task(self.lb.run(), name="netd-service-lb"))
+        if self.encryption is not None:
+            self._tasks.append(asyncio.create_task(self.encryption.run(), name="netd-overlay-encryption"))
         return self._tasks
 
     def _service_lb(self, kind: str) -> ServiceLb:
@@ -156,6 +161,8 @@ class MultiHost:
                 await t
         if self.lb is not None:
             await self.lb.close()
+        if self.encryption is not None:
+            self.encryption.close()
         if self.cluster is not None:
             await self.cluster.stop(leave=False)
 
@@ -215,6 +222,8 @@ class MultiHost:
         self._publish_soon.set()
         if self.lb is not None:  # a namespace joined or left a service's network
             self.lb.wake()
+        if self.encryption is not None:
+            self.encryption.poke()
 
     @staticmethod
     def _local_subnets(state: DesiredState) -> list[IPNetwork]:
@@ -245,6 +254,8 @@ class MultiHost:
             self.daemon.dns.invalidate()
             if self.lb is not None:
                 self.lb.wake()
+        if self.encryption is not None:  # keys, acks, endpoints, nodes: its own pass decides what matters
+            self.encryption.poke()
         if "network" in kinds:
             await self.mirror()
         if change.resync:
@@ -354,6 +365,8 @@ class MultiHost:
         st["remote_endpoints_programmed"] = self.programmed()
         if self.lb is not None:
             st["service_lb_namespaces"] = len(self.lb.namespaces)
+        if self.encryption is not None:
+            st["encryption"] = self.encryption.status()
         return st
 
 

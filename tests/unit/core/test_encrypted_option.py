@@ -60,3 +60,11 @@ def test_cli_sends_a_bare_encrypted_option_as_docker_does() -> None:
 def test_cli_still_wants_key_value_for_other_options() -> None:
     with pytest.raises(SystemExit):
         build_request(["network", "create", "-o", "parent", "n"])
+
+
+def test_cli_rotate_key() -> None:
+    assert build_request(["network", "rotate-key", "sec net"]) == (
+        "POST",
+        "/v1/networks/sec%20net/rotate-key",
+        None,
+    )
