@@ -205,7 +205,7 @@ EXAMPLES = {
     "netd-ctl network connect": "example:\n  netd-ctl network connect --ip 172.30.0.10 --alias www app web\n"
     "  netd-ctl network connect --netns-path /proc/1234/ns/net app",
     "netd-ctl network disconnect": "example:\n  netd-ctl network disconnect app web",
-    "netd-ctl network rotate-key": "example:\n  netd-ctl network create -d overlay --opt encrypted --attachable sec\n"
+    "netd-ctl network rotate-key": "example:\n  netd-ctl network create -d overlay --opt encrypted sec\n"
     "  netd-ctl network rotate-key sec",
     "netd-ctl netns create": "example:\n  netd-ctl netns create web",
     "netd-ctl netns ls": "example:\n  netd-ctl netns ls",
