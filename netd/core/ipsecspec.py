@@ -41,6 +41,9 @@ FULL_MASK = 0xFFFFFFFF
 MIN_SPI = 0x100  # SPIs 1-255 are reserved by IANA
 GEN_BITS = 4  # the low bits of an SPI carry the generation, so two consecutive generations never collide
 VNI_MAX = 0xFFFFFF
+# what ESP adds to a VXLAN packet (header 8, IV 8, ICV 16, trailer 2 + padding up to 3, rounded up): an encrypted
+# overlay's default MTU is the plain one minus this (Docker subtracts its ESP expansion likewise)
+ESP_OVERHEAD = 40
 
 
 def owner_tag(vni: int) -> int:

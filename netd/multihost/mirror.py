@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from netd.cluster.records import EndpointRecord, NodeAlive, OverlayNetwork
+from netd.core.ipsecspec import ESP_OVERHEAD
 from netd.core.model import DesiredState, Endpoint, IPInterface, Network
 from netd.core.vxlanspec import PeerEntry
 from netd.drivers.overlay import overlay_link_names
 
 
 def network_from_record(rec: OverlayNetwork, default_mtu: int, created_here: Network | None = None) -> Network:
-    """This node's copy of an overlay network (its MTU: the one asked for, else this node's underlay - 50)."""
+    """This node's copy of an overlay network (its MTU: the one asked for, else this node's underlay - 50, and
+    - ESP_OVERHEAD more for an encrypted one, so its packets are never fragmented after ESP)."""
     bridge, vxlan = overlay_link_names(rec.id)
     return Network(
         id=rec.id,
@@ -25,7 +27,7 @@ def network_from_record(rec: OverlayNetwork, default_mtu: int, created_here: Net
         vxlan=vxlan,
         vni=rec.vni,
         attachable=rec.attachable,
-        mtu=rec.mtu or default_mtu,
+        mtu=rec.mtu or (default_mtu - ESP_OVERHEAD if rec.encrypted else default_mtu),
         created=rec.created,
     )
 
