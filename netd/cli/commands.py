@@ -142,7 +142,7 @@ def build_network_inspect(args: argparse.Namespace) -> list[Request]:
 
 
 def build_network_rotate_key(args: argparse.Namespace) -> list[Request]:
-    return [("POST", f"/v1/networks/{_q(args.name)}/rotate-key", None)]
+    return [("POST", f"/v1/networks/{_q(args.name)}/rotate-key?wait={args.wait:g}", None)]
 
 
 def build_network_rm(args: argparse.Namespace) -> list[Request]:

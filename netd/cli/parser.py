@@ -208,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         build_network_rotate_key,
         render_json_answer,
     )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=50.0,
+        metavar="SECONDS",
+        help="wait this long for every node to switch (default %(default)g; the rotation goes on after it)",
+    )
     p.add_argument("name", metavar="NETWORK")
 
     p = command(

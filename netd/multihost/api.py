@@ -11,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from netd.core.errors import NotFoundError
+from netd.core.errors import InvalidError, NotFoundError
 
 from .node import MultiHost
 
@@ -40,7 +40,16 @@ def add_node_routes(routes: web.RouteTableDef, mh: MultiHost, json: Json) -> Non
     async def rotate_key(request: web.Request) -> web.Response:  # issue 17: rotate an encrypted network's key now
         if mh.encryption is None:
             raise NotFoundError("encryption is not running on this node (cluster mode not started)")
-        return json(await mh.encryption.rotate(request.match_info["name"]))
+        raw = request.query.get("wait", "50")
+        try:
+            wait = float(raw)
+            if not 0 <= wait <= 3600:
+                raise ValueError(raw)
+        except ValueError:
+            raise InvalidError(
+                f"wait={raw!r}: give the seconds to wait for the rotation to finish, 0-3600", field="wait"
+            ) from None
+        return json(await mh.encryption.rotate(request.match_info["name"], wait))
 
     @routes.delete("/v1/nodes/{name}")
     async def remove_node(request: web.Request) -> web.Response:

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("netd.multihost")
 
 TICK = 30.0  # seconds between passes without a change (drift repair, the rotation timer)
-ROTATE_WAIT = 120.0  # rotate-key waits this long for the three steps to be applied everywhere
+ROTATE_WAIT = 50.0  # rotate-key waits this long (by default) for the three steps to be applied everywhere
 
 
 def boot_epoch(run_dir: Path) -> int:
@@ -195,8 +195,9 @@ class Encryption:
 
     # -- rotate-key ----------------------------------------------------------------------------------------
 
-    async def rotate(self, name: str) -> dict[str, Any]:
-        """Start a rotation now and wait (up to ROTATE_WAIT) until every participant switched and pruned."""
+    async def rotate(self, name: str, wait: float = ROTATE_WAIT) -> dict[str, Any]:
+        """Start a rotation now and wait (up to ``wait`` seconds) until every participant switched and pruned;
+        ``Complete`` False: still under way when the wait ended (it goes on; ``status`` shows its step)."""
         net = self.mh.daemon.service.get_network(name)
         rec_net = self.cluster.cache.networks().get(net.id)
         if net.driver != OVERLAY or rec_net is None or not rec_net.encrypted:
@@ -242,7 +243,7 @@ class Encryption:
             )
 
         loop = asyncio.get_running_loop()
-        end = loop.time() + ROTATE_WAIT
+        end = loop.time() + wait
         while not done(cache) and loop.time() < end:
             self.poke()
             await cache.wait_for(done, 1.0)

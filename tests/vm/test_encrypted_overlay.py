@@ -6,6 +6,8 @@ codec in each node's namespace, and the underlay is watched by an AF_PACKET capt
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import signal
 import socket
@@ -23,7 +25,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "overlay"))
 
 from mhtest import Cluster, Node, addr, cluster, until
-from netdtest import reach
+from netdtest import NETD_CTL, reach, sh
 
 from netd.core.ipsecspec import DesiredXfrm
 from netd.kernel import xfrm
@@ -152,6 +154,27 @@ def seg_port(c: Cluster, node: Node) -> str:
     return f"u-{node.tag}"
 
 
+def rotate_key(node: Node, net: str) -> Any:
+    """``netd-ctl network rotate-key`` (waits for every node: longer than Host.ctl's 30 s under TCG)."""
+    sock = str(node.run_dir / "netd.sock")
+    r = sh(NETD_CTL, "--socket", sock, "--timeout", "320", "network", "rotate-key", "--wait", "300", net,
+           timeout=330, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def diag(nodes: list[Node]) -> str:
+    """What the nodes say about encryption (for assertion messages)."""
+    out = []
+    for n in nodes:
+        r = n.ctl("status", "--format", "json", check=False)
+        with contextlib.suppress(ValueError, KeyError):
+            out.append(f"{n.node_name}: {json.loads(r.stdout)['cluster'].get('encryption')}")
+        lines = [ln for ln in n.log_text().splitlines() if "encryption" in ln or "keys" in ln or "error" in ln]
+        out += [f"  {ln[:400]}" for ln in lines[-15:]]
+    return "\n".join(out)
+
+
 def start_all(c: Cluster, nodes: list[Node]) -> None:
     for n in nodes:
         n.start(wait=False)
@@ -204,7 +227,7 @@ def test_encrypted_traffic_is_esp_and_plain_traffic_is_vxlan(lab: Lab) -> None:
     assert lab.sec["Options"] == {"encrypted": "true"} and "encrypted" not in lab.plain["Options"]
     assert lab.sec["MTU"] == lab.plain["MTU"] - 40  # room for ESP: never fragmented after encryption
     for n in (n1, n2, n3):  # every node: one SA each way and one out policy per peer, nothing for "plain"
-        assert until(lambda n=n: _converged(n, 2), 120), (n.node_name, observe(n))
+        assert until(lambda n=n: _converged(n, 2), 120), diag(c.nodes)
     cap = Capture(c.seg_path, seg_port(c, n1))
     try:
         assert reach(n1.ns("a"), lab.ips["b"], deadline=60) and reach(n1.ns("a"), lab.ips["c"], deadline=60)
@@ -218,7 +241,8 @@ def test_encrypted_traffic_is_esp_and_plain_traffic_is_vxlan(lab: Lab) -> None:
     for pair, least in (((u1, u2), 3), ((u2, u1), 3), ((u1, u3), 1), ((u3, u1), 1)):  # ESP both ways, each peer
         assert seen.esp.get(pair, 0) >= least, seen
     assert seen.vxlan.get(lab.sec["VNI"], 0) == 0, seen  # no cleartext VXLAN of the encrypted network
-    assert seen.vxlan.get(lab.plain["VNI"], 0) >= 6, seen  # the plain one on the same nodes stays VXLAN
+    # the plain one on the same nodes stays VXLAN (few frames: a veth passes GSO super-packets whole)
+    assert seen.vxlan.get(lab.plain["VNI"], 0) >= 2, seen
     leaked = [f for f in frames if MARKER in f]
     # the plain network's copy of the marker is on the wire (so the capture would see a leak), and only that
     assert leaked and all(vni_of(f) == lab.plain["VNI"] for f in leaked)
@@ -237,12 +261,12 @@ def test_rotate_key_under_a_10ms_ping_loses_nothing(lab: Lab) -> None:
     )
     try:
         time.sleep(1.5)
-        answer = n1.json("network", "rotate-key", "sec")
+        answer = rotate_key(n1, "sec")
         time.sleep(1.5)
     finally:
         pinger.send_signal(signal.SIGINT)
         out, _ = pinger.communicate(timeout=60)
-    assert answer["Complete"] is True and answer["Generation"] == 2 and answer["Stage"] == "prune", answer
+    assert answer["Complete"] is True and answer["Generation"] == 2 and answer["Stage"] == "prune", diag(c.nodes)
     m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
     assert m and int(m.group(1)) >= 100 and m.group(1) == m.group(2), out
     for n in (n1, n2, n3):  # new SAs everywhere, the old generation's gone (the same count: one generation)
@@ -260,10 +284,13 @@ def test_a_rebooted_node_resumes_encryption(lab: Lab) -> None:
     old = observe(n1)
     n2.reboot()  # kill -9, its namespace, kernel state and /run gone: a new boot epoch
     start_all(c, [n2])
-    assert until(lambda: _converged(n2, 2) and _converged(n1, 2), 120), observe(n2)
-    new = observe(n1)
-    to2 = {s for s in new.sas if n2.underlay_ip in (str(s.src), str(s.dst))}
-    assert to2 and not (to2 & old.sas)  # node 1 holds new SAs for node 2 (its SPIs derive from its new epoch)
+
+    def renewed() -> bool:  # node 1 holds new SAs for node 2 (their SPIs and keys derive from its new epoch)
+        new = observe(n1)
+        to2 = {s for s in new.sas if n2.underlay_ip in (str(s.src), str(s.dst))}
+        return len(to2) == 2 and not (to2 & old.sas) and _converged(n1, 2) and _converged(n2, 2)
+
+    assert until(renewed, 120), diag(c.nodes)
     cap = Capture(c.seg_path, seg_port(c, n1))
     try:
         assert reach(n1.ns("a"), lab.ips["b"], deadline=60)
@@ -282,7 +309,7 @@ def test_a_node_removed_loses_its_sas_everywhere(lab: Lab) -> None:
     assert any(gone in (str(s.src), str(s.dst)) for s in observe(n1).sas)
     n3.stop()  # for good: its lease runs out
     for n in (n1, n2):
-        assert until(lambda n=n: _converged(n, 1), 120), observe(n)
+        assert until(lambda n=n: _converged(n, 1), 120), diag(c.nodes)
         left = observe(n)
         assert not any(gone in (str(s.src), str(s.dst)) for s in left.sas)
         assert not any(str(p.dst) == gone for p in left.policies)

@@ -65,6 +65,8 @@ def test_cli_still_wants_key_value_for_other_options() -> None:
 def test_cli_rotate_key() -> None:
     assert build_request(["network", "rotate-key", "sec net"]) == (
         "POST",
-        "/v1/networks/sec%20net/rotate-key",
+        "/v1/networks/sec%20net/rotate-key?wait=50",
         None,
     )
+    _m, path, _b = build_request(["network", "rotate-key", "--wait", "300", "s"])
+    assert path == "/v1/networks/s/rotate-key?wait=300"
