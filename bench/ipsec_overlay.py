@@ -2,7 +2,12 @@
 plain VXLAN vs ESP-encrypted VXLAN vs a plain bridge, in one run.  Needs ESP, so it runs in the VM:
 
     ../shared/vmtest/run-in-vm -t 900 --modules aesni_intel -- .venv/bin/python bench/ipsec_overlay.py \
-        [--seconds 5] [--pings 100]
+        [--seconds 5] [--pings 100] [--netd]
+
+``--netd``: the same three cases made by netd itself, as users make them: two simulated hosts each running its
+own netd with an etcd on the underlay (tests/integration/overlay/mhtest.py); a plain overlay and an encrypted one
+(``--opt encrypted``) between an endpoint on node 1 and one on node 2, and a bridge network with two endpoints on
+node 1.  Results: bench/results/ipsec_overlay_netd.json.
 
 Topology: tests/vm/esplab.py (two node namespaces on one underlay bridge; the encrypted VXLAN, VNI 4097, is
 programmed with netd.kernel.xfrm exactly as in tests/vm/test_xfrm.py; the bridge pair hangs off the underlay
@@ -29,6 +34,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "tests" / "integration"))
 sys.path.insert(0, str(BENCH.parent / "tests" / "vm"))
+sys.path.insert(0, str(BENCH.parent / "tests" / "integration" / "overlay"))
 
 from esplab import ENC_VNI, Lab  # noqa: E402
 
@@ -42,16 +48,16 @@ def ns_cmd(path: str, *cmd: str) -> list[str]:
     return ["nsenter", f"--net={path}", *cmd]
 
 
-def throughput(lab: Lab, kind: str, addr: str, seconds: int) -> float:
+def throughput(src: str, dst: str, addr: str, seconds: int) -> float:
     """One TCP stream for ``seconds``, Mbit/s received; a failed attempt (server not up yet, a control
     connection lost on a loaded machine) is retried with a fresh one-off server."""
     why = ""
     for _ in range(5):
-        server = subprocess.Popen(ns_cmd(lab.path(kind, 2), "iperf3", "-s", "-1", "-B", addr),
+        server = subprocess.Popen(ns_cmd(dst, "iperf3", "-s", "-1", "-B", addr),
                                   stdout=subprocess.DEVNULL)  # fmt: skip
         try:
             time.sleep(1)
-            r = subprocess.run(ns_cmd(lab.path(kind, 1), "iperf3", "-c", addr, "-t", str(seconds), "-J"),
+            r = subprocess.run(ns_cmd(src, "iperf3", "-c", addr, "-t", str(seconds), "-J"),
                                capture_output=True, text=True)  # fmt: skip
             try:
                 doc = json.loads(r.stdout)
@@ -64,8 +70,8 @@ def throughput(lab: Lab, kind: str, addr: str, seconds: int) -> float:
     raise RuntimeError(f"iperf3 to {addr} failed 5 times: {why}")
 
 
-def latency(lab: Lab, kind: str, addr: str, count: int) -> dict[str, float]:
-    r = subprocess.run(ns_cmd(lab.path(kind, 1), "ping", "-n", "-q", "-i", "0.02", "-c", str(count), addr),
+def latency(src: str, addr: str, count: int) -> dict[str, float]:
+    r = subprocess.run(ns_cmd(src, "ping", "-n", "-q", "-i", "0.02", "-c", str(count), addr),
                        capture_output=True, text=True, check=True)  # fmt: skip
     m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", r.stdout)
     lost = re.search(r"(\d+)% packet loss", r.stdout)
@@ -84,14 +90,70 @@ def aead_driver() -> str:
     return "unknown"
 
 
+def measure(cases: dict[str, tuple[str, str, str]], seconds: int, pings: int) -> dict[str, dict[str, float]]:
+    """``cases``: name -> (client netns path, server netns path, server address)."""
+    results: dict[str, dict[str, float]] = {}
+    for name, (src, dst, addr) in cases.items():
+        subprocess.run(ns_cmd(src, "ping", "-c", "2", "-w", "30", addr), capture_output=True)
+        results[name] = {"tcp_mbit_s": round(throughput(src, dst, addr, seconds), 1)}
+        results[name].update(latency(src, addr, pings))
+    return results
+
+
+def with_netd(seconds: int, pings: int) -> dict[str, dict[str, float]]:
+    """The three cases as netd makes them: two nodes, each with its own netd, etcd on the underlay."""
+    import tempfile
+
+    from mhtest import addr, cluster, until
+    from vmnodes import SlowNode  # tests/vm: etcd and netd-ctl timeouts for the emulated CPU
+
+    with tempfile.TemporaryDirectory(prefix="netd-bench-") as tmp, cluster(Path(tmp), 0) as c:
+        nodes = []
+        for i in (1, 2):
+            node = SlowNode(c.tmp, c.seg, i, c.etcd.endpoints, ttl=10)
+            c.nodes.append(node)
+            node.boot()
+            node.start(wait=False)
+            nodes.append(node)
+        for node in nodes:
+            node.wait_ready(300)
+        n1, n2 = nodes
+        n1.ctl("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.92.0.0/24", "plain")
+        n1.ctl("network", "create", "-d", "overlay", "--attachable", "--opt", "encrypted", "--subnet",
+               "10.91.0.0/24", "sec")  # fmt: skip
+        n1.ctl("network", "create", "--subnet", "10.93.0.0/24", "br")
+        assert until(lambda: "sec" in n2.ctl("network", "ls").stdout, 120)
+        ips = {
+            "plain": addr(n2.connect("plain", "p2")),
+            "sec": addr(n2.connect("sec", "e2")),
+            "br": addr(n1.connect("br", "b2")),
+        }
+        n1.connect("plain", "p1")
+        n1.connect("sec", "e1")
+        n1.connect("br", "b1")
+        return measure(
+            {
+                "bridge": (n1.ns("b1"), n1.ns("b2"), ips["br"]),
+                "vxlan": (n1.ns("p1"), n2.ns("p2"), ips["plain"]),
+                "vxlan+esp": (n1.ns("e1"), n2.ns("e2"), ips["sec"]),
+            },
+            seconds,
+            pings,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--pings", type=int, default=100)
+    ap.add_argument("--netd", action="store_true", help="networks made by netd daemons (see the docstring)")
     args = ap.parse_args()
     if not shutil.which("iperf3"):
         sys.exit("iperf3 is missing: apt-get install iperf3 (make vm-deps)")
     asyncio.run(probe_esp())
+    if args.netd:
+        report(with_netd(args.seconds, args.pings), args, "ipsec_overlay_netd.json")
+        return
     lab = Lab()
     try:
         lab.build()
@@ -100,13 +162,14 @@ def main() -> None:
         for i in lab.nodes:
             lab.mark_vni(i, ENC_VNI)
             lab.converge(i, lab.desired(ring, i))
-        results: dict[str, dict[str, float]] = {}
-        for name, (kind, addr) in CASES.items():
-            subprocess.run(ns_cmd(lab.path(kind, 1), "ping", "-c", "2", "-w", "10", addr), capture_output=True)
-            results[name] = {"tcp_mbit_s": round(throughput(lab, kind, addr, args.seconds), 1)}
-            results[name].update(latency(lab, kind, addr, args.pings))
+        cases = {name: (lab.path(kind, 1), lab.path(kind, 2), addr) for name, (kind, addr) in CASES.items()}
+        results = measure(cases, args.seconds, args.pings)
     finally:
         lab.cleanup()
+    report(results, args, "ipsec_overlay.json")
+
+
+def report(results: dict[str, dict[str, float]], args: argparse.Namespace, file: str) -> None:
     base, plain = results["bridge"], results["vxlan"]
     ratios = {
         f"{name}/{ref}": {
@@ -123,6 +186,7 @@ def main() -> None:
         "in_vm": os.environ.get("VMTEST") == "1",
         "load": os.getloadavg(),
         "aead_driver": aead_driver(),
+        "made_by": "netd daemons" if args.netd else "tests/vm/esplab.py",
         "seconds": args.seconds,
         "pings": args.pings,
         "results": results,
@@ -136,7 +200,7 @@ def main() -> None:
     for k, v in ratios.items():
         print(f"{k:<18} throughput x{v['throughput']}  latency x{v['latency_avg']}")
     (BENCH / "results").mkdir(exist_ok=True)
-    (BENCH / "results" / "ipsec_overlay.json").write_text(json.dumps(out, indent=2) + "\n")
+    (BENCH / "results" / file).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

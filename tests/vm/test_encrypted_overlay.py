@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "ov
 
 from mhtest import Cluster, Node, addr, cluster, until
 from netdtest import NETD_CTL, reach, sh
+from vmnodes import SlowNode
 
 from netd.core.ipsecspec import DesiredXfrm
 from netd.kernel import xfrm
@@ -34,13 +35,6 @@ from netd.kernel.netns import setns_net
 T = TypeVar("T")
 MARKER = b"netd-vm-marker-5d1e0b"
 BOOT = 300.0  # a daemon's start under TCG (Python imports are 25-40x slower than on the host)
-
-
-class SlowNode(Node):
-    """A node for the emulated CPU: etcd calls get 15 s (the first gRPC connect alone can take seconds)."""
-
-    def _config(self) -> str:
-        return super()._config().replace("request_timeout = 2.0", "request_timeout = 15.0")
 
 
 def in_thread_ns(path: str, fn: Callable[[], T]) -> T:
