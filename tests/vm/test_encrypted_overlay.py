@@ -163,8 +163,9 @@ def diag(nodes: list[Node]) -> str:
     for n in nodes:
         r = n.ctl("status", "--format", "json", check=False)
         with contextlib.suppress(ValueError, KeyError):
-            out.append(f"{n.node_name}: {json.loads(r.stdout)['cluster'].get('encryption')}")
-        lines = [ln for ln in n.log_text().splitlines() if "encryption" in ln or "keys" in ln or "error" in ln]
+            out.append(f"{n.node_name}: {json.loads(r.stdout)['cluster'].get('encryption')} {observe(n)}")
+        words = ('"encryption', '"network_key', '"level": "error"', '"level": "warning"')
+        lines = [ln for ln in n.log_text().splitlines() if any(w in ln for w in words)]
         out += [f"  {ln[:400]}" for ln in lines[-15:]]
     return "\n".join(out)
 
@@ -279,10 +280,13 @@ def test_a_rebooted_node_resumes_encryption(lab: Lab) -> None:
     n2.reboot()  # kill -9, its namespace, kernel state and /run gone: a new boot epoch
     start_all(c, [n2])
 
-    def renewed() -> bool:  # node 1 holds new SAs for node 2 (their SPIs and keys derive from its new epoch)
+    def renewed() -> bool:
+        """Node 1 holds a new SA from node 2: its SPI and key derive from node 2's new boot epoch (node 2's
+        sequence numbers restart at 1, which the old SA's replay window would drop).  Node 1's own SA to node 2
+        stays: node 2 installs it again and node 1's sequence numbers go on upwards."""
         new = observe(n1)
-        to2 = {s for s in new.sas if n2.underlay_ip in (str(s.src), str(s.dst))}
-        return len(to2) == 2 and not (to2 & old.sas) and _converged(n1, 2) and _converged(n2, 2)
+        from2 = {s for s in new.sas if str(s.src) == n2.underlay_ip}
+        return len(from2) == 1 and not (from2 & old.sas) and _converged(n1, 2) and _converged(n2, 2)
 
     assert until(renewed, 120), diag(c.nodes)
     cap = Capture(c.seg_path, seg_port(c, n1))
