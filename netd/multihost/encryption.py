@@ -77,6 +77,7 @@ class Encryption:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self.last_error = ""
+        self._held = True  # something may be in the kernel (a restart): the first pass looks
 
     # -- the cache ---------------------------------------------------------------------------------------------
 
@@ -161,7 +162,15 @@ class Encryption:
             applied[net_id] = rec.seq
         desired = merge(*parts) if parts else DesiredXfrm(frozenset(), frozenset())
         kernel = mh.daemon.kernel
-        actions = plan_xfrm(desired, await kernel.observe_xfrm())
+        if not guards and not self._held and not force:
+            return  # no encrypted network here, before or now: nothing to read or write
+        try:
+            observed = await kernel.observe_xfrm()
+        except NetdError:
+            if guards:
+                raise
+            observed = desired  # nothing wanted and no XFRM to read (no xfrm_user): nothing of netd's to remove
+        actions = plan_xfrm(desired, observed)
         try:
             if actions:
                 await kernel.apply_xfrm(actions)
@@ -171,6 +180,7 @@ class Encryption:
                 await self.marks.apply([EspGuard(g.vni, ()) for g in guards], port)
             raise
         await self.marks.apply(guards, port, force=force)
+        self._held = bool(guards)
         lease = self.cluster.membership.lease_id
         for net_id, seq in applied.items():
             mine = self.acks(net_id).get(me)
