@@ -159,7 +159,31 @@ async def cleanup_other(backend: FirewallBackend) -> list[str]:
 
 async def purge_all() -> list[str]:
     """Remove everything netd owns in every firewall backend of this netns (``uninstall --purge``); no API."""
-    return await _remove_nft() + await _remove_iptables()
+    return await _remove_nft() + _remove_own_tables() + await _remove_iptables()
+
+
+def _remove_own_tables() -> list[str]:
+    """The tables of the services' load balancer and of encrypted overlays (host namespace's copies)."""
+    if not libnftables_available():
+        return []
+    from netd.firewall import esp_marks, lb_nft
+    from netd.firewall.libnft import open_context
+
+    removed: list[str] = []
+    try:
+        ctx = open_context("uninstall")
+        for family, table in ((lb_nft.FAMILY, lb_nft.TABLE), ("inet", esp_marks.TABLE)):
+            rc, _out, _err = ctx.cmd(f"list table {family} {table}")
+            if rc != 0:
+                continue  # not there
+            rc, _out, err = ctx.cmd(f"delete table {family} {table}")
+            if rc != 0:
+                log.warning("firewall_cleanup_failed", table=f"{family} {table}", error=err.strip())
+                continue
+            removed.append(f"nftables {family} {table}")
+    except FirewallError as e:
+        log.warning("firewall_cleanup_failed", backend="nftables", error=e.message)
+    return removed
 
 
 async def _remove_nft() -> list[str]:

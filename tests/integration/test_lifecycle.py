@@ -179,6 +179,9 @@ def test_purge_firewall_removes_netds_rules_and_jumps_only(tmp_path: Path) -> No
             _setup(host)
             assert reach(host.ns("web"), "172.30.20.11")
             host.stop()
+            # the services' LB and the encrypted overlays' tables (made here by hand: no cluster in this test)
+            in_ns(host.path, "nft", "add", "table", "ip", "netd-lb")
+            in_ns(host.path, "nft", "add", "table", "inet", "netd_esp")
             r = in_ns(host.path, NETD, "--purge-firewall")
             assert "removed" in r.stdout
             assert "netd" not in in_ns(host.path, "nft", "list", "tables").stdout
