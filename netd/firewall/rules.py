@@ -40,7 +40,10 @@ Published ports (``-p``), only while some endpoint publishes one; one map elemen
         dnat ip  to @dnat4     [daddr . l4proto . dport]   -> container address . port   (a given host IP)
         dnat ip  to @dnat4_any [l4proto . dport]           -> container address . port   (every host IPv4)
         dnat ip6 to @dnat6 / @dnat6_any                      the same for IPv6
-    to-<net>   ... ct status dnat accept                 before the final drop (networks with published ports)
+    to-<net>   ... ct status dnat accept                 before the final drop (networks with published ports,
+                                                     docker_gwbridge and the ingress network: services'
+                                                     published ports DNAT to them, netd.multihost.mesh)
+    from-<ingress>  ct status dnat accept                the routing mesh's replies (the overlay is not routed)
     postrouting
         saddr 127.0.0.0/8 oif <bridge> masquerade        127.0.0.1:port from the host (route_localnet on)
         ct status dnat saddr <subnet> oif <bridge> masquerade   hairpin: an endpoint through the host address
@@ -89,6 +92,7 @@ from netd.drivers import get_driver
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9]+$")
+GWBRIDGE = "docker_gwbridge"  # netd.multihost's way out of overlay endpoints (mode=host ports DNAT to it)
 KEY_LEN = 12  # keeps "NETD-FROM-<key>" within iptables' 28-character chain-name limit
 
 
@@ -128,8 +132,9 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
         to_elems.append(Element((net.bridge,), Jump(f"to-{key}")))
         from_elems.append(Element((net.bridge,), Jump(f"from-{key}")))
         linked = _linked(state, net)
-        chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward, bool(pub.get(net.id)), linked)))
-        chains.append(Chain(f"from-{key}", _from_rules(net, ip_forward)))
+        mesh = _mesh_target(net)
+        chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward, bool(pub.get(net.id)) or mesh, linked, mesh)))
+        chains.append(Chain(f"from-{key}", _from_rules(net, ip_forward, mesh)))
         if features[net.id].nat:
             nat.extend(_nat_rules(net))
         nat.extend(_port_nat_rules(net, pub.get(net.id, [])))
@@ -180,8 +185,18 @@ def _linked(state: DesiredState, net: Network) -> list[tuple[IPNet, IPNet]]:
     return list(dict.fromkeys(out))
 
 
+def _mesh_target(net: Network) -> bool:
+    """Where services' published ports DNAT to (netd.multihost.mesh): the ingress network (the routing mesh),
+    and docker_gwbridge (``mode=host``: the local task's address there)."""
+    return net.ingress or (net.name == GWBRIDGE and net.driver == "bridge")
+
+
 def _to_rules(
-    net: Network, ip_forward: bool, publishes: bool = False, linked: list[tuple[IPNet, IPNet]] | None = None
+    net: Network,
+    ip_forward: bool,
+    publishes: bool = False,
+    linked: list[tuple[IPNet, IPNet]] | None = None,
+    mesh: bool = False,
 ) -> tuple[Rule, ...]:
     c = f"netd:{net.id}"
     rules = [Rule(Match(iif=net.bridge, saddr=s, daddr=d), Accept(), c) for s, d in linked or []]
@@ -195,13 +210,17 @@ def _to_rules(
         rules.extend(Rule(Match(daddr=s), Accept(), c) for s in _routed_subnets(net))
         if publishes:  # a published port: the published chain DNAT'd it to an endpoint of this network
             rules.append(Rule(Match(ct_dnat=True), Accept(), c))
+    elif mesh and ip_forward:  # the ingress network (not routed): only the routing mesh's DNAT'd connections
+        rules.append(Rule(Match(ct_dnat=True), Accept(), c))
     rules.append(Rule(Match(), Drop(), c))
     return tuple(rules)
 
 
-def _from_rules(net: Network, ip_forward: bool) -> tuple[Rule, ...]:
+def _from_rules(net: Network, ip_forward: bool, mesh: bool = False) -> tuple[Rule, ...]:
     c = f"netd:{net.id}"
     if net.internal:
+        if mesh and ip_forward:  # the replies of the routing mesh's connections (ingress network)
+            return (Rule(Match(ct_dnat=True), Accept(), c), Rule(Match(), Drop(), c))
         return (Rule(Match(), Drop(), c),)
     return (Rule(Match(), Accept(), c),) if ip_forward else ()
 

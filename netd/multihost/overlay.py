@@ -98,6 +98,7 @@ class OverlayChanges:
             options=normalized_options(req.options),
             encrypted=opts.encrypted,
             attachable=req.attachable,
+            ingress=req.ingress,
             internal=req.internal,
             mtu=req.mtu,
         )
