@@ -188,8 +188,8 @@ def check_local_ports(spec: ServiceSpec, state: DesiredState) -> None:
                 ):
                     who = f"netns {ep.netns!r}" if ep.netns else ep.netns_path
                     raise ConflictError(
-                        f"EndpointSpec.Ports.PublishedPort: {p.published}/{p.protocol} is published on this node by "
-                        f"{who} (-p {describe(m)}); choose another port, or disconnect that endpoint",
+                        f"EndpointSpec.Ports.PublishedPort: {p.published}/{p.protocol} is published on this node "
+                        f"by {who} (-p {describe(m)}); choose another port, or disconnect that endpoint",
                         field="EndpointSpec.Ports.PublishedPort",
                     )
 

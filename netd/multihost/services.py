@@ -14,10 +14,10 @@ from typing import Any
 
 import structlog
 
-from netd.cluster.node import ClusterNode
-from netd.cluster.records import EndpointRecord, OverlayNetwork, ServiceRecord, decode
 from netd.cluster.ingress import DEFAULT_NAME, DEFAULT_SUBNET
 from netd.cluster.networks import NetworkDraft
+from netd.cluster.node import ClusterNode
+from netd.cluster.records import EndpointRecord, OverlayNetwork, ServiceRecord, decode
 from netd.cluster.services import ServiceDraft
 from netd.core.errors import ConflictError, InvalidError, NotFoundError
 from netd.core.model import DesiredState, Network
@@ -191,7 +191,11 @@ def service_view(
         pool = nets[net_id].pool(4) if net_id in nets else None
         if vip is not None:
             vips.append({"NetworkID": net_id, "Addr": f"{vip}/{pool.subnet.prefixlen}" if pool else str(vip)})
-    mine = sorted((t for t in tasks if t.service == rec.name), key=lambda t: (t.node, t.name, t.id))
+    # a task's endpoint on the ingress network (the routing mesh's) is not one more task
+    mine = sorted(
+        (t for t in tasks if t.service == rec.name and t.network in rec.networks),
+        key=lambda t: (t.node, t.name, t.id),
+    )
     return {
         "ID": rec.id,
         "CreatedAt": rec.created,
