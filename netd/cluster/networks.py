@@ -182,8 +182,9 @@ class ClusterNetworks:
         existing = await self.find_ingress()
         if existing is not None:
             raise ConflictError(
-                f"network {name!r}: the cluster has an ingress network already ({existing.name!r}) and only one "
-                f"may exist; use it, or remove it first (netd-ctl network rm {existing.name})",
+                f"Ingress: network {name!r} not created: the cluster has an ingress network already "
+                f"({existing.name!r}) and only one may exist; use it, or remove it first "
+                f"(netd-ctl network rm {existing.name})",
                 field="Ingress",
             )
 
