@@ -34,14 +34,14 @@ from svctest import hits, servers  # noqa: E402
 PORT = 7070
 
 
-def measure(path: str, targets: dict[str, str], n: int, rounds: int = 10) -> dict[str, object]:
+def measure(path: str, targets: dict[str, str], n: int, rounds: int = 10, port: int = PORT) -> dict[str, object]:
     import statistics
 
     acc: dict[str, dict[str, list[float] | float]] = {k: {"lat": [], "wall": 0.0, "fails": 0.0} for k in targets}
     for _ in range(rounds):
         for name, ip in targets.items():
             r = json.loads(
-                in_ns(path, sys.executable, "-c", CLIENT, ip, str(PORT), str(n // rounds), timeout=600).stdout
+                in_ns(path, sys.executable, "-c", CLIENT, ip, str(port), str(n // rounds), timeout=600).stdout
             )
             a = acc[name]
             a["lat"] += r["lat"]  # type: ignore[operator]

@@ -97,7 +97,7 @@ class ServiceOps:
         """Refused while the service has tasks: they are namespaces the user owns, netd does not disconnect
         them behind their back (``docker service rm`` stops its containers; netd has none to stop)."""
         rec = await self._find(name)
-        tasks = [t for t in await self._tasks() if t.service == rec.name]
+        tasks = [t for t in await self._tasks() if t.service == rec.name and t.network in rec.networks]
         if tasks:
             where = ", ".join(sorted(f"{t.name or t.id[:12]} on {t.node}" for t in tasks))
             raise ConflictError(
