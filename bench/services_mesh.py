@@ -14,6 +14,8 @@ over 10 rounds with the sequential TCP client of ``bench/lb.py`` (connect, send,
 * ``vip``: from a namespace on node3 on the service's network to the VIP (DNAT in that namespace);
 * ``direct``: from that namespace to t1's overlay address.
 
+The mesh's client is outside the cluster, the others are in an overlay namespace: each path as its users take it.
+
 Writes ``bench/results/services_mesh.json`` with the load average before and after.
 """
 
@@ -62,11 +64,13 @@ def main() -> None:
             assert until(lambda: set(hits(client, vip, PORT, 12)) == everyone, 30)
             for n in (n1, n3):
                 assert until(lambda n=n: set(hits(c.seg_path, n.underlay_ip, PUB, 12)) == everyone, 60)
-            outside = measure(
-                c.seg_path, {"mesh": n3.underlay_ip, "mesh_task_node": n1.underlay_ip}, args.conns, port=PUB
-            )
-            inside = measure(client, {"vip": vip, "direct": ips["t1"]}, args.conns, port=PORT)
-            result["paths"] = {**outside, **inside}
+            targets = {
+                "mesh": (c.seg_path, n3.underlay_ip, PUB),
+                "mesh_task_node": (c.seg_path, n1.underlay_ip, PUB),
+                "vip": (client, vip, PORT),
+                "direct": (client, ips["t1"], PORT),
+            }
+            result["paths"] = measure(targets, args.conns)
     result["load_after"] = os.getloadavg()
     (ROOT / "bench" / "results" / "services_mesh.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))

@@ -34,12 +34,13 @@ from svctest import hits, servers  # noqa: E402
 PORT = 7070
 
 
-def measure(path: str, targets: dict[str, str], n: int, rounds: int = 10, port: int = PORT) -> dict[str, object]:
+def measure(targets: dict[str, tuple[str, str, int]], n: int, rounds: int = 10) -> dict[str, object]:
+    """name -> (namespace path of the client, address, port); the paths interleaved over ``rounds``."""
     import statistics
 
     acc: dict[str, dict[str, list[float] | float]] = {k: {"lat": [], "wall": 0.0, "fails": 0.0} for k in targets}
     for _ in range(rounds):
-        for name, ip in targets.items():
+        for name, (path, ip, port) in targets.items():
             r = json.loads(
                 in_ns(path, sys.executable, "-c", CLIENT, ip, str(port), str(n // rounds), timeout=600).stdout
             )
@@ -79,7 +80,9 @@ def main() -> None:
         client = n3.ns("client")
         with servers(paths, PORT):
             assert until(lambda: set(hits(client, vip, PORT, 12)) == {"t1", "t2", "t3"}, 30)
-            result["paths"] = measure(client, {"vip": vip, "direct": ips["t1"]}, args.conns)
+            result["paths"] = measure(
+                {"vip": (client, vip, PORT), "direct": (client, ips["t1"], PORT)}, args.conns
+            )
     result["load_after"] = os.getloadavg()
     (ROOT / "bench" / "results" / "services_vip.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
