@@ -33,8 +33,6 @@ once): the API refuses that clash on both sides, this covers one made on another
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
@@ -49,6 +47,8 @@ from netd.core.model import DesiredState
 from netd.drivers.overlay import bridge_mac
 from netd.firewall.lb import LbBackend
 from netd.firewall.lb_model import Backend, LbInputError, LbNode, LbRuleset, PortSpec, Service, build_lb
+
+from .service_lb import pass_loop
 
 log = structlog.get_logger("netd.multihost")
 
@@ -181,18 +181,7 @@ class Mesh:
         return net.id, IPv4Interface(f"{addr}/{pool.subnet.prefixlen}")
 
     async def run(self) -> None:
-        next_check = 0.0
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), CHECK_EVERY)
-            self._wake.clear()
-            check = time.monotonic() >= next_check
-            if check:
-                next_check = time.monotonic() + CHECK_EVERY
-            try:
-                await self.sync(check=check)
-            except Exception:
-                log.exception("mesh_pass_failed")
+        await pass_loop(self._wake, CHECK_EVERY, self.sync, "mesh_pass_failed")
 
     async def _ensure_address(self, net: OverlayNetwork) -> None:
         """Take this node's ingress address (once), and put its endpoint record back if it went missing."""
