@@ -268,11 +268,13 @@ class OverlayChanges:
         here.  None: not a task of such a service, the task is on ingress already, or no ingress exists."""
         if req.service is None:
             return None
-        cache = self.cluster.cache
-        rec = cache.services().get(req.service)
+        cache = self.cluster.cache  # etcd when the watch has not brought them here yet (made a moment ago)
+        rec = cache.services().get(req.service) or await self.cluster.services.find(req.service)
         if rec is None or not any(p.published is not None and p.mode == "ingress" for p in rec.ports):
             return None
         ing = next((n for n in cache.networks().values() if n.ingress), None)
+        if ing is None:
+            ing = await self.cluster.networks.find_ingress()
         if ing is None or ing.id == ep.network:
             return None
         if any(e.network == ing.id for e in new.endpoints_in(ep.target)):
