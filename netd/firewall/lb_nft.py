@@ -51,7 +51,9 @@ PUBLISHED = "published"
 T = f"{FAMILY} {TABLE}"
 
 Json = dict[str, Any]
-_HOOKS = (("prerouting", -100), ("output", -100), ("postrouting", 100))  # dstnat, dstnat, srcnat
+# dstnat, dstnat, srcnat - 1: before netd's own masquerade (table inet netd, srcnat), so a routing-mesh
+# connection from a netd network's endpoint is SNAT'd to the node's ingress address, not masqueraded
+_HOOKS = (("prerouting", -100), ("output", -100), ("postrouting", 99))
 
 
 def render_full(rs: LbRuleset, slots: Slots, token: str) -> str:

@@ -9,6 +9,9 @@ Shape (Docker's bridge semantics; per network, never per endpoint):
 ``ip`` layer (routed traffic, IPv4 and IPv6; nftables ``table inet netd``)::
 
     forward   (base chain, hook forward, policy accept)
+        oif|iif <bridge> ct status dnat accept       the ingress network and docker_gwbridge: services'
+                                                     published ports DNAT there (netd.multihost.mesh), from
+                                                     outside or from any netd network, and the replies
         oif vmap @to_bridge      -> jump to-<net>    every packet that leaves through a netd bridge
         iif vmap @from_bridge    -> jump from-<net>  every packet that came in on a netd bridge (and leaves
                                                      through something that is not a netd bridge)
@@ -40,10 +43,7 @@ Published ports (``-p``), only while some endpoint publishes one; one map elemen
         dnat ip  to @dnat4     [daddr . l4proto . dport]   -> container address . port   (a given host IP)
         dnat ip  to @dnat4_any [l4proto . dport]           -> container address . port   (every host IPv4)
         dnat ip6 to @dnat6 / @dnat6_any                      the same for IPv6
-    to-<net>   ... ct status dnat accept                 before the final drop (networks with published ports,
-                                                     docker_gwbridge and the ingress network: services'
-                                                     published ports DNAT to them, netd.multihost.mesh)
-    from-<ingress>  ct status dnat accept                the routing mesh's replies (the overlay is not routed)
+    to-<net>   ... ct status dnat accept                 before the final drop (networks with published ports)
     postrouting
         saddr 127.0.0.0/8 oif <bridge> masquerade        127.0.0.1:port from the host (route_localnet on)
         ct status dnat saddr <subnet> oif <bridge> masquerade   hairpin: an endpoint through the host address
@@ -132,17 +132,24 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
         to_elems.append(Element((net.bridge,), Jump(f"to-{key}")))
         from_elems.append(Element((net.bridge,), Jump(f"from-{key}")))
         linked = _linked(state, net)
-        mesh = _mesh_target(net)
-        chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward, bool(pub.get(net.id)) or mesh, linked, mesh)))
-        chains.append(Chain(f"from-{key}", _from_rules(net, ip_forward, mesh)))
+        chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward, bool(pub.get(net.id)), linked)))
+        chains.append(Chain(f"from-{key}", _from_rules(net, ip_forward)))
         if features[net.id].nat:
             nat.extend(_nat_rules(net))
         nat.extend(_port_nat_rules(net, pub.get(net.id, [])))
         bridge_rules.extend(_bridge_rules(net, linked))
 
+    # services' published ports (netd.multihost.mesh) DNAT into the ingress network and docker_gwbridge, from
+    # outside or from any netd network: those connections and their replies pass, before any isolation
+    mesh: list[Rule] = []
+    for n in nets if ip_forward else []:
+        if _mesh_target(n):
+            mesh += [Rule(Match(oif=n.bridge, ct_dnat=True), Accept(), "netd:routing-mesh")]
+            mesh += [Rule(Match(iif=n.bridge, ct_dnat=True), Accept(), "netd:routing-mesh")]
     forward = Chain(
         CHAIN_FORWARD,
         (
+            *mesh,
             Rule(Match(), Dispatch("oif", MAP_TO_BRIDGE), "netd:into-network"),
             Rule(Match(), Dispatch("iif", MAP_FROM_BRIDGE), "netd:out-of-network"),
         ),
@@ -192,11 +199,7 @@ def _mesh_target(net: Network) -> bool:
 
 
 def _to_rules(
-    net: Network,
-    ip_forward: bool,
-    publishes: bool = False,
-    linked: list[tuple[IPNet, IPNet]] | None = None,
-    mesh: bool = False,
+    net: Network, ip_forward: bool, publishes: bool = False, linked: list[tuple[IPNet, IPNet]] | None = None
 ) -> tuple[Rule, ...]:
     c = f"netd:{net.id}"
     rules = [Rule(Match(iif=net.bridge, saddr=s, daddr=d), Accept(), c) for s, d in linked or []]
@@ -210,17 +213,13 @@ def _to_rules(
         rules.extend(Rule(Match(daddr=s), Accept(), c) for s in _routed_subnets(net))
         if publishes:  # a published port: the published chain DNAT'd it to an endpoint of this network
             rules.append(Rule(Match(ct_dnat=True), Accept(), c))
-    elif mesh and ip_forward:  # the ingress network (not routed): only the routing mesh's DNAT'd connections
-        rules.append(Rule(Match(ct_dnat=True), Accept(), c))
     rules.append(Rule(Match(), Drop(), c))
     return tuple(rules)
 
 
-def _from_rules(net: Network, ip_forward: bool, mesh: bool = False) -> tuple[Rule, ...]:
+def _from_rules(net: Network, ip_forward: bool) -> tuple[Rule, ...]:
     c = f"netd:{net.id}"
     if net.internal:
-        if mesh and ip_forward:  # the replies of the routing mesh's connections (ingress network)
-            return (Rule(Match(ct_dnat=True), Accept(), c), Rule(Match(), Drop(), c))
         return (Rule(Match(), Drop(), c),)
     return (Rule(Match(), Accept(), c),) if ip_forward else ()
 

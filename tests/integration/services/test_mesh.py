@@ -1,6 +1,7 @@
 """The routing mesh across three simulated nodes (real kernel, real etcd, real traffic from the underlay's
-"outside" namespace): a published port answers on every node, the node without a task too, TCP and UDP; a
-task that leaves gets no new connection 1 s later; a rebooted node's tasks are reached again."""
+"outside" namespace): a published port answers on every node, the node without a task too, TCP and UDP, also
+to namespaces on the node itself; a task that leaves gets no new connection 1 s later; a rebooted node's tasks
+are reached again."""
 
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ def test_mesh_every_node_udp_removal_reboot(tmp_path: Path, backend: str) -> Non
         with servers(paths, PORT) as procs:
             assert until(lambda: mesh_ok(c, {"t1", "t2"}), 60), lb_table(n3.path)
             assert until(lambda: mesh_ok(c, {"t1", "t2"}, "udp"), 30), lb_table(n3.path)
+            # from the node itself: a namespace on the overlay (its way out is docker_gwbridge) and one on a
+            # plain bridge network of node3 reach the published port at node3's own address
+            n3.connect("ov1", "client")
+            n3.ctl("network", "create", "--subnet", "172.31.9.0/24", "br1")
+            n3.connect("br1", "plain")
+            for ns in ("client", "plain"):
+                got = set(hits(n3.ns(ns), n3.underlay_ip, PUB, 10))
+                assert got == {"t1", "t2"}, (ns, got, lb_table(n3.path))
             # the rules live in the node's own namespace, not in the tasks'
             assert f"{PUB}" in lb_table(n3.path)
             # the task sees the node's ingress address (SNAT, as Docker's ingress sandbox), not the client's

@@ -115,13 +115,21 @@ def test_filter_lets_dnatted_connections_into_ingress_and_gwbridge() -> None:
     ov = _net("o1", "ov1", "overlay", "10.1.0.0/24")
     gw = _net("g1", "docker_gwbridge", "bridge", "172.18.0.0/16", icc=False)
     rs = build_ruleset(DesiredState(networks={n.name: n for n in (ing, ov, gw)}))
-    dnat = Match(ct_dnat=True)
-    to_ing = [(r.match, r.verdict) for r in rs.ip.chain("to-i1").rules]
-    assert (dnat, Accept()) in to_ing and to_ing[-1] == (Match(), Drop())
-    assert [(r.match, r.verdict) for r in rs.ip.chain("from-i1").rules] == [(dnat, Accept()), (Match(), Drop())]
-    assert (dnat, Accept()) in [(r.match, r.verdict) for r in rs.ip.chain("to-g1").rules]
-    # a plain overlay network stays closed both ways
-    assert all(r.match != dnat for r in rs.ip.chain("to-o1").rules + rs.ip.chain("from-o1").rules)
+    first = [(r.match, r.verdict) for r in rs.ip.chain("forward").rules[:4]]
+    assert first == [
+        (Match(oif="br-g1", ct_dnat=True), Accept()),
+        (Match(iif="br-g1", ct_dnat=True), Accept()),
+        (Match(oif="br-i1", ct_dnat=True), Accept()),
+        (Match(iif="br-i1", ct_dnat=True), Accept()),
+    ]
+    # a plain overlay network stays closed both ways; nothing per network changes
+    assert all(r.match.ct_dnat is False for r in rs.ip.chain("forward").rules[4:])
+    assert [(r.match, r.verdict) for r in rs.ip.chain("from-i1").rules] == [(Match(), Drop())]
+    assert build_ruleset(DesiredState(networks={"ov1": ov})).ip.chain("forward").rules[0].match == Match()
+    assert (
+        build_ruleset(DesiredState(networks={"ingress": ing}), ip_forward=False).ip.chain("forward").rules[0].match
+        == Match()
+    )
 
 
 def _state_with_p(port: int) -> DesiredState:
