@@ -21,7 +21,7 @@ import structlog
 from netd.cluster.cache import Change
 from netd.cluster.errors import ClusterUnavailableError
 from netd.cluster.node import ClusterNode
-from netd.cluster.records import EndpointRecord, ServiceRecord
+from netd.cluster.records import EndpointRecord
 from netd.core.actions import Scope
 from netd.core.errors import InvalidError, NetdError
 from netd.core.linkspec import ObservedHost
@@ -32,6 +32,7 @@ from .encryption import Encryption
 from .mesh import Mesh
 from .mirror import network_from_record, peers_of
 from .overlay import OverlayChanges
+from .planes import routing_mesh, service_lb
 from .publish import publish
 from .service_dns import service_names
 from .service_lb import ServiceLb, touches_services
@@ -120,8 +121,8 @@ class MultiHost:
         d.service.overlay = overlay = OverlayChanges(d.service, self.cluster, self.default_mtu)
         self.services = overlay.services = ServiceOps(self.cluster, lambda: d.service.state)
         if d.firewall.name in ("nftables", "iptables"):
-            self.lb = self._service_lb(d.firewall.name)
-            self.mesh = self._mesh(d.firewall.name)
+            self.lb = service_lb(self.cluster, lambda: d.service.state, self._netns_path, d.firewall.name)
+            self.mesh = routing_mesh(self.cluster, lambda: d.service.state, d.firewall.name, self._mesh_address)
         cache = self.cluster.cache
         d.service.port_holders = lambda: service_port_holders(cache.services().values())
         d.reconciler.observers.append(self.observe)
@@ -144,28 +145,8 @@ class MultiHost:
             self._tasks.append(asyncio.create_task(self.encryption.run(), name="netd-overlay-encryption"))
         return self._tasks
 
-    def _service_lb(self, kind: str) -> ServiceLb:
-        from netd.firewall.lb import make_lb_backend
-
-        d = self.daemon
-        assert self.cluster is not None
-        cache = self.cluster.cache
-
-        def path(ep: Endpoint) -> str:
-            return d.kernel.netns_path(ep.netns) if ep.netns is not None else (ep.netns_path or "")
-
-        def view() -> tuple[dict[str, ServiceRecord], list[EndpointRecord], set[str]]:
-            return cache.services(), [r for r in cache.endpoints() if r.service], set(cache.alive())
-
-        return ServiceLb(
-            self.cfg.node_name, lambda: d.service.state, path, view, lambda p: make_lb_backend(kind, netns=p)
-        )
-
-    def _mesh(self, kind: str) -> Mesh:
-        from netd.firewall.lb import make_lb_backend
-
-        assert self.cluster is not None
-        return Mesh(self.cluster, lambda: self.daemon.service.state, make_lb_backend(kind), self._mesh_address)
+    def _netns_path(self, ep: Endpoint) -> str:
+        return self.daemon.kernel.netns_path(ep.netns) if ep.netns is not None else (ep.netns_path or "")
 
     def _mesh_address(self, net_id: str) -> None:
         """This node's ingress address was taken: its ingress bridge and VXLAN device are made by a pass."""
