@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration" / "overlay"))
 sys.path.insert(0, str(ROOT / "tests" / "integration" / "services"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from mhtest import addr, cluster, until  # noqa: E402
-from services_vip import measure  # noqa: E402
+from mhtest import cluster, until  # noqa: E402
+from services_vip import measure, setup_web  # noqa: E402
 from svctest import hits, servers  # noqa: E402
 
 PORT = 7070
@@ -48,17 +48,8 @@ def main() -> None:
     args = ap.parse_args()
     result: dict[str, object] = {"load": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp), 3) as c:
-        n1, n2, n3 = c.nodes
-        n1.ctl("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.79.0.0/24", "ov1")
-        n1.ctl("service", "create", "web", "--network", "ov1", "-p", f"{PUB}:{PORT}")
-        vip = n1.json("service", "inspect", "web")[0]["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
-        paths, ips = {}, {}
-        for node, task in ((n1, "t1"), (n2, "t2"), (n2, "t3")):
-            assert until(lambda node=node: "web" in node.ctl("service", "ls").stdout)
-            ips[task] = addr(node.connect("ov1", task, "--service", "web"))
-            paths[task] = node.ns(task)
-        n3.connect("ov1", "client")
-        client = n3.ns("client")
+        n1, _n2, n3 = c.nodes
+        vip, ips, paths, client = setup_web(c, f"{PUB}:{PORT}")
         everyone = {"t1", "t2", "t3"}
         with servers(paths, PORT):
             assert until(lambda: set(hits(client, vip, PORT, 12)) == everyone, 30)
