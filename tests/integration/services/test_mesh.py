@@ -94,3 +94,6 @@ def test_mesh_every_node_udp_removal_reboot(tmp_path: Path, backend: str) -> Non
             assert until(lambda: Path(paths["t2"]).exists(), 30)
             procs["t2"] = start_server(paths["t2"], "t2", PORT)
             assert until(lambda: mesh_ok(c, {"t1", "t2"}), 90), lb_table(n2.path)
+            # a task's namespace removed: the mesh stops sending to it on every node
+            n1.ctl("netns", "rm", "t1")
+            assert until(lambda: mesh_ok(c, {"t2"}), 60), lb_table(n3.path)
