@@ -27,21 +27,22 @@ sys.path.insert(0, str(ROOT / "tests" / "integration" / "services"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from lb import CLIENT  # noqa: E402
-from mhtest import addr, cluster, until  # noqa: E402
+from mhtest import Cluster, addr, cluster, until  # noqa: E402
 from netdtest import in_ns  # noqa: E402
 from svctest import hits, servers  # noqa: E402
 
 PORT = 7070
 
 
-def measure(path: str, targets: dict[str, str], n: int, rounds: int = 10) -> dict[str, object]:
+def measure(targets: dict[str, tuple[str, str, int]], n: int, rounds: int = 10) -> dict[str, object]:
+    """name -> (namespace path of the client, address, port); the paths interleaved over ``rounds``."""
     import statistics
 
     acc: dict[str, dict[str, list[float] | float]] = {k: {"lat": [], "wall": 0.0, "fails": 0.0} for k in targets}
     for _ in range(rounds):
-        for name, ip in targets.items():
+        for name, (path, ip, port) in targets.items():
             r = json.loads(
-                in_ns(path, sys.executable, "-c", CLIENT, ip, str(PORT), str(n // rounds), timeout=600).stdout
+                in_ns(path, sys.executable, "-c", CLIENT, ip, str(port), str(n // rounds), timeout=600).stdout
             )
             a = acc[name]
             a["lat"] += r["lat"]  # type: ignore[operator]
@@ -60,26 +61,34 @@ def measure(path: str, targets: dict[str, str], n: int, rounds: int = 10) -> dic
     return out
 
 
+def setup_web(c: Cluster, publish: str) -> tuple[str, dict[str, str], dict[str, str], str]:
+    """ov1 and ``web`` (``--publish publish``) with tasks t1 (node1), t2 and t3 (node2) and a namespace on
+    node3: (VIP, task -> address, task -> namespace path, the client namespace's path)."""
+    n1, n2, n3 = c.nodes
+    n1.ctl("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.79.0.0/24", "ov1")
+    n1.ctl("service", "create", "web", "--network", "ov1", "-p", publish)
+    vip = n1.json("service", "inspect", "web")[0]["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
+    paths, ips = {}, {}
+    for node, task in ((n1, "t1"), (n2, "t2"), (n2, "t3")):
+        assert until(lambda node=node: "web" in node.ctl("service", "ls").stdout)
+        ips[task] = addr(node.connect("ov1", task, "--service", "web"))
+        paths[task] = node.ns(task)
+    n3.connect("ov1", "client")
+    return vip, ips, paths, n3.ns("client")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--conns", type=int, default=3000)
     args = ap.parse_args()
     result: dict[str, object] = {"load": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp), 3) as c:
-        n1, n2, n3 = c.nodes
-        n1.ctl("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.79.0.0/24", "ov1")
-        n1.ctl("service", "create", "web", "--network", "ov1", "-p", str(PORT))
-        vip = n1.json("service", "inspect", "web")[0]["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
-        paths, ips = {}, {}
-        for node, task in ((n1, "t1"), (n2, "t2"), (n2, "t3")):
-            assert until(lambda node=node: "web" in node.ctl("service", "ls").stdout)
-            ips[task] = addr(node.connect("ov1", task, "--service", "web"))
-            paths[task] = node.ns(task)
-        n3.connect("ov1", "client")
-        client = n3.ns("client")
+        vip, ips, paths, client = setup_web(c, str(PORT))
         with servers(paths, PORT):
             assert until(lambda: set(hits(client, vip, PORT, 12)) == {"t1", "t2", "t3"}, 30)
-            result["paths"] = measure(client, {"vip": vip, "direct": ips["t1"]}, args.conns)
+            result["paths"] = measure(
+                {"vip": (client, vip, PORT), "direct": (client, ips["t1"], PORT)}, args.conns
+            )
     result["load_after"] = os.getloadavg()
     (ROOT / "bench" / "results" / "services_vip.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))

@@ -166,8 +166,12 @@ class Daemon:
             def cluster_routes(routes: web.RouteTableDef, json: Callable[..., web.Response]) -> None:
                 add_node_routes(routes, mh, json)
                 add_service_routes(routes, mh.service_ops, json)
+
         app = build_app(
-            self.service, self.status, metrics=self.ops.metrics.render, ops=self.ops.api_ops(self.reload),
+            self.service,
+            self.status,
+            metrics=self.ops.metrics.render,
+            ops=self.ops.api_ops(self.reload),
             cluster_routes=cluster_routes,
         )
         self.runner = web.AppRunner(app, access_log=None)

@@ -86,6 +86,7 @@ def network_view(net: Network, state: DesiredState) -> dict[str, Any]:
         },
         "Internal": net.internal,
         "Attachable": net.attachable if net.driver == "overlay" else True,
+        "Ingress": net.ingress,
         "Containers": containers,
         "Options": dict(net.options),
         "Labels": dict(net.labels),

@@ -64,6 +64,7 @@ def build_network_create(args: argparse.Namespace) -> list[Request]:
         "Driver": args.driver,
         "Internal": args.internal,
         **({"Attachable": True} if args.attachable else {}),
+        **({"Ingress": True} if getattr(args, "ingress", False) else {}),
         "EnableIPv6": args.ipv6,
         "IPAM": {
             "Driver": "default",

@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--attachable", action="store_true", help="overlay: let plain namespaces connect (not only services)"
     )
+    p.add_argument(
+        "--ingress",
+        action="store_true",
+        help="overlay: the routing-mesh network of services' published ports (one per cluster)",
+    )
     p.add_argument("--ipv6", action="store_true", help="enable IPv6 networking")
     p.add_argument(
         "-o",

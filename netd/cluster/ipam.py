@@ -96,7 +96,9 @@ class ClusterIpam:
             pending.add(addr)
             try:
                 result = await self.store.create(
-                    self.keys.address(net.id, addr), encode(value), require=[present(self.keys.network(net.id))],
+                    self.keys.address(net.id, addr),
+                    encode(value),
+                    require=[present(self.keys.network(net.id))],
                     also=also(addr) if also is not None else (),
                 )
             finally:

@@ -16,6 +16,8 @@ key (under the prefix)                 value (``records``)   lifetime
 ``/endpoints/<network id>/<ep id>``    EndpointRecord        from connect to disconnect (or ``node rm``)
 ``/services/<service id>``             ServiceRecord         from ``service create`` to ``service rm``
 ``/service-names/<name>``              ServiceName           the same: a service name is unique in the cluster
+``/ingress/network``                   NameReservation       the ingress network's id, from its create to its rm:
+                                                             created "if absent", so one ingress per cluster
 ``/keys/<network id>``                 NetworkKeys           an encrypted network's keys and rotation stage
 ``/key-acks/<network id>/<node>``      KeyAck                under the node's lease: the rotation step it applied
 =====================================  ====================  ===================================================
@@ -133,6 +135,10 @@ class KeyLayout:
 
     def service_name(self, name: str) -> str:
         return self._k("service-names", name)
+
+    def ingress(self) -> str:
+        """Not a kind the cache parses: read and compared in transactions only (one ingress network)."""
+        return self._k("ingress", "network")
 
     def network_key(self, net_id: str) -> str:
         return self._k("keys", net_id)

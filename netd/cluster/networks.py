@@ -16,6 +16,7 @@ from ipaddress import IPv4Network
 import structlog
 
 from netd.cluster.errors import ClusterUnavailableError
+from netd.cluster.ingress import is_sbox
 from netd.cluster.ipam import DEFAULT_OVERLAY_POOLS, ClusterIpam
 from netd.cluster.keys import KeyLayout
 from netd.cluster.records import (
@@ -115,6 +116,8 @@ class ClusterNetworks:
             raise ConflictError(
                 f"network {draft.name!r} already exists in the cluster; choose another name", field="name"
             )
+        if draft.ingress:
+            await self._check_no_ingress(draft.name)
         vni: int | None = None
         subnets: list[IPNetwork] = []
         try:
@@ -142,16 +145,20 @@ class ClusterNetworks:
                 created_on=self.node,
             )
             name_key = self.keys.network_name(draft.name)
+            ingress = [self.keys.ingress()] if draft.ingress else []  # one ingress: its marker, if absent
             result = await self.store.txn(
                 f"create network {draft.name}",
-                [absent(name_key), absent(self.keys.network(draft.id))],
+                [absent(name_key), absent(self.keys.network(draft.id)), *(absent(k) for k in ingress)],
                 [
                     Put(self.keys.network(draft.id), encode(net)),
                     Put(name_key, encode(NameReservation(network=draft.id))),
+                    *(Put(k, encode(NameReservation(network=draft.id))) for k in ingress),
                 ],
                 [Get(name_key)],
             )
             if not result.succeeded:
+                if draft.ingress:
+                    await self._check_no_ingress(draft.name)
                 raise ConflictError(
                     f"network {draft.name!r} was created on another node at the same moment", field="name"
                 )
@@ -162,6 +169,24 @@ class ClusterNetworks:
             "cluster_network_created", network=draft.name, id=draft.id, vni=vni, subnets=[str(s) for s in subnets]
         )
         return net
+
+    async def find_ingress(self) -> OverlayNetwork | None:
+        """The cluster's ingress network (the routing mesh's), if one exists."""
+        held = await self.store.get(self.keys.ingress())
+        if held is None:
+            return None
+        kv = await self.store.get(self.keys.network(decode(NameReservation, held.value).network))
+        return decode(OverlayNetwork, kv.value) if kv is not None else None
+
+    async def _check_no_ingress(self, name: str) -> None:
+        existing = await self.find_ingress()
+        if existing is not None:
+            raise ConflictError(
+                f"Ingress: network {name!r} not created: the cluster has an ingress network already "
+                f"({existing.name!r}) and only one may exist; use it, or remove it first "
+                f"(netd-ctl network rm {existing.name})",
+                field="Ingress",
+            )
 
     async def _release(self, net_id: str, vni: int | None, subnets: list[IPNetwork]) -> None:
         with contextlib.suppress(ClusterUnavailableError):  # best effort: etcd went away half-way
@@ -178,11 +203,19 @@ class ClusterNetworks:
         eps = self.keys.endpoints_of(net.id)
         svcs = self.keys.section("services")
         held_svcs, revision = await self.store.get_prefix(svcs)
-        users = sorted(r.name for r in (_service(kv.value) for kv in held_svcs) if r and net.id in r.networks)
+        records = [r for r in (_service(kv.value) for kv in held_svcs) if r is not None]
+        users = sorted(r.name for r in records if net.id in r.networks)
         if users:
             raise ConflictError(
                 f"network {name!r} is used by service(s) {', '.join(users)}; remove them first "
                 "(netd-ctl service rm NAME)",
+                field="network",
+            )
+        mesh = sorted(r.name for r in records if any(p.published and p.mode == "ingress" for p in r.ports))
+        if net.ingress and mesh:
+            raise ConflictError(
+                f"network {name!r} is the ingress network and service(s) {', '.join(mesh)} publish ports through "
+                "it (the routing mesh); remove them first (netd-ctl service rm NAME)",
                 field="network",
             )
         deletes = [
@@ -193,10 +226,17 @@ class ClusterNetworks:
             Delete(self.keys.addresses_of(net.id), prefix=True),  # gateway-less leftovers of crashed connects
             Delete(self.keys.network_key(net.id)),  # an encrypted network's keys and the nodes' acks go with it
             Delete(self.keys.key_acks_of(net.id), prefix=True),
+            *([Delete(self.keys.ingress())] if net.ingress else []),
         ]
+        no_endpoints = empty_prefix(eps)
+        if net.ingress:  # the nodes' ingress-sbox records go with it (nothing else may be on it)
+            held_eps, ep_rev = await self.store.get_prefix(eps)
+            if all(is_sbox(kv.key.rsplit("/", 1)[-1]) for kv in held_eps):
+                no_endpoints = unchanged_since(eps, ep_rev)
+                deletes.append(Delete(eps, prefix=True))
         result = await self.store.txn(
             f"remove network {name}",
-            [present(self.keys.network(net.id)), empty_prefix(eps), unchanged_since(svcs, revision)],
+            [present(self.keys.network(net.id)), no_endpoints, unchanged_since(svcs, revision)],
             deletes,
         )
         if not result.succeeded:
@@ -204,6 +244,12 @@ class ClusterNetworks:
             if not held:
                 raise ConflictError(
                     f"network {name!r}: a service was created or changed at the same moment; try again",
+                    field="network",
+                )
+            held = [kv for kv in held if not is_sbox(kv.key.rsplit("/", 1)[-1])]
+            if not held:
+                raise ConflictError(
+                    f"network {name!r}: a node's ingress endpoint changed at the same moment; try again",
                     field="network",
                 )
             nodes = sorted({decode(EndpointRecord, kv.value).node for kv in held})

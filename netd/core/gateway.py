@@ -20,6 +20,7 @@ NsOf = Callable[[Endpoint], str]
 def by_target(ep: Endpoint) -> str:
     return ep.target
 
+
 GW_PRIORITY_MIN = -(2**31)
 GW_PRIORITY_MAX = 2**31 - 1
 

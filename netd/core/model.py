@@ -82,6 +82,7 @@ class Network(_Model):
     vni: int | None = None
     vxlan: str = ""  # the VXLAN device on the bridge
     attachable: bool = False  # plain namespaces may connect (Docker's --attachable)
+    ingress: bool = False  # the routing mesh's overlay network (Docker's --ingress; netd.multihost.mesh)
     labels: dict[str, str] = Field(default_factory=dict)  # Docker's network labels (filters, prune)
     created: str = ""
 

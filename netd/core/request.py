@@ -30,6 +30,7 @@ NETWORK_CREATE_FIELDS = (
     "Labels",
     "CheckDuplicate",
     "Attachable",
+    "Ingress",
 )
 
 
@@ -52,6 +53,7 @@ class NetworkCreate:
     mtu: int | None = None
     enable_ipv4: bool = True
     attachable: bool = False  # overlay: plain namespaces may connect (Docker's --attachable)
+    ingress: bool = False  # overlay: the routing mesh's network (Docker's --ingress), one per cluster
     labels: dict[str, str] = field(default_factory=dict)  # Docker's network labels
 
 
@@ -161,6 +163,11 @@ def parse_network_create(body: Any) -> NetworkCreate:
     _known(b, NETWORK_CREATE_FIELDS, "")
     name = validate_name(_str(b, "Name", required=True) or "", "network")
     driver = _str(b, "Driver") or "bridge"
+    if _bool(b, "Ingress") and driver != "overlay":
+        raise InvalidError(
+            f"--ingress: the routing mesh's network is an overlay network, not {driver}; add -d overlay",
+            field="Ingress",
+        )
     for flag in ("CheckDuplicate", "Attachable"):  # Docker's; accepted (netd always checks, always attaches)
         if b.get(flag) is not None:
             _bool(b, flag)
@@ -196,6 +203,7 @@ def parse_network_create(body: Any) -> NetworkCreate:
         pools=pools,
         options=options,
         attachable=_bool(b, "Attachable"),
+        ingress=_bool(b, "Ingress"),
         labels=_str_map(b.get("Labels"), "Labels"),
     )
 

@@ -280,4 +280,3 @@ class NsResolvers:
             if ns.listener is not None:
                 with contextlib.suppress(Exception):
                     await ns.listener.tcp.wait_closed()
-

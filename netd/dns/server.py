@@ -286,9 +286,7 @@ class DnsServer:
         if not transport.is_closing():
             transport.sendto(_wire(r, query, tcp=False), addr)
 
-    async def _tcp_client(
-        self, local: Local, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _tcp_client(self, local: Local, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
             while True:

@@ -72,6 +72,9 @@ class OverlaySeen:
     entries: dict[str, ObservedEntries] = field(default_factory=dict)
     peers: dict[str, list[PeerEntry]] = field(default_factory=dict)  # remote endpoints on alive nodes
     underlay_mtu: int = 1500
+    # the ingress network's id -> this node's own address on it (its ingress-sbox, netd.multihost.mesh): on
+    # the ingress bridge beside the gateway, so routing-mesh connections leave SNAT'd to it
+    sbox: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_vni(options: Mapping[str, str]) -> int | None:
@@ -290,11 +293,12 @@ class Overlay:
 
 def _bridge_spec(net: Network, seen: OverlaySeen) -> BridgeSpec:
     spec = build_bridge_spec(net)
+    own = seen.sbox.get(net.id)
     return BridgeSpec(
         ifname=spec.ifname,
         owner=spec.owner,
         mtu=spec.mtu,
-        addresses=spec.addresses,
+        addresses=(*spec.addresses, own) if own is not None and own not in spec.addresses else spec.addresses,
         adopt=False,
         mac=bridge_mac(net.id, seen.node),
     )

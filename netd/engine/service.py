@@ -95,6 +95,7 @@ class Service:
         # namespace identity by inode (looked up on the applier when used: narrow fakes need not have it)
         self.namespaces = NamespaceIndex(lambda p: self.kernel.ns_probe(p), lambda n: self.kernel.netns_path(n))
         self.overlay: OverlayOps | None = None  # cluster mode: overlay networks (netd.multihost)
+        self.port_holders: Callable[[], list[ports.Holder]] | None = None  # cluster mode: services' ports
 
     # -- commit ------------------------------------------------------------------------------------------------
 
@@ -474,6 +475,8 @@ class Service:
             fams = frozenset(a.version for a in (ep.ipv4, ep.ipv6) if a is not None)
             who = f"{'netns ' + repr(ep.netns) if ep.netns else ep.netns_path} on network {other.name!r}"
             holders.extend(ports.Holder(m, fams, who) for m in ep.ports)
+        if self.port_holders is not None:  # cluster mode: services' published ports (every node answers them)
+            holders.extend(self.port_holders())
         return ports.plan_ports(req.ports, families, holders, self.settings.port_range)
 
     def _adopt(self, new: DesiredState, scope: Scope, persist: bool = True) -> None:

@@ -234,6 +234,10 @@ class IptablesLbBackend(_Worker):
         lb_iptables.check_supported(desired)  # refused before anything changes
         return await super().apply(desired)
 
+    def holds_rules(self) -> bool:
+        """This namespace's nat table has NETDLB chains or jumps (uninstall asks before removing)."""
+        return bool(lb_iptables.render_removal(self._exec("save", None)))
+
     def _exec(self, verb: Literal["save", "restore"], text: str | None) -> str:
         argv = [binary(self.flavour, "ipv4", verb)]
         argv += ["-t", "nat"] if verb == "save" else ["--noflush", "--wait=10"]

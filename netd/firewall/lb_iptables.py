@@ -125,7 +125,7 @@ def _chains(rs: LbRuleset, token: str) -> dict[str, list[str]]:
     out[POST] = [
         f"-A {POST} -m mark ! --mark {mark}/{mark} -j RETURN",
         f"-A {POST} -j MARK --xor-mark {mark}",
-        f"-A {POST} -j MASQUERADE",
+        f"-A {POST} -j SNAT --to-source {rs.snat_to}" if rs.snat_to is not None else f"-A {POST} -j MASQUERADE",
     ]
     for name, s in rs.spreads.items():
         out[spread_chain[name]] = _spread(spread_chain[name], s)

@@ -17,8 +17,10 @@ backend (``lb.py``) applies them.  The shape follows kube-proxy's nftables mode 
 
 VIP and mesh connections are masqueraded on the way out (the spread chain sets ``MASQ_MARK``): a reply must
 come back through the node that did the DNAT, as in Docker's ingress sandbox, which SNATs to its ingress
-address — the address the masquerade picks is the node's own on the egress (ingress) network.  ``mode=host``
-keeps the client's address, as a plain ``-p`` port does.
+address.  A node's ruleset with an ingress source (``LbNode.ingress_source``, the node's own address on the
+ingress network) SNATs to that address rather than masquerading: the ingress bridge also holds the network's
+gateway, the same on every node, which a masquerade would pick and a task on another node would answer
+locally.  ``mode=host`` keeps the client's address, as a plain ``-p`` port does.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class LbNode:
 
     name: str
     ingress_network: str | None = None  # where the routing mesh sends published-port connections
+    ingress_source: IPv4Address | None = None  # this node's own address there: mesh connections SNAT to it
 
 
 @dataclass(frozen=True, order=True)
@@ -126,6 +129,7 @@ class LbRuleset:
     vips: Mapping[tuple[IPv4Address, Proto, int], str] = field(default_factory=dict)  # → spread chain
     published: Mapping[tuple[Proto, int], str] = field(default_factory=dict)  # → spread chain
     spreads: Mapping[str, Spread] = field(default_factory=dict)
+    snat_to: IPv4Address | None = None  # marked connections SNAT to this address (else: masquerade)
 
     @property
     def empty(self) -> bool:
@@ -229,7 +233,8 @@ def build_lb(services: Iterable[Service], node: LbNode) -> LbRuleset:
                 chain = f"{kind}-{svc.name}-{p.proto}-{p.published}"
                 published[key] = chain
                 spreads[chain] = Spread(chain, kind, sticky, eps)
-    return LbRuleset(vips=vips, published=published, spreads=spreads)
+    snat = node.ingress_source if any(s.kind == "mesh" for s in spreads.values()) else None
+    return LbRuleset(vips=vips, published=published, spreads=spreads, snat_to=snat)
 
 
 Keep = Callable[[Backend], bool]

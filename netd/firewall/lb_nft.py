@@ -16,6 +16,7 @@ Layout (kube-proxy's nftables mode, with the routing mesh of Docker's ingress)::
                                       fib daddr type local meta l4proto . th dport vmap @published
     chain output      (nat, dstnat)   the same, for connections made on the node itself
     chain postrouting (nat, srcnat)   meta mark & MASQ_MARK == MASQ_MARK  clear the bit, masquerade
+                                      (snat to the node's ingress address when the ruleset has one)
     map <spread>-slots { typeof numgen random mod 1 : verdict }   0 : goto ep-…, 1 : goto ep-…
     chain <spread>    meta mark set mark | MASQ_MARK (vip, mesh); numgen random mod N vmap @<spread>-slots
                       (jhash ip saddr mod N seed S for stickiness=source-ip)
@@ -50,7 +51,9 @@ PUBLISHED = "published"
 T = f"{FAMILY} {TABLE}"
 
 Json = dict[str, Any]
-_HOOKS = (("prerouting", -100), ("output", -100), ("postrouting", 100))  # dstnat, dstnat, srcnat
+# dstnat, dstnat, srcnat - 1: before netd's own masquerade (table inet netd, srcnat), so a routing-mesh
+# connection from a netd network's endpoint is SNAT'd to the node's ingress address, not masqueraded
+_HOOKS = (("prerouting", -100), ("output", -100), ("postrouting", 99))
 
 
 def render_full(rs: LbRuleset, slots: Slots, token: str) -> str:
@@ -70,7 +73,7 @@ def render_full(rs: LbRuleset, slots: Slots, token: str) -> str:
     out += _elements("add", PUBLISHED, [_pub_elem(k, c) for k, c in sorted(rs.published.items())])
     for hook, prio in _HOOKS:
         out.append(f"add chain {T} {hook} {{ type nat hook {hook} priority {prio}; policy accept; }}")
-        out += [f"add rule {T} {hook} {r}" for r in _hook_rules(hook)]
+        out += [f"add rule {T} {hook} {r}" for r in _hook_rules(hook, rs)]
     out += _state(token)
     return _text(out)
 
@@ -108,6 +111,11 @@ def render_delta(old: LbRuleset, old_slots: Slots, new: LbRuleset, new_slots: Sl
     for name in sorted(set(old.spreads) - set(new.spreads)):
         out += [f"delete chain {T} {name}", f"delete map {T} {_slot_map(name)}"]
     out += [f"delete chain {T} {ep.chain}" for ep in sorted(old_eps - new_eps)]
+    if old.snat_to != new.snat_to:
+        out += [
+            f"flush chain {T} postrouting",
+            *(f"add rule {T} postrouting {r}" for r in _hook_rules("postrouting", new)),
+        ]
     out += [f"flush chain {T} {STATE_CHAIN}", _state(token)[1]]
     return _text(out)
 
@@ -140,10 +148,11 @@ def _state(token: str) -> list[str]:
     return [f"add chain {T} {STATE_CHAIN}", f'add rule {T} {STATE_CHAIN} return comment "{TOKEN_PREFIX}{token}"']
 
 
-def _hook_rules(hook: str) -> list[str]:
+def _hook_rules(hook: str, rs: LbRuleset) -> list[str]:
     if hook == "postrouting":
         m, keep = f"0x{MASQ_MARK:08x}", f"0x{0xFFFFFFFF ^ MASQ_MARK:08x}"
-        return [f"meta mark & {m} == {m} meta mark set meta mark & {keep} masquerade"]
+        nat = f"snat to {rs.snat_to}" if rs.snat_to is not None else "masquerade"
+        return [f"meta mark & {m} == {m} meta mark set meta mark & {keep} {nat}"]
     return [
         f"ip daddr . meta l4proto . th dport vmap @{VIPS}",
         f"fib daddr type local meta l4proto . th dport vmap @{PUBLISHED}",

@@ -9,6 +9,9 @@ Shape (Docker's bridge semantics; per network, never per endpoint):
 ``ip`` layer (routed traffic, IPv4 and IPv6; nftables ``table inet netd``)::
 
     forward   (base chain, hook forward, policy accept)
+        oif|iif <bridge> ct status dnat accept       the ingress network and docker_gwbridge: services'
+                                                     published ports DNAT there (netd.multihost.mesh), from
+                                                     outside or from any netd network, and the replies
         oif vmap @to_bridge      -> jump to-<net>    every packet that leaves through a netd bridge
         iif vmap @from_bridge    -> jump from-<net>  every packet that came in on a netd bridge (and leaves
                                                      through something that is not a netd bridge)
@@ -89,6 +92,7 @@ from netd.drivers import get_driver
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9]+$")
+GWBRIDGE = "docker_gwbridge"  # netd.multihost's way out of overlay endpoints (mode=host ports DNAT to it)
 KEY_LEN = 12  # keeps "NETD-FROM-<key>" within iptables' 28-character chain-name limit
 
 
@@ -135,9 +139,17 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
         nat.extend(_port_nat_rules(net, pub.get(net.id, [])))
         bridge_rules.extend(_bridge_rules(net, linked))
 
+    # services' published ports (netd.multihost.mesh) DNAT into the ingress network and docker_gwbridge, from
+    # outside or from any netd network: those connections and their replies pass, before any isolation
+    mesh: list[Rule] = []
+    for n in nets if ip_forward else []:
+        if _mesh_target(n):
+            mesh += [Rule(Match(oif=n.bridge, ct_dnat=True), Accept(), "netd:routing-mesh")]
+            mesh += [Rule(Match(iif=n.bridge, ct_dnat=True), Accept(), "netd:routing-mesh")]
     forward = Chain(
         CHAIN_FORWARD,
         (
+            *mesh,
             Rule(Match(), Dispatch("oif", MAP_TO_BRIDGE), "netd:into-network"),
             Rule(Match(), Dispatch("iif", MAP_FROM_BRIDGE), "netd:out-of-network"),
         ),
@@ -178,6 +190,12 @@ def _linked(state: DesiredState, net: Network) -> list[tuple[IPNet, IPNet]]:
                     ha, hb = ip_network(a.ip), ip_network(b.ip)
                     out += [(ha, hb), (hb, ha)]
     return list(dict.fromkeys(out))
+
+
+def _mesh_target(net: Network) -> bool:
+    """Where services' published ports DNAT to (netd.multihost.mesh): the ingress network (the routing mesh),
+    and docker_gwbridge (``mode=host``: the local task's address there)."""
+    return net.ingress or (net.name == GWBRIDGE and net.driver == "bridge")
 
 
 def _to_rules(

@@ -159,7 +159,7 @@ async def cleanup_other(backend: FirewallBackend) -> list[str]:
 
 async def purge_all() -> list[str]:
     """Remove everything netd owns in every firewall backend of this netns (``uninstall --purge``); no API."""
-    return await _remove_nft() + _remove_own_tables() + await _remove_iptables()
+    return await _remove_nft() + _remove_own_tables() + await _remove_iptables() + await _remove_lb_chains()
 
 
 def _remove_own_tables() -> list[str]:
@@ -183,6 +183,33 @@ def _remove_own_tables() -> list[str]:
             removed.append(f"nftables {family} {table}")
     except FirewallError as e:
         log.warning("firewall_cleanup_failed", backend="nftables", error=e.message)
+    return removed
+
+
+async def _remove_lb_chains() -> list[str]:
+    """The load balancer's ``NETDLB-*`` nat chains and jumps (the routing mesh's, in this namespace) in every
+    iptables flavour present."""
+    import shutil
+
+    from netd.firewall.iptables import FLAVOURS, binary, legacy_loaded
+    from netd.firewall.iptables_rule import IP_FAMILIES
+    from netd.firewall.lb import IptablesLbBackend
+
+    removed: list[str] = []
+    for flavour in FLAVOURS:
+        if shutil.which(binary(flavour, "ipv4", "restore")) is None:
+            continue
+        if flavour == "legacy" and not any(legacy_loaded(f) for f in IP_FAMILIES):
+            continue
+        lb = IptablesLbBackend(flavour=flavour)
+        try:
+            if lb.holds_rules():
+                await lb.remove_all()
+                removed.append(f"iptables-{flavour} NETDLB")
+        except FirewallError as e:
+            log.warning("firewall_cleanup_failed", backend=f"iptables-{flavour} NETDLB", error=e.message)
+        finally:
+            lb.close()
     return removed
 
 

@@ -27,6 +27,7 @@ def network_from_record(rec: OverlayNetwork, default_mtu: int, created_here: Net
         vxlan=vxlan,
         vni=rec.vni,
         attachable=rec.attachable,
+        ingress=rec.ingress,
         mtu=rec.mtu or (default_mtu - ESP_OVERHEAD if rec.encrypted else default_mtu),
         created=rec.created,
     )

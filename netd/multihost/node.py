@@ -21,7 +21,7 @@ import structlog
 from netd.cluster.cache import Change
 from netd.cluster.errors import ClusterUnavailableError
 from netd.cluster.node import ClusterNode
-from netd.cluster.records import EndpointRecord, ServiceRecord
+from netd.cluster.records import EndpointRecord
 from netd.core.actions import Scope
 from netd.core.errors import InvalidError, NetdError
 from netd.core.linkspec import ObservedHost
@@ -29,11 +29,14 @@ from netd.core.model import DesiredState, Endpoint, IPAddress, IPInterface, IPNe
 from netd.drivers.overlay import OVERLAY, OverlaySeen
 
 from .encryption import Encryption
+from .mesh import Mesh
 from .mirror import network_from_record, peers_of
 from .overlay import OverlayChanges
+from .planes import routing_mesh, service_lb
 from .publish import publish
 from .service_dns import service_names
 from .service_lb import ServiceLb, touches_services
+from .service_spec import service_port_holders
 from .services import ServiceOps
 
 if TYPE_CHECKING:
@@ -78,6 +81,7 @@ class MultiHost:
         self._tasks: list[asyncio.Task[None]] = []
         self.services: ServiceOps | None = None
         self.lb: ServiceLb | None = None
+        self.mesh: Mesh | None = None  # the routing mesh (services' published ports on this node)
         self.latency: Any = None  # the event -> kernel histogram (registered by ``register_metrics``)
         self.encryption: Encryption | None = None  # encrypted overlays (issue 17), made at start
 
@@ -117,7 +121,10 @@ class MultiHost:
         d.service.overlay = overlay = OverlayChanges(d.service, self.cluster, self.default_mtu)
         self.services = overlay.services = ServiceOps(self.cluster, lambda: d.service.state)
         if d.firewall.name in ("nftables", "iptables"):
-            self.lb = self._service_lb(d.firewall.name)
+            self.lb = service_lb(self.cluster, lambda: d.service.state, self._netns_path, d.firewall.name)
+            self.mesh = routing_mesh(self.cluster, lambda: d.service.state, d.firewall.name, self._mesh_address)
+        cache = self.cluster.cache
+        d.service.port_holders = lambda: service_port_holders(cache.services().values())
         d.reconciler.observers.append(self.observe)
         d.dns.remote = self.remote_names
         await self.mirror()
@@ -132,26 +139,19 @@ class MultiHost:
         ]
         if self.lb is not None:
             self._tasks.append(asyncio.create_task(self.lb.run(), name="netd-service-lb"))
+        if self.mesh is not None:
+            self._tasks.append(asyncio.create_task(self.mesh.run(), name="netd-routing-mesh"))
         if self.encryption is not None:
             self._tasks.append(asyncio.create_task(self.encryption.run(), name="netd-overlay-encryption"))
         return self._tasks
 
-    def _service_lb(self, kind: str) -> ServiceLb:
-        from netd.firewall.lb import make_lb_backend
+    def _netns_path(self, ep: Endpoint) -> str:
+        return self.daemon.kernel.netns_path(ep.netns) if ep.netns is not None else (ep.netns_path or "")
 
-        d = self.daemon
-        assert self.cluster is not None
-        cache = self.cluster.cache
-
-        def path(ep: Endpoint) -> str:
-            return d.kernel.netns_path(ep.netns) if ep.netns is not None else (ep.netns_path or "")
-
-        def view() -> tuple[dict[str, ServiceRecord], list[EndpointRecord], set[str]]:
-            return cache.services(), [r for r in cache.endpoints() if r.service], set(cache.alive())
-
-        return ServiceLb(
-            self.cfg.node_name, lambda: d.service.state, path, view, lambda p: make_lb_backend(kind, netns=p)
-        )
+    def _mesh_address(self, net_id: str) -> None:
+        """This node's ingress address was taken: its ingress bridge and VXLAN device are made by a pass."""
+        self._pending.add(net_id)
+        self._wake.set()
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -161,6 +161,8 @@ class MultiHost:
                 await t
         if self.lb is not None:
             await self.lb.close()
+        if self.mesh is not None:
+            await self.mesh.close()
         if self.encryption is not None:
             self.encryption.close()
         if self.cluster is not None:
@@ -222,6 +224,8 @@ class MultiHost:
         self._publish_soon.set()
         if self.lb is not None:  # a namespace joined or left a service's network
             self.lb.wake()
+        if self.mesh is not None:  # a local task came or went (mode=host), a -p port
+            self.mesh.wake()
         if self.encryption is not None:
             self.encryption.poke()
 
@@ -254,6 +258,8 @@ class MultiHost:
             self.daemon.dns.invalidate()
             if self.lb is not None:
                 self.lb.wake()
+        if self.mesh is not None and (touches_services(change) or kinds & {"network", "address"}):
+            self.mesh.wake()
         if self.encryption is not None:  # keys, acks, endpoints, nodes: its own pass decides what matters
             self.encryption.poke()
         if "network" in kinds:
@@ -285,7 +291,7 @@ class MultiHost:
             await self._wake.wait()
             self._wake.clear()
             state = self.daemon.service.state
-            active = _active(state)
+            active = self._active(state)
             nets = active if self._all else self._pending & active
             since, self._since = self._since, None
             self._pending, self._all = set(), False
@@ -308,9 +314,12 @@ class MultiHost:
             node=self.cfg.node_name,
             local=self.address,
             port=self.cfg.vxlan_port,
-            active=_active(state),
+            active=self._active(state),
             underlay_mtu=self.underlay_mtu,
         )
+        held = self.mesh.address() if self.mesh is not None else None
+        if held is not None:
+            seen.sbox[held[0]] = held[1]
         alive = cache.alive()
         kernel = self.daemon.kernel
         for net in state.networks.values():
@@ -352,7 +361,7 @@ class MultiHost:
         alive = self.cluster.cache.alive()
         return sum(
             len(peers_of(self.cluster.cache.endpoints(n), alive, self.cfg.node_name))
-            for n in _active(self.daemon.service.state)
+            for n in self._active(self.daemon.service.state)
         )
 
     # -- status ------------------------------------------------------------------------------------------------
@@ -365,9 +374,22 @@ class MultiHost:
         st["remote_endpoints_programmed"] = self.programmed()
         if self.lb is not None:
             st["service_lb_namespaces"] = len(self.lb.namespaces)
+        if self.mesh is not None:
+            st["routing_mesh"] = self.mesh.status()
         if self.encryption is not None:
             st["encryption"] = self.encryption.status()
         return st
+
+    def _active(self, state: DesiredState) -> set[str]:
+        """Overlay networks with endpoints on this node, and the ingress network once this node holds its
+        address there (every node is on it: the routing mesh answers on nodes without a task too)."""
+        held = self.mesh.address() if self.mesh is not None else None
+        active = _active(state)
+        return (
+            active | {held[0]}
+            if held is not None and held[0] in {n.id for n in state.networks.values()}
+            else active
+        )
 
 
 def _active(state: DesiredState) -> set[str]:

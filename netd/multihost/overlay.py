@@ -98,6 +98,7 @@ class OverlayChanges:
             options=normalized_options(req.options),
             encrypted=opts.encrypted,
             attachable=req.attachable,
+            ingress=req.ingress,
             internal=req.internal,
             mtu=req.mtu,
         )
@@ -216,6 +217,7 @@ class OverlayChanges:
             return [Put(key, encode(endpoint_record(build(addr4, addr6), self.node)))]
 
         taken: list[IPAddress] = []
+        companion: Endpoint | None = None
         try:
             if p6 is None:
                 addr4 = await ipam.allocate_address(
@@ -239,15 +241,92 @@ class OverlayChanges:
                 new.endpoints[gw_ep.id] = gw_ep
                 nets.add(gw_ep.network)
                 eps.add(gw_ep.id)
+            companion = await self._ingress_endpoint(new, ep, req, has_link)
+            if companion is not None:  # a task of a service publishing through the routing mesh
+                new.endpoints[companion.id] = companion
+                nets.add(companion.network)
+                eps.add(companion.id)
             what = f"connect {target.describe()} to {net.name}"
             await svc._commit(new, Scope.of(networks=nets, endpoints=eps), what)
         except BaseException:
             if taken:  # the record and the addresses go together, as they came
                 with contextlib.suppress(ClusterUnavailableError):
                     await self._forget(net.id, ep_id, taken)
+                    if companion is not None and companion.ipv4 is not None:
+                        await self._forget(companion.network, companion.id, [companion.ipv4.ip])
             raise
         log.info("overlay_endpoint_connected", network=net.name, target=ep.target, ip=str(ep.ipv4))
         return ep
+
+    # -- the ingress network (routing mesh): a task joins it with its first service endpoint -----------------
+
+    async def _ingress_endpoint(
+        self, new: DesiredState, ep: Endpoint, req: Connect, has_link: Callable[[str], Awaitable[bool]] | None
+    ) -> Endpoint | None:
+        """The task's endpoint on the ingress network, as Docker attaches a service's tasks to ingress when
+        the service publishes a port through the routing mesh; its address is taken (and its record written)
+        here.  None: not a task of such a service, the task is on ingress already, or no ingress exists."""
+        if req.service is None:
+            return None
+        cache = self.cluster.cache  # etcd when the watch has not brought them here yet (made a moment ago)
+        rec = cache.services().get(req.service) or await self.cluster.services.find(req.service)
+        if rec is None or not any(p.published is not None and p.mode == "ingress" for p in rec.ports):
+            return None
+        ing = next((n for n in cache.networks().values() if n.ingress), None)
+        if ing is None:
+            ing = await self.cluster.networks.find_ingress()
+        if ing is None or ing.id == ep.network:
+            return None
+        if any(e.network == ing.id for e in new.endpoints_in(ep.target)):
+            return None
+        net = new.network_by_id(ing.id)
+        if net is None:  # the watch has not mirrored it here yet
+            net = network_from_record(ing, self.default_mtu())
+            new.networks[net.name] = net
+        pool = net.pool(4)
+        assert pool is not None
+        ep_id = new_id()
+        used = {e.ifname for e in new.endpoints_in(ep.target)} | {ep.ifname}
+        ifname = await free_ifname(req.target, used, has_link)
+
+        def build(addr: IPAddress) -> Endpoint:
+            v4 = ip_interface(f"{addr}/{pool.subnet.prefixlen}")
+            return ep.model_copy(
+                update={
+                    "id": ep_id,
+                    "network": ing.id,
+                    "ifname": ifname,
+                    "host_ifname": get_driver(net).endpoint_host_ifname(ep_id),
+                    "mac": overlay_mac(addr),
+                    "ipv4": v4 if isinstance(v4, IPv4Interface) else None,
+                    "ipv6": None,
+                    "aliases": [],
+                    "gw_for": None,
+                    "default_route": False,
+                }
+            )
+
+        key = self.cluster.keys.endpoint(ing.id, ep_id)
+        addr = await self.cluster.ipam.allocate_address(
+            ing,
+            ep_id,
+            None,
+            4,
+            held=cache.allocations(ing.id),
+            also=lambda a: [Put(key, encode(endpoint_record(build(a), self.node)))],
+        )
+        return build(addr)
+
+    def _companions_leaving(self, ep: Endpoint) -> list[Endpoint]:
+        """The ingress endpoint of ``ep``'s namespace when ``ep`` is its last endpoint of ``ep.service``."""
+        state = self.svc.state
+        if ep.service is None:
+            return []
+        ingress = {n.id for n in state.networks.values() if n.ingress}
+        mine = [e for e in state.endpoints_in(ep.target) if e.service == ep.service and e.id != ep.id]
+        if ep.network in ingress or any(e.network not in ingress for e in mine):
+            return []
+        return [e for e in mine if e.network in ingress]
 
     async def _forget(self, net_id: str, ep_id: str, addrs: list[IPAddress]) -> None:
         """Delete an endpoint's record and the address allocations it holds, in one transaction.  The
@@ -271,16 +350,22 @@ class OverlayChanges:
         new = svc.state.copy_for_change()
         del new.endpoints[ep.id]
         gone = {ep.id}
+        companions = self._companions_leaving(ep)
+        for c in companions:  # its ingress endpoint goes with the namespace's last task of the service
+            if c.ipv4 is not None:
+                await self._forget(c.network, c.id, [c.ipv4.ip])
         others = [
             e
             for e in svc.state.endpoints_in(ep.target)
             if e.id != ep.id
+            and e not in companions
             and (n := svc.state.network_by_id(e.network)) is not None
             and n.driver == "overlay"
             and not n.internal
         ]
         if not others:  # its way out goes with the last overlay endpoint of the namespace that used it
             gone |= {e.id for e in svc.state.endpoints_in(ep.target) if e.gw_for is not None}
+        gone |= {c.id for c in companions}
         for ep_id in gone:
             new.endpoints.pop(ep_id, None)
         try:

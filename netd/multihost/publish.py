@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import structlog
 
+from netd.cluster.ingress import is_sbox
 from netd.cluster.keys import KeyLayout
 from netd.cluster.node import ClusterNode
 from netd.cluster.records import Allocation, EndpointRecord, decode, encode, now
@@ -52,7 +53,7 @@ async def _publish(cluster: ClusterNode, state: DesiredState, eps: list[KV], all
             rec = decode(EndpointRecord, kv.value)
         except ValueError:
             continue
-        if rec.node == node:
+        if rec.node == node and not is_sbox(rec.id):  # the node's ingress address is the mesh's (mesh.py)
             have[rec.id] = (kv.key, rec)
     put = deleted = released = taken = 0
     for ep in local.values():
@@ -72,7 +73,7 @@ async def _publish(cluster: ClusterNode, state: DesiredState, eps: list[KV], all
         except ValueError:
             continue
         held[kv.key] = alloc
-        if alloc.node == node and alloc.endpoint not in local:
+        if alloc.node == node and alloc.endpoint not in local and not is_sbox(alloc.endpoint):
             await cluster.ipam.release_address(alloc.network, alloc.address, alloc.endpoint)
             released += 1
     for ep in local.values():

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -44,6 +44,26 @@ from netd.firewall.lb_model import (
 log = structlog.get_logger("netd.multihost")
 
 CHECK_EVERY = 2.0  # seconds between drift checks of the namespaces' LB tables
+
+
+async def pass_loop(
+    wake: asyncio.Event, every: float, sync: Callable[[bool], Awaitable[object]], failed: str
+) -> None:
+    """Run ``sync`` on every ``wake`` and at least every ``every`` seconds; ``sync(True)`` (a drift check:
+    read the kernel back) at most every ``every`` seconds.  A failed pass is logged as ``failed``; the next
+    one tries again."""
+    next_check = 0.0
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), every)
+        wake.clear()
+        check = time.monotonic() >= next_check
+        if check:
+            next_check = time.monotonic() + every
+        try:
+            await sync(check)
+        except Exception:
+            log.exception(failed)
 
 
 def touches_services(change: Change) -> bool:
@@ -131,18 +151,7 @@ class ServiceLb:
         self._wake.set()
 
     async def run(self) -> None:
-        next_check = 0.0
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), CHECK_EVERY)
-            self._wake.clear()
-            check = time.monotonic() >= next_check
-            if check:
-                next_check = time.monotonic() + CHECK_EVERY
-            try:
-                await self.sync(check=check)
-            except Exception:
-                log.exception("service_lb_pass_failed")
+        await pass_loop(self._wake, CHECK_EVERY, self.sync, "service_lb_pass_failed")
 
     def desired(self) -> dict[str, LbRuleset]:
         """Namespace path -> its LB rules (namespaces without any service VIP are absent)."""

@@ -13,12 +13,15 @@ written.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
 from netd.cluster.records import ServicePort, ServiceRecord
 from netd.core.errors import ConflictError, InvalidError
+from netd.core.model import DesiredState, PortMapping
+from netd.core.ports import Holder, describe
 from netd.firewall.lb_model import LbInputError, PortSpec, Service, validate_service
 
 OPTIONS = {"stickiness": ("none", "source-ip")}
@@ -168,3 +171,38 @@ def check_published_free(spec: ServiceSpec, others: list[ServiceRecord]) -> None
                     f"service {other.name}; choose another port",
                     field="EndpointSpec.Ports.PublishedPort",
                 )
+
+
+def check_local_ports(spec: ServiceSpec, state: DesiredState) -> None:
+    """A published port is refused while an endpoint of this node publishes the same IPv4 port with ``-p``
+    (both would DNAT it on this node)."""
+    for p in spec.ports:
+        if p.published is None:
+            continue
+        for ep in state.endpoints.values():
+            for m in ep.ports:
+                if (
+                    m.proto == p.protocol
+                    and m.host_port == p.published
+                    and (m.host_ip is None or m.host_ip.version == 4)
+                ):
+                    who = f"netns {ep.netns!r}" if ep.netns else ep.netns_path
+                    raise ConflictError(
+                        f"EndpointSpec.Ports.PublishedPort: {p.published}/{p.protocol} is published on this node "
+                        f"by {who} (-p {describe(m)}); choose another port, or disconnect that endpoint",
+                        field="EndpointSpec.Ports.PublishedPort",
+                    )
+
+
+def service_port_holders(services: Iterable[ServiceRecord]) -> list[Holder]:
+    """Services' published ports as holders of host ports (``-p`` on this node is refused on them)."""
+    return [
+        Holder(
+            PortMapping(host_port=p.published, container_port=p.target, proto=p.protocol),
+            frozenset({4}),
+            f"service {s.name!r} ({'routing mesh' if p.mode == 'ingress' else 'mode=host'})",
+        )
+        for s in services
+        for p in s.ports
+        if p.published is not None
+    ]

@@ -14,6 +14,8 @@ from typing import Any
 
 import structlog
 
+from netd.cluster.ingress import DEFAULT_NAME, DEFAULT_SUBNET
+from netd.cluster.networks import NetworkDraft
 from netd.cluster.node import ClusterNode
 from netd.cluster.records import EndpointRecord, OverlayNetwork, ServiceRecord, decode
 from netd.cluster.services import ServiceDraft
@@ -22,7 +24,7 @@ from netd.core.model import DesiredState, Network
 from netd.core.naming import new_id
 from netd.core.request import Connect
 
-from .service_spec import check_published_free, parse_service_create
+from .service_spec import check_local_ports, check_published_free, parse_service_create
 
 log = structlog.get_logger("netd.multihost")
 
@@ -55,6 +57,9 @@ class ServiceOps:
                 )
             nets.append(rec)
         check_published_free(spec, await self.cluster.services.list())
+        check_local_ports(spec, state)
+        if any(p.published is not None and p.mode == "ingress" for p in spec.ports):
+            await self._ingress()
         draft = ServiceDraft(
             id=new_id(),
             name=spec.name,
@@ -66,11 +71,33 @@ class ServiceOps:
         )
         return await self.cluster.services.create(draft)
 
+    async def _ingress(self) -> OverlayNetwork:
+        """The ingress network, made with Docker's defaults (``ingress``, 10.0.0.0/24) when there is none yet;
+        every node mirrors it from the watch."""
+        networks = self.cluster.networks
+        found = await networks.find_ingress()
+        if found is not None:
+            return found
+        draft = NetworkDraft(id=new_id(), name=DEFAULT_NAME, subnet=DEFAULT_SUBNET, ingress=True)
+        try:
+            made = await networks.create(draft, self.cluster.pools)
+        except ConflictError:
+            found = await networks.find_ingress()  # another node made it at the same moment: use that one
+            if found is not None:
+                return found
+            raise ConflictError(
+                f"EndpointSpec.Ports: the routing mesh needs an ingress network and the name {DEFAULT_NAME!r} is "
+                "taken by another network; create one with netd-ctl network create -d overlay --ingress NAME",
+                field="EndpointSpec.Ports",
+            ) from None
+        log.info("ingress_network_created", network=made.name, subnet=DEFAULT_SUBNET)
+        return made
+
     async def remove(self, name: str) -> None:
         """Refused while the service has tasks: they are namespaces the user owns, netd does not disconnect
         them behind their back (``docker service rm`` stops its containers; netd has none to stop)."""
         rec = await self._find(name)
-        tasks = [t for t in await self._tasks() if t.service == rec.name]
+        tasks = [t for t in await self._tasks() if t.service == rec.name and t.network in rec.networks]
         if tasks:
             where = ", ".join(sorted(f"{t.name or t.id[:12]} on {t.node}" for t in tasks))
             raise ConflictError(
@@ -164,7 +191,11 @@ def service_view(
         pool = nets[net_id].pool(4) if net_id in nets else None
         if vip is not None:
             vips.append({"NetworkID": net_id, "Addr": f"{vip}/{pool.subnet.prefixlen}" if pool else str(vip)})
-    mine = sorted((t for t in tasks if t.service == rec.name), key=lambda t: (t.node, t.name, t.id))
+    # a task's endpoint on the ingress network (the routing mesh's) is not one more task
+    mine = sorted(
+        (t for t in tasks if t.service == rec.name and t.network in rec.networks),
+        key=lambda t: (t.node, t.name, t.id),
+    )
     return {
         "ID": rec.id,
         "CreatedAt": rec.created,

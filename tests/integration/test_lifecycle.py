@@ -182,6 +182,9 @@ def test_purge_firewall_removes_netds_rules_and_jumps_only(tmp_path: Path) -> No
             # the services' LB and the encrypted overlays' tables (made here by hand: no cluster in this test)
             in_ns(host.path, "nft", "add", "table", "ip", "netd-lb")
             in_ns(host.path, "nft", "add", "table", "inet", "netd_esp")
+            # and the routing mesh's NETDLB chains with their jump (the iptables LB in the node's namespace)
+            in_ns(host.path, "iptables", "-t", "nat", "-N", "NETDLB-PRE")
+            in_ns(host.path, "iptables", "-t", "nat", "-I", "PREROUTING", "1", "-j", "NETDLB-PRE")
             r = in_ns(host.path, NETD, "--purge-firewall")
             assert "removed" in r.stdout
             assert "netd" not in in_ns(host.path, "nft", "list", "tables").stdout

@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from netdtest import in_ns
 
@@ -51,11 +52,12 @@ def hits(path: str, ip: str, port: int, count: int, proto: str = "tcp") -> Count
     return Counter(line.split()[1] for line in out.splitlines())
 
 
-def timed_hits(path: str, ip: str, port: int, count: int) -> subprocess.Popen[str]:
-    """The LB client in the background: one line per connection, ``<monotonic start> <task>``."""
+def timed_hits(path: str, ip: str, port: int, count: int, out: IO[str] | None = None) -> subprocess.Popen[str]:
+    """The LB client in the background: one line per connection, ``<monotonic start> <task>``, to ``out`` (a
+    file: a fast path fills a pipe nobody reads before the client is stopped) or a pipe."""
     return subprocess.Popen(
         ["nsenter", f"--net={path}", sys.executable, LBCLIENT, "tcp", ip, str(port), str(count)],
-        stdout=subprocess.PIPE,
+        stdout=out if out is not None else subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
