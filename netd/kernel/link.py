@@ -309,7 +309,7 @@ async def _create_veth(
             await ipr.link("del", ifname=spec.host_ifname)
         raise
     # both sides up: tell peers and the host this address's MAC now (a reused address)
-    await announce(spec.netns.path, spec.peer_ifname, spec.addresses)
+    await announce(spec.netns.path, spec.peer_ifname, spec.addresses, spec.host_ifname)
 
 
 async def _clear_stale_peer(ns_socket: NsSocket, spec: VethSpec) -> bool:

@@ -75,8 +75,13 @@ def thread_ns_path() -> str:
     return f"/proc/self/task/{threading.get_native_id()}/ns/net"
 
 
-async def in_fresh_thread(fn: Callable[[], T], name: str = "netd-ns") -> T:
-    """Run ``fn`` in a new thread that dies afterwards (so a setns() never leaks into a pooled thread)."""
+async def in_fresh_thread(
+    fn: Callable[[], T], name: str = "netd-ns", after: Callable[[], None] | None = None
+) -> T:
+    """Run ``fn`` in a new thread that dies afterwards (so a setns() never leaks into a pooled thread).
+
+    ``after``: called in that thread once ``fn``'s result is handed back, whatever it was (slow cleanup the
+    caller need not wait for, such as closing sockets); its errors are ignored."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[T] = loop.create_future()
 
@@ -96,6 +101,9 @@ async def in_fresh_thread(fn: Callable[[], T], name: str = "netd-ns") -> T:
             loop.call_soon_threadsafe(deliver, False, exc)
         else:
             loop.call_soon_threadsafe(deliver, True, result)
+        if after is not None:
+            with contextlib.suppress(Exception):
+                after()
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return await fut
