@@ -69,19 +69,11 @@ def sync_link(ifname: str) -> None:
         nl.recv(1 << 16)
 
 
-def _send(
-    ns_path: str,
-    ifname: str,
-    addresses: Sequence[IPv4Interface | IPv6Interface],
-    host_ifname: str | None,
-    opened: list[socket.socket],
+def send_frames(
+    ifname: str, index: int, addresses: Sequence[IPv4Interface | IPv6Interface], opened: list[socket.socket]
 ) -> int:
-    """Sends the frames; the sockets it opens go to ``opened`` for the caller to close (slowly) later."""
-    if host_ifname is not None:
-        sync_link(host_ifname)  # still in netd's namespace: the host side (the bridge port's state)
-    setns_net(ns_path)  # this thread only; it ends right after
-    sync_link(ifname)
-    index = socket.if_nametoindex(ifname)
+    """Sends the frames on ``ifname`` (``index``) of the calling thread's namespace; the sockets it opens go to
+    ``opened`` for the caller to close (slowly: RCU) later.  Returns the number of frames sent."""
     sent = 0
     # protocol 0: no receive hook (the socket only sends; each frame names its protocol)
     pkt = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
@@ -103,6 +95,20 @@ def _send(
         icmp.sendto(unsolicited_na(mac, iface.ip.packed), (ALL_NODES, 0, 0, index))
         sent += 1
     return sent
+
+
+def _send(
+    ns_path: str,
+    ifname: str,
+    addresses: Sequence[IPv4Interface | IPv6Interface],
+    host_ifname: str | None,
+    opened: list[socket.socket],
+) -> int:
+    if host_ifname is not None:
+        sync_link(host_ifname)  # still in netd's namespace: the host side (the bridge port's state)
+    setns_net(ns_path)  # this thread only; it ends right after
+    sync_link(ifname)
+    return send_frames(ifname, socket.if_nametoindex(ifname), addresses, opened)
 
 
 def _close_all(opened: list[socket.socket]) -> None:
