@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncGenerator, Collection, Iterable, Mapping, Sequence
@@ -55,6 +56,7 @@ from netd.kernel import child as childops
 from netd.kernel import conntrack, owned
 from netd.kernel import link as linkops
 from netd.kernel import netns as nsops
+from netd.kernel import nsid as nsidops
 from netd.kernel import parent as parentops
 from netd.kernel import peers as peerops
 from netd.kernel import sysctl as sysctlops
@@ -232,22 +234,19 @@ class Kernel:
 
     async def ns_has_link(self, path: str, ifname: str) -> bool:
         """Whether the namespace at ``path`` has a link of that name (netd's or anyone's).  A validation read
-        beside a reconcile: a socket of its own for the call (sharing the reconciler's could clash with its dumps
-        (EBUSY), and a cached one would keep the namespace alive after it is deleted)."""
-        if not nsops.ns_alive(path):
-            raise KernelError(f"netns {path}: open failed: the namespace does not exist (any more)")
+        beside a reconcile: asked from netd's namespace by the namespace's id (``netd.kernel.nsid``), on a
+        raw socket of its own (the reconciler's could be in a dump (EBUSY); a socket inside the namespace needs
+        a thread, and a cached one would keep the namespace alive after it is deleted)."""
         try:
-            fd = await nsops.in_fresh_thread(lambda: nsops.netlink_fd_in(path), name="netd-nsopen")
+            nsfd = nsops.open_netns(path)
         except OSError as exc:
-            raise kernel_error(f"netns {path}", "open", exc) from exc
-        nsipr = AsyncIPRoute(fileno=fd)
+            raise KernelError(f"netns {path}: open failed: the namespace does not exist (any more)") from exc
         try:
-            await nsipr.setup_endpoint()
-            return await linkops.get_link(nsipr, ifname) is not None
-        except NetlinkError as exc:
+            return await nsidops.has_link(nsfd, ifname)
+        except OSError as exc:
             raise kernel_error(f'link "{ifname}" in {path}', "get", exc) from exc
         finally:
-            nsipr.close()
+            os.close(nsfd)
 
     async def ensure_netns(self, name: str, share: bool = False) -> bool:
         """``share``: the name is bound to netd's own namespace (``netns create --network host``)."""
