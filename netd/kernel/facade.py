@@ -255,21 +255,14 @@ class Kernel:
             return False
         netns_dir, prepare = str(self.netns_dir), not self._dir_ready
         try:
-            created, fd = await nsops.in_fresh_thread(
+            created = await nsops.in_fresh_thread(
                 lambda: nsops.create_named_netns(netns_dir, name, prepare, self.host_mnt, share), name="netd-nsadd"
             )
         except OSError as exc:
             raise kernel_error(f'netns "{name}"', "create", exc) from exc
         self._dir_ready = True
-        if not created or fd is None:
+        if not created:
             return False
-        ipr = await self._adopt_fd(path, fd)
-        try:
-            lo = await linkops.get_link(ipr, "lo")
-            if lo is not None:
-                await ipr.link("set", index=lo["index"], state="up")
-        except NetlinkError as exc:
-            raise kernel_error(f'netns "{name}"', "bring lo up", exc) from exc
         log.info("netns_created", netns=name, path=path)
         return True
 
