@@ -15,6 +15,7 @@ and only then takes it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,7 @@ from netd.drivers import DRIVERS
 from netd.engine.hostchanges import HostChanges, record_adopted, remove_adopted, restore_sysctls
 from netd.engine.locks import TimedLock
 from netd.engine.plan import IP6_FORWARD, localnet_keys, plan, scope_links, scope_targets, wants_ip6_forward
+from netd.engine.waves import waves
 from netd.firewall.base import FirewallBackend
 from netd.firewall.rules import build_ruleset
 from netd.kernel.facade import Kernel
@@ -280,9 +282,12 @@ class Reconciler:
         actions = [a for a in await self._plan(state, scope) if a.owner not in gone]
         errors: dict[str, str] = {}
         applied: list[str] = []
-        for action in actions:
-            if await self._run(action, errors):
-                applied.append(type(action).__name__)
+        for step in waves(actions, self._ns_key):  # creates for different namespaces run together
+            if len(step) == 1:
+                applied += await self._run_unit(step[0], errors)
+            else:
+                for done in await asyncio.gather(*(self._run_unit(unit, errors) for unit in step)):
+                    applied += done
         seconds = time.perf_counter() - t0
         self.stats.reconciled(RunReport(reason, tuple(applied), errors, seconds, scope.is_full))
         level = log.info if applied or errors else log.debug
@@ -290,6 +295,17 @@ class Reconciler:
             "reconcile_done", reason=reason, changes=len(applied), errors=len(errors), ms=round(seconds * 1000, 1)
         )
         return errors
+
+    def _ns_key(self, action: Action) -> str:
+        """The namespace an action creates something for (see waves)."""
+        if isinstance(action, EnsureVeth):
+            return action.spec.netns.path
+        name = getattr(action, "name", "")
+        return self.kernel.netns_path(name) if name else ""
+
+    async def _run_unit(self, unit: list[Action], errors: dict[str, str]) -> list[str]:
+        """The unit's actions in order; the type names of those applied."""
+        return [type(a).__name__ for a in unit if await self._run(a, errors)]
 
     async def _run(self, action: Action, errors: dict[str, str]) -> bool:
         requires = getattr(action, "requires", "")
