@@ -282,11 +282,15 @@ class Reconciler:
         actions = [a for a in await self._plan(state, scope) if a.owner not in gone]
         errors: dict[str, str] = {}
         applied: list[str] = []
+        # a new veth is announced (gratuitous ARP / unsolicited NA) only when an API change made its endpoint:
+        # a full pass recreates known endpoints, with the MAC and addresses peers already have
+        announce = not scope.is_full
         for step in waves(actions, self._ns_key):  # creates for different namespaces run together
             if len(step) == 1:
-                applied += await self._run_unit(step[0], errors)
+                applied += await self._run_unit(step[0], errors, announce)
             else:
-                for done in await asyncio.gather(*(self._run_unit(unit, errors) for unit in step)):
+                units = (self._run_unit(unit, errors, announce) for unit in step)
+                for done in await asyncio.gather(*units):
                     applied += done
         seconds = time.perf_counter() - t0
         self.stats.reconciled(RunReport(reason, tuple(applied), errors, seconds, scope.is_full))
@@ -303,16 +307,16 @@ class Reconciler:
         name = getattr(action, "name", "")
         return self.kernel.netns_path(name) if name else ""
 
-    async def _run_unit(self, unit: list[Action], errors: dict[str, str]) -> list[str]:
+    async def _run_unit(self, unit: list[Action], errors: dict[str, str], announce: bool = True) -> list[str]:
         """The unit's actions in order; the type names of those applied."""
-        return [type(a).__name__ for a in unit if await self._run(a, errors)]
+        return [type(a).__name__ for a in unit if await self._run(a, errors, announce)]
 
-    async def _run(self, action: Action, errors: dict[str, str]) -> bool:
+    async def _run(self, action: Action, errors: dict[str, str], announce: bool = True) -> bool:
         requires = getattr(action, "requires", "")
         if requires and requires in errors:
             return False
         try:
-            await self._execute(action)
+            await self._execute(action, announce)
         except (NetdError, OSError) as e:
             msg = e.message if isinstance(e, NetdError) else f"{describe(action)}: {e}"
             if getattr(action, "best_effort", False):  # it works without; say so, do not fail the owner
@@ -325,7 +329,7 @@ class Reconciler:
         log.info("action_applied", action=describe(action))
         return True
 
-    async def _execute(self, action: Action) -> None:
+    async def _execute(self, action: Action, announce: bool = True) -> None:
         k = self.kernel
         match action:
             case EnsureNetns(name=name, host=host):
@@ -344,6 +348,8 @@ class Reconciler:
             case EnsureVeth(spec=spec, seen_missing=seen_missing, reconfigure=reconfigure, repair_peer=repair):
                 if reconfigure:  # only then: narrow fake kernels need not know the flag
                     await k.ensure_veth(spec, reconfigure=True)
+                elif not announce:
+                    await k.ensure_veth(spec, seen_missing=seen_missing, announce=False)
                 else:
                     await k.ensure_veth(spec, seen_missing=seen_missing)
                 if repair:  # the namespace side drifted (seen by a full pass or check)

@@ -389,23 +389,23 @@ class Kernel:
         self._bridges[name] = int(msg["index"])
         return self._bridges[name]
 
-    async def ensure_veth(self, spec: VethSpec, *, seen_missing: bool = False, reconfigure: bool = False) -> None:
-        """``seen_missing``: an observe of this reconcile found no link of the name (see link.ensure_veth)."""
+    async def ensure_veth(
+        self, spec: VethSpec, *, seen_missing: bool = False, reconfigure: bool = False, announce: bool = True
+    ) -> None:
+        """``seen_missing``: an observe of this reconcile found no link of the name (see link.ensure_veth).
+        ``announce``: a veth created here announces its addresses (a new endpoint may reuse an address)."""
         ipr = await self._host_socket()
         bridge = await self._bridge_index(spec.bridge)
+        flags = {"seen_missing": seen_missing, "reconfigure": reconfigure, "announce": announce}
         try:
-            await linkops.ensure_veth(
-                ipr, self.ns_socket, spec, bridge, seen_missing=seen_missing, reconfigure=reconfigure
-            )
+            await linkops.ensure_veth(ipr, self.ns_socket, spec, bridge, **flags)
         except KernelError:
             # the bridge was recreated behind our back (stale cached ifindex): refresh and retry once
             self._bridges.pop(spec.bridge, None)
             if await self._bridge_index(spec.bridge) == bridge:
                 raise
             bridge = await self._bridge_index(spec.bridge)
-            await linkops.ensure_veth(
-                ipr, self.ns_socket, spec, bridge, seen_missing=seen_missing, reconfigure=reconfigure
-            )
+            await linkops.ensure_veth(ipr, self.ns_socket, spec, bridge, **flags)
 
     async def repair_peer(self, spec: VethSpec) -> None:
         """The namespace side of an existing veth drifted (addresses, routes, state, MAC, MTU): set it again."""

@@ -204,6 +204,7 @@ async def ensure_veth(
     *,
     seen_missing: bool = False,
     reconfigure: bool = False,
+    announce: bool = True,
 ) -> bool:
     """Create-or-verify one endpoint.  Returns True if anything was changed.
 
@@ -214,7 +215,7 @@ async def ensure_veth(
     vlog = log.bind(ifname=spec.host_ifname, owner=spec.owner, netns=spec.netns.path)
     if seen_missing:
         try:
-            await _create_veth(ipr, ns_socket, spec, bridge_index, obj, clear_stale=False)
+            await _create_veth(ipr, ns_socket, spec, bridge_index, obj, clear_stale=False, announce=announce)
             vlog.info("link_created", kind="veth", peer=spec.peer_ifname)
             return True
         except KernelOpError as exc:
@@ -259,7 +260,7 @@ async def ensure_veth(
                 if reconfigure and spec.mtu:
                     await _peer_mtu(nsipr, spec)
                 return True
-        await _create_veth(ipr, ns_socket, spec, bridge_index, obj)
+        await _create_veth(ipr, ns_socket, spec, bridge_index, obj, announce=announce)
         vlog.info("link_created", kind="veth", peer=spec.peer_ifname)
         return True
     except NetlinkError as exc:
@@ -267,7 +268,14 @@ async def ensure_veth(
 
 
 async def _create_veth(
-    ipr: IPR, ns_socket: NsSocket, spec: VethSpec, bridge_index: int, obj: str, *, clear_stale: bool = True
+    ipr: IPR,
+    ns_socket: NsSocket,
+    spec: VethSpec,
+    bridge_index: int,
+    obj: str,
+    *,
+    clear_stale: bool = True,
+    announce: bool = True,
 ) -> None:
     """The create, then (one thread, see vethup) the namespace side, the host side up, the announce.  Raw
     requests: pyroute2's encoding was ~3 ms of a connect's ~6 here."""
@@ -301,7 +309,7 @@ async def _create_veth(
         if created is None or created.link_index is None:
             raise KernelError(f"{obj}: vanished right after it was created; another tool is deleting it")
         # the host side's IFLA_LINK is the peer's ifindex inside the target netns: no lookup there
-        sent = await finish_veth(spec, created.index, created.link_index)
+        sent = await finish_veth(spec, created.index, created.link_index, announce)
     except BaseException:
         # unwind: a half-configured pair would pass the next cheap check; deleting the host side takes the peer
         with contextlib.suppress(NetlinkError):

@@ -69,9 +69,7 @@ def _mac(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
 
-def new_veth(
-    ifname: str, peer: str, netns_fd: int, master: int, peer_mac: str, mtu: int | None = None
-) -> Request:
+def new_veth(ifname: str, peer: str, netns_fd: int, master: int, peer_mac: str, mtu: int | None = None) -> Request:
     """Create-exclusive a veth on ``master`` whose peer is made directly in the namespace ``netns_fd``."""
     peer_body = IFINFO.pack(0, 0, 0, 0, 0) + attr(IFLA_IFNAME, _text(peer))
     peer_body += attr(IFLA_NET_NS_FD, _U32.pack(netns_fd)) + attr(IFLA_ADDRESS, _mac(peer_mac))

@@ -22,7 +22,7 @@ from netd.kernel.netns import in_fresh_thread, setns_net
 from netd.kernel.nlerror import kernel_error
 
 
-def _finish(spec: VethSpec, host_index: int, peer_index: int, opened: list[socket.socket]) -> int:
+def _finish(spec: VethSpec, host_index: int, peer_index: int, announce: bool, opened: list[socket.socket]) -> int:
     """Blocking, in a fresh thread that starts in netd's namespace.  Returns the frames sent (-1: the
     announce failed; the endpoint works without it)."""
     where = f'peer "{spec.peer_ifname}" in {spec.netns.path}'
@@ -46,7 +46,7 @@ def _finish(spec: VethSpec, host_index: int, peer_index: int, opened: list[socke
     (err,) = rtwrite.transact(host, [rtwrite.set_up(host_index, owner_alias(spec.owner))])
     if err is not None:
         raise kernel_error(f'veth "{spec.host_ifname}"', "bring up", err)
-    if not spec.addresses:
+    if not spec.addresses or not announce:
         return 0
     try:
         # both ends' link-watch work done first (carrier, the peer's qdisc, the bridge port): else dropped
@@ -65,10 +65,12 @@ def _close_all(opened: list[socket.socket]) -> Callable[[], None]:
     return close
 
 
-async def finish_veth(spec: VethSpec, host_index: int, peer_index: int) -> int:
-    """Configure both sides of a just-created veth and announce it; the frames sent (-1: announce failed).
-    Raises KernelError (the caller deletes the half-built pair)."""
+async def finish_veth(spec: VethSpec, host_index: int, peer_index: int, announce: bool = True) -> int:
+    """Configure both sides of a just-created veth and (``announce``) announce it; the frames sent (-1: the
+    announce failed).  Raises KernelError (the caller deletes the half-built pair)."""
     opened: list[socket.socket] = []
     return await in_fresh_thread(
-        lambda: _finish(spec, host_index, peer_index, opened), name="netd-vethup", after=_close_all(opened)
+        lambda: _finish(spec, host_index, peer_index, announce, opened),
+        name="netd-vethup",
+        after=_close_all(opened),
     )
