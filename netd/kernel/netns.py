@@ -68,6 +68,17 @@ def setns_net(path: str) -> None:
         os.close(fd)
 
 
+def return_to(fd: int, inode: int) -> bool:
+    """Move the calling thread back into the network namespace ``fd`` (its nsfs inode ``inode``); True if it
+    is there now."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        return False
+    try:
+        return os.stat(OWN_NS).st_ino == inode
+    except OSError:
+        return False
+
+
 def unshare_net() -> None:
     """Give the *calling thread* a brand-new network namespace."""
     _check(_libc.unshare(CLONE_NEWNET), "unshare")

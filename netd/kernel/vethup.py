@@ -1,13 +1,14 @@
-"""The rest of a new veth once it exists, in one short-lived thread: the namespace side (addresses, up with
-netd's alias, default routes: one datagram), the host side up with its alias (the last request of a create:
-what lacks it is half-built), then the announce of the endpoint's addresses (``netd.kernel.announce``).
+"""The rest of a new veth once it exists, in one job of a namespace worker (``nsworker``): the namespace
+side (addresses, up with netd's alias, default routes: one datagram), the host side up with its alias (the last
+request of a create: what lacks it is half-built), then the announce of the endpoint's addresses
+(``netd.kernel.announce``).
 
 A connect used to make four trips between the event loop and the kernel or a thread for this (a thread to
 open a pyroute2 socket in the namespace, its batch, the host side's request, a thread to announce), each a
-wake-up of the loop and pyroute2's encoding.  Here one thread does it with raw requests (``rtwrite``) on two
-blocking sockets: one opened in netd's namespace before the thread enters the endpoint's, one inside it.  The
+wake-up of the loop and pyroute2's encoding.  Here one job does it with raw requests (``rtwrite``) on two
+blocking sockets: one opened in netd's namespace before the worker enters the endpoint's, one inside it.  The
 result goes back as soon as the frames are sent; the sockets (an AF_PACKET one's close waits for an RCU grace
-period) are closed afterwards, off the connect's path.
+period) are closed afterwards by the workers' closer thread, off the connect's path.
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ from collections.abc import Callable
 from netd.core.linkspec import VethSpec, owner_alias
 from netd.kernel import rtwrite
 from netd.kernel.announce import send_frames
-from netd.kernel.netns import in_fresh_thread, setns_net
+from netd.kernel.netns import setns_net
 from netd.kernel.nlerror import kernel_error
+from netd.kernel.nsworker import WORKERS_POOL
 
 
 def _finish(spec: VethSpec, host_index: int, peer_index: int, announce: bool, opened: list[socket.socket]) -> int:
-    """Blocking, in a fresh thread that starts in netd's namespace.  Returns the frames sent (-1: the
-    announce failed; the endpoint works without it)."""
+    """Blocking, in a namespace worker (it starts in netd's namespace and goes back there after).  Returns
+    the frames sent (-1: the announce failed; the endpoint works without it)."""
     where = f'peer "{spec.peer_ifname}" in {spec.netns.path}'
     host = rtwrite.route_socket()
     opened.append(host)
     try:
-        setns_net(spec.netns.path)  # this thread only; it ends after
+        setns_net(spec.netns.path)  # this worker only; it goes back after the job
     except OSError as exc:
         raise kernel_error(
             f"netns {spec.netns.path}", "enter", exc, "the namespace does not exist (any more)"
@@ -69,8 +71,6 @@ async def finish_veth(spec: VethSpec, host_index: int, peer_index: int, announce
     """Configure both sides of a just-created veth and (``announce``) announce it; the frames sent (-1: the
     announce failed).  Raises KernelError (the caller deletes the half-built pair)."""
     opened: list[socket.socket] = []
-    return await in_fresh_thread(
-        lambda: _finish(spec, host_index, peer_index, announce, opened),
-        name="netd-vethup",
-        after=_close_all(opened),
+    return await WORKERS_POOL.run(
+        lambda: _finish(spec, host_index, peer_index, announce, opened), after=_close_all(opened)
     )
