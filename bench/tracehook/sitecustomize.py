@@ -29,9 +29,9 @@ TARGETS = [
     ("netd.kernel.facade", "Kernel", "ensure_veth", "    EnsureVeth"),
     ("netd.kernel.link", "_create_veth", None, "      create path (_create_veth)"),
     ("netd.kernel.link", "raw_link", None, "        read the host side back"),
-    ("netd.kernel.link", "disable_ipv6", None, "        host side disable_ipv6 sysctl"),
-    ("netd.kernel.link", "finish_veth", None, "        namespace side + host up + announce (thread)"),
-    ("netd.kernel.vethup", "_finish", None, "          of which inside the thread"),
+    ("netd.kernel.link", "finish_veth", None, "        namespace side + host up + announce (worker job)"),
+    ("netd.kernel.vethup", "_finish", None, "          of which inside the worker"),
+    ("netd.kernel.vethup", "disable_ipv6", None, "          host side disable_ipv6 sysctl (in the job)"),
     ("netd.engine.service", "Service", "notify_change", "  DNS / resolv.conf / hosts hooks"),
 ]
 

@@ -22,12 +22,14 @@ from netd.kernel.announce import send_frames
 from netd.kernel.netns import setns_net
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.nsworker import WORKERS_POOL
+from netd.kernel.sysctl import disable_ipv6
 
 
 def _finish(spec: VethSpec, host_index: int, peer_index: int, announce: bool, opened: list[socket.socket]) -> int:
     """Blocking, in a namespace worker (it starts in netd's namespace and goes back there after).  Returns
     the frames sent (-1: the announce failed; the endpoint works without it)."""
     where = f'peer "{spec.peer_ifname}" in {spec.netns.path}'
+    disable_ipv6(spec.host_ifname)  # still in netd's namespace (its /proc/sys/net); before the host side is up
     host = rtwrite.route_socket()
     opened.append(host)
     try:
