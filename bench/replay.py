@@ -90,6 +90,19 @@ def netd_replay(tmp: Path, networks: int, endpoints: int, budget: float, runs: i
         host.cleanup()
 
 
+def _floor_result(
+    tool: str, networks: int, endpoints: int, walls: list[float], parts: dict[str, list[float]]
+) -> dict[str, Any]:
+    return {
+        "tool": tool,
+        "networks": networks,
+        "endpoints": endpoints,
+        "wall_ms": [round(w) for w in walls],
+        "wall_ms_median": round(statistics.median(walls)),
+        "parts_ms": parts,
+    }
+
+
 def _floor_rules(networks: int) -> str:
     """The floors' nft ruleset: masquerade out of each bridge's subnet, forwarding from each bridge."""
     rules = "table ip floor {\n chain post { type nat hook postrouting priority 100;\n"
@@ -145,14 +158,7 @@ def pyfloor_replay(networks: int, endpoints: int, runs: int = 2) -> dict[str, An
             netns_batch("del", made)
             subprocess.run(["ip", "netns", "del", outer], check=False)
             time.sleep(2)
-    return {
-        "tool": "python-netlink (floor)",
-        "networks": networks,
-        "endpoints": endpoints,
-        "wall_ms": [round(w) for w in walls],
-        "wall_ms_median": round(statistics.median(walls)),
-        "parts_ms": parts,
-    }
+    return _floor_result("python-netlink (floor)", networks, endpoints, walls, parts)
 
 
 def floor_replay(networks: int, endpoints: int, runs: int = 2) -> dict[str, Any]:
@@ -198,14 +204,7 @@ def floor_replay(networks: int, endpoints: int, runs: int = 2) -> dict[str, Any]
             netns_batch("del", list(names.values()))
             subprocess.run(["ip", "netns", "del", outer], check=False)
             time.sleep(2)
-    return {
-        "tool": "ip-batch (floor)",
-        "networks": networks,
-        "endpoints": endpoints,
-        "wall_ms": [round(w) for w in walls],
-        "wall_ms_median": round(statistics.median(walls)),
-        "parts_ms": parts,
-    }
+    return _floor_result("ip-batch (floor)", networks, endpoints, walls, parts)
 
 
 def measure(
