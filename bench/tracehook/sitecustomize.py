@@ -33,9 +33,8 @@ TARGETS = [
     ("netd.kernel.facade", "Kernel", "ensure_veth", "    EnsureVeth"),
     ("netd.kernel.facade", "Kernel", "release_netns_sockets", "    release the namespace sockets"),
     ("netd.kernel.link", "_create_veth", None, "      create path (_create_veth)"),
-    ("netd.kernel.link", "raw_link", None, "        read the host side back"),
-    ("netd.kernel.link", "finish_veth", None, "        namespace side + host up + announce (worker job)"),
-    ("netd.kernel.vethup", "_finish", None, "          of which inside the worker"),
+    ("netd.kernel.link", "create_veth", None, "        worker job: create, read back, both sides, announce"),
+    ("netd.kernel.vethup", "_create", None, "          of which inside the worker"),
     ("netd.kernel.vethup", "disable_ipv6", None, "          host side disable_ipv6 sysctl (in the job)"),
     ("netd.engine.service", "Service", "notify_change", "  DNS / resolv.conf / hosts hooks"),
 ]

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import os
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from typing import Any
 
 import structlog
@@ -15,15 +12,12 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from netd.core.errors import KernelError
 from netd.core.linkspec import BridgeSpec, ChildSpec, Iface, VethSpec, owner_alias
-from netd.kernel import nlbatch, rtwrite
-from netd.kernel.netns import open_netns
+from netd.kernel import nlbatch
 from netd.kernel.nlbatch import IFA_F_NODAD
 from netd.kernel.nlerror import KernelOpError, is_errno, kernel_error
 from netd.kernel.observe import Msg, addresses_by_index, decode_link, observed_link, raw_of
-from netd.kernel.rtraw import IFF_UP, RTM_NEWLINK, RawLink, get_link_request
-from netd.kernel.rtraw import decode_link as decode_link_raw
-from netd.kernel.rtsock import RouteSocket
-from netd.kernel.vethup import finish_veth
+from netd.kernel.rtraw import IFF_UP
+from netd.kernel.vethup import create_veth
 
 log = structlog.get_logger()
 
@@ -55,18 +49,6 @@ async def get_link(ipr: IPR, ifname: str) -> Msg | None:
             return None
         raise
     return msgs[0] if msgs else None
-
-
-async def raw_link(ifname: str) -> RawLink | None:
-    """The link ``ifname`` of the calling thread's netns, decoded raw (a fresh socket: ~20 us, no decoder)."""
-    with RouteSocket() as rs:
-        try:
-            answer = await rs.ask(partial(get_link_request, ifname=ifname), f'link "{ifname}"')
-        except OSError as exc:
-            if exc.errno == errno.ENODEV:
-                return None
-            raise
-    return next((decode_link_raw(data, m.start, m.end) for m, data in answer if m.type == RTM_NEWLINK), None)
 
 
 async def link_addresses(ipr: IPR, index: int) -> list[Iface]:
@@ -278,43 +260,21 @@ async def _create_veth(
     clear_stale: bool = True,
     announce: bool = True,
 ) -> None:
-    """The create, then (one thread, see vethup) the namespace side, the host side up, the announce.  Raw
-    requests: pyroute2's encoding was ~3 ms of a connect's ~6 here."""
-    try:
-        nsfd = open_netns(spec.netns.path)  # never blocks on a FIFO put in its place
-    except OSError as exc:
-        raise kernel_error(
-            f"{obj}: netns {spec.netns.path}", "open", exc, "the namespace does not exist (any more)"
-        ) from exc
-    try:
-        create = rtwrite.new_veth(spec.host_ifname, spec.peer_ifname, nsfd, bridge_index, spec.mac, spec.mtu)
-        for attempt in (1, 2):
-            try:
-                with RouteSocket() as rs:
-                    await rs.ask(partial(rtwrite.frame, create), obj)
-                break
-            except OSError as exc:
-                if (
-                    exc.errno != errno.EEXIST
-                    or attempt == 2
-                    or not clear_stale
-                    or not await _clear_stale_peer(ns_socket, spec)
-                ):
-                    raise kernel_error(obj, f"create (peer {spec.peer_ifname} in {spec.netns.path})", exc) from exc
-    finally:
-        os.close(nsfd)
-    try:
-        # IFF_UP in the creating request fails with ENOTCONN (peer in another netns): a request of its own.
-        created = await raw_link(spec.host_ifname)
-        if created is None or created.link_index is None:
-            raise KernelError(f"{obj}: vanished right after it was created; another tool is deleting it")
-        # the host side's IFLA_LINK is the peer's ifindex inside the target netns: no lookup there
-        sent = await finish_veth(spec, created.index, created.link_index, announce)
-    except BaseException:
-        # unwind: a half-configured pair would pass the next cheap check; deleting the host side takes the peer
-        with contextlib.suppress(NetlinkError):
-            await ipr.link("del", ifname=spec.host_ifname)
-        raise
+    """The create and everything after it in one namespace-worker job (vethup): raw requests on blocking
+    sockets, off the event loop (the kernel builds the pair inside sendmsg).  A name taken in the namespace by
+    a leftover veth of netd's is cleared here (on the loop) and the create tried once more."""
+    for attempt in (1, 2):
+        try:
+            sent = await create_veth(spec, bridge_index, announce)
+            break
+        except KernelOpError as exc:
+            if (
+                exc.errno != errno.EEXIST
+                or attempt == 2
+                or not clear_stale
+                or not await _clear_stale_peer(ns_socket, spec)
+            ):
+                raise
     if sent < 0:
         log.warning("announce_failed", netns=spec.netns.path, ifname=spec.peer_ifname)
 

@@ -32,9 +32,12 @@ from netd.kernel.rtraw import (
     NLM_F_REQUEST,
     NLMSG,
     NLMSG_ERROR,
+    RTM_DELLINK,
     RTM_GETLINK,
     RTM_NEWADDR,
     RTM_NEWLINK,
+    RawLink,
+    decode_link,
     messages,
 )
 
@@ -111,6 +114,10 @@ def get_link(ifname: str) -> Request:
     return RTM_GETLINK, 0, IFINFO.pack(0, 0, 0, 0, 0) + attr(IFLA_IFNAME, _text(ifname))
 
 
+def del_link(ifname: str) -> Request:
+    return RTM_DELLINK, NLM_F_ACK, IFINFO.pack(0, 0, 0, 0, 0) + attr(IFLA_IFNAME, _text(ifname))
+
+
 def frame(req: Request, seq: int) -> bytes:
     """The request as one netlink message numbered ``seq`` (for ``RouteSocket.ask``)."""
     mtype, flags, body = req
@@ -120,8 +127,15 @@ def frame(req: Request, seq: int) -> bytes:
 def transact(sock: socket.socket, requests: Sequence[Request], seq0: int = 1) -> list[OSError | None]:
     """Send ``requests`` in one datagram on a blocking NETLINK_ROUTE socket; the error of each (None: acked or
     answered).  The kernel stops at nothing: every request gets its own answer."""
+    return [err for err, _answer in exchange(sock, requests, seq0)]
+
+
+def exchange(
+    sock: socket.socket, requests: Sequence[Request], seq0: int = 1
+) -> list[tuple[OSError | None, RawLink | None]]:
+    """As ``transact``, with each answer's link decoded when it is an RTM_NEWLINK (a get's answer)."""
     sock.send(b"".join(frame(req, seq0 + i) for i, req in enumerate(requests)))
-    out: dict[int, OSError | None] = {}
+    out: dict[int, tuple[OSError | None, RawLink | None]] = {}
     while len(out) < len(requests):
         buf = sock.recv(1 << 16)
         for msg in messages(buf):
@@ -130,9 +144,11 @@ def transact(sock: socket.socket, requests: Sequence[Request], seq0: int = 1) ->
                 continue  # a get's ack after its answer
             if msg.type == NLMSG_ERROR:
                 (err,) = struct.unpack_from("=i", buf, msg.start)
-                out[i] = OSError(-err, os.strerror(-err)) if err else None
+                out[i] = (OSError(-err, os.strerror(-err)) if err else None, None)
+            elif msg.type == RTM_NEWLINK:
+                out[i] = (None, decode_link(buf, msg.start, msg.end))
             else:
-                out[i] = None
+                out[i] = (None, None)
     return [out[i] for i in range(len(requests))]
 
 
