@@ -142,6 +142,7 @@ class Kernel:
         self._bridges: dict[str, int] = {}  # bridge name -> ifindex, refreshed by ensure_bridge
         self._kinds: set[str] = set()  # link kinds this kernel was found to support (a missing one is asked again)
         self._dir_ready = False  # netns_dir checked to be a shared mount (once per process)
+        self._dir_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------------------------------ sockets
 
@@ -253,6 +254,12 @@ class Kernel:
         path = self.netns_path(name)
         if nsops.ns_alive(path):
             return False
+        if not self._dir_ready:  # the first one makes the directory a shared mount: never two at once (waves)
+            async with self._dir_lock:
+                return await self._create_netns(name, path, share)
+        return await self._create_netns(name, path, share)
+
+    async def _create_netns(self, name: str, path: str, share: bool) -> bool:
         netns_dir, prepare = str(self.netns_dir), not self._dir_ready
         try:
             created = await nsops.in_fresh_thread(
