@@ -1,4 +1,5 @@
-"""Issue 8: netd side by side with the CNI bridge plugin, netavark and the `ip -batch` floor.
+"""Issue 8: netd side by side with the CNI bridge plugin, netavark, the `ip -batch` floor and (issue 14) the
+one-process Python-netlink floor (bench/pyfloor.py, ``--tools pyfloor``).
 
     .venv/bin/python bench/compare.py [--sizes 50,200,1000] [--budget 30] [--tools netd,cni,...] [--no-replay]
 
@@ -39,8 +40,9 @@ from common import (
 )
 from common import table as md_table
 from peers import Cni, IpBatch, Netavark, Tool, inside, netns_batch, settle
+from pyfloor import PyFloor
 
-ALL_TOOLS = ["netd", "netd+ports", "cni", "cni+portmap", "netavark", "floor"]
+ALL_TOOLS = ["netd", "netd+ports", "cni", "cni+portmap", "netavark", "floor", "pyfloor"]
 PREFIX = "nbx-"
 
 
@@ -134,6 +136,8 @@ def run_peer(name: str, n: int, budget: float, tmp: Path) -> dict[str, Any]:
             tool = Netavark(names, work)
         elif name == "netavark+port":
             tool = Netavark(names, work, ports=True)
+        elif name == "pyfloor":
+            tool = PyFloor(names, peers.SUBNET, peers.GATEWAY, peers.ip_of)
         else:
             tool = IpBatch(names)
         with inside(f"/run/netns/{outer}"):

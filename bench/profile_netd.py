@@ -173,16 +173,21 @@ def main() -> None:
     ap.add_argument("--networks", type=int, default=50)
     ap.add_argument("--endpoints", type=int, default=1000)
     ap.add_argument("--rev", help="benchmark netd as committed at this git revision (default: working tree)")
+    ap.add_argument("--only", choices=["connect", "replay"], help="profile just one of the two")
     args = ap.parse_args()
     if not shutil.which(PYSPY):
         raise SystemExit(f"{PYSPY} not found: .venv/bin/pip install -e '.[bench]'")
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="netd-prof-") as d:
         source = use_revision(args.rev, Path(d))
-        conn = profile_connect(Path(d), args.connects)
-        show(f"connect x{args.connects}", conn)
-        rep = profile_replay(Path(d), args.networks, args.endpoints)
-        show(f"cold replay {args.networks} x {args.endpoints}", rep)
+        conn: dict[str, Any] = {}
+        rep: dict[str, Any] = {}
+        if args.only != "replay":
+            conn = profile_connect(Path(d), args.connects)
+            show(f"connect x{args.connects}", conn)
+        if args.only != "connect":
+            rep = profile_replay(Path(d), args.networks, args.endpoints)
+            show(f"cold replay {args.networks} x {args.endpoints}", rep)
     print(f"wrote {write_result('profile', {'netd': source, 'connect': conn, 'replay': rep})}")
 
 

@@ -15,6 +15,7 @@ and only then takes it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,7 @@ from netd.drivers import DRIVERS
 from netd.engine.hostchanges import HostChanges, record_adopted, remove_adopted, restore_sysctls
 from netd.engine.locks import TimedLock
 from netd.engine.plan import IP6_FORWARD, localnet_keys, plan, scope_links, scope_targets, wants_ip6_forward
+from netd.engine.waves import waves
 from netd.firewall.base import FirewallBackend
 from netd.firewall.rules import build_ruleset
 from netd.kernel.facade import Kernel
@@ -280,9 +282,16 @@ class Reconciler:
         actions = [a for a in await self._plan(state, scope) if a.owner not in gone]
         errors: dict[str, str] = {}
         applied: list[str] = []
-        for action in actions:
-            if await self._run(action, errors):
-                applied.append(type(action).__name__)
+        # a new veth is announced (gratuitous ARP / unsolicited NA) only when an API change made its endpoint:
+        # a full pass recreates known endpoints, with the MAC and addresses peers already have
+        announce = not scope.is_full
+        for step in waves(actions, self._ns_key):  # creates for different namespaces run together
+            if len(step) == 1:
+                applied += await self._run_unit(step[0], errors, announce)
+            else:
+                units = (self._run_unit(unit, errors, announce) for unit in step)
+                for done in await asyncio.gather(*units):
+                    applied += done
         seconds = time.perf_counter() - t0
         self.stats.reconciled(RunReport(reason, tuple(applied), errors, seconds, scope.is_full))
         level = log.info if applied or errors else log.debug
@@ -291,12 +300,23 @@ class Reconciler:
         )
         return errors
 
-    async def _run(self, action: Action, errors: dict[str, str]) -> bool:
+    def _ns_key(self, action: Action) -> str:
+        """The namespace an action creates something for (see waves)."""
+        if isinstance(action, EnsureVeth):
+            return action.spec.netns.path
+        name = getattr(action, "name", "")
+        return self.kernel.netns_path(name) if name else ""
+
+    async def _run_unit(self, unit: list[Action], errors: dict[str, str], announce: bool = True) -> list[str]:
+        """The unit's actions in order; the type names of those applied."""
+        return [type(a).__name__ for a in unit if await self._run(a, errors, announce)]
+
+    async def _run(self, action: Action, errors: dict[str, str], announce: bool = True) -> bool:
         requires = getattr(action, "requires", "")
         if requires and requires in errors:
             return False
         try:
-            await self._execute(action)
+            await self._execute(action, announce)
         except (NetdError, OSError) as e:
             msg = e.message if isinstance(e, NetdError) else f"{describe(action)}: {e}"
             if getattr(action, "best_effort", False):  # it works without; say so, do not fail the owner
@@ -309,7 +329,7 @@ class Reconciler:
         log.info("action_applied", action=describe(action))
         return True
 
-    async def _execute(self, action: Action) -> None:
+    async def _execute(self, action: Action, announce: bool = True) -> None:
         k = self.kernel
         match action:
             case EnsureNetns(name=name, host=host):
@@ -328,6 +348,8 @@ class Reconciler:
             case EnsureVeth(spec=spec, seen_missing=seen_missing, reconfigure=reconfigure, repair_peer=repair):
                 if reconfigure:  # only then: narrow fake kernels need not know the flag
                     await k.ensure_veth(spec, reconfigure=True)
+                elif not announce:
+                    await k.ensure_veth(spec, seen_missing=seen_missing, announce=False)
                 else:
                     await k.ensure_veth(spec, seen_missing=seen_missing)
                 if repair:  # the namespace side drifted (seen by a full pass or check)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncGenerator, Collection, Iterable, Mapping, Sequence
@@ -55,6 +56,7 @@ from netd.kernel import child as childops
 from netd.kernel import conntrack, owned
 from netd.kernel import link as linkops
 from netd.kernel import netns as nsops
+from netd.kernel import nsid as nsidops
 from netd.kernel import parent as parentops
 from netd.kernel import peers as peerops
 from netd.kernel import sysctl as sysctlops
@@ -140,6 +142,7 @@ class Kernel:
         self._bridges: dict[str, int] = {}  # bridge name -> ifindex, refreshed by ensure_bridge
         self._kinds: set[str] = set()  # link kinds this kernel was found to support (a missing one is asked again)
         self._dir_ready = False  # netns_dir checked to be a shared mount (once per process)
+        self._dir_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------------------------------ sockets
 
@@ -232,45 +235,41 @@ class Kernel:
 
     async def ns_has_link(self, path: str, ifname: str) -> bool:
         """Whether the namespace at ``path`` has a link of that name (netd's or anyone's).  A validation read
-        beside a reconcile: a socket of its own for the call (sharing the reconciler's could clash with its dumps
-        (EBUSY), and a cached one would keep the namespace alive after it is deleted)."""
-        if not nsops.ns_alive(path):
-            raise KernelError(f"netns {path}: open failed: the namespace does not exist (any more)")
+        beside a reconcile: asked from netd's namespace by the namespace's id (``netd.kernel.nsid``), on a
+        raw socket of its own (the reconciler's could be in a dump (EBUSY); a socket inside the namespace needs
+        a thread, and a cached one would keep the namespace alive after it is deleted)."""
         try:
-            fd = await nsops.in_fresh_thread(lambda: nsops.netlink_fd_in(path), name="netd-nsopen")
+            nsfd = nsops.open_netns(path)
         except OSError as exc:
-            raise kernel_error(f"netns {path}", "open", exc) from exc
-        nsipr = AsyncIPRoute(fileno=fd)
+            raise KernelError(f"netns {path}: open failed: the namespace does not exist (any more)") from exc
         try:
-            await nsipr.setup_endpoint()
-            return await linkops.get_link(nsipr, ifname) is not None
-        except NetlinkError as exc:
+            return await nsidops.has_link(nsfd, ifname)
+        except OSError as exc:
             raise kernel_error(f'link "{ifname}" in {path}', "get", exc) from exc
         finally:
-            nsipr.close()
+            os.close(nsfd)
 
     async def ensure_netns(self, name: str, share: bool = False) -> bool:
         """``share``: the name is bound to netd's own namespace (``netns create --network host``)."""
         path = self.netns_path(name)
         if nsops.ns_alive(path):
             return False
+        if not self._dir_ready:  # the first one makes the directory a shared mount: never two at once (waves)
+            async with self._dir_lock:
+                return await self._create_netns(name, path, share)
+        return await self._create_netns(name, path, share)
+
+    async def _create_netns(self, name: str, path: str, share: bool) -> bool:
         netns_dir, prepare = str(self.netns_dir), not self._dir_ready
         try:
-            created, fd = await nsops.in_fresh_thread(
+            created = await nsops.in_fresh_thread(
                 lambda: nsops.create_named_netns(netns_dir, name, prepare, self.host_mnt, share), name="netd-nsadd"
             )
         except OSError as exc:
             raise kernel_error(f'netns "{name}"', "create", exc) from exc
         self._dir_ready = True
-        if not created or fd is None:
+        if not created:
             return False
-        ipr = await self._adopt_fd(path, fd)
-        try:
-            lo = await linkops.get_link(ipr, "lo")
-            if lo is not None:
-                await ipr.link("set", index=lo["index"], state="up")
-        except NetlinkError as exc:
-            raise kernel_error(f'netns "{name}"', "bring lo up", exc) from exc
         log.info("netns_created", netns=name, path=path)
         return True
 
@@ -397,23 +396,23 @@ class Kernel:
         self._bridges[name] = int(msg["index"])
         return self._bridges[name]
 
-    async def ensure_veth(self, spec: VethSpec, *, seen_missing: bool = False, reconfigure: bool = False) -> None:
-        """``seen_missing``: an observe of this reconcile found no link of the name (see link.ensure_veth)."""
+    async def ensure_veth(
+        self, spec: VethSpec, *, seen_missing: bool = False, reconfigure: bool = False, announce: bool = True
+    ) -> None:
+        """``seen_missing``: an observe of this reconcile found no link of the name (see link.ensure_veth).
+        ``announce``: a veth created here announces its addresses (a new endpoint may reuse an address)."""
         ipr = await self._host_socket()
         bridge = await self._bridge_index(spec.bridge)
+        flags = {"seen_missing": seen_missing, "reconfigure": reconfigure, "announce": announce}
         try:
-            await linkops.ensure_veth(
-                ipr, self.ns_socket, spec, bridge, seen_missing=seen_missing, reconfigure=reconfigure
-            )
+            await linkops.ensure_veth(ipr, self.ns_socket, spec, bridge, **flags)
         except KernelError:
             # the bridge was recreated behind our back (stale cached ifindex): refresh and retry once
             self._bridges.pop(spec.bridge, None)
             if await self._bridge_index(spec.bridge) == bridge:
                 raise
             bridge = await self._bridge_index(spec.bridge)
-            await linkops.ensure_veth(
-                ipr, self.ns_socket, spec, bridge, seen_missing=seen_missing, reconfigure=reconfigure
-            )
+            await linkops.ensure_veth(ipr, self.ns_socket, spec, bridge, **flags)
 
     async def repair_peer(self, spec: VethSpec) -> None:
         """The namespace side of an existing veth drifted (addresses, routes, state, MAC, MTU): set it again."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from netd.core.errors import KernelError
@@ -65,3 +66,10 @@ async def get_sysctl(key: str, ns: NsRef | None = None) -> str:
         return await in_fresh_thread(run, name="netd-sysctl")
     except OSError as exc:
         raise kernel_error(f'sysctl "{key}"{_where(ns)}', "read", exc) from exc
+
+
+def disable_ipv6(ifname: str) -> None:
+    """No link-local address, no MLD on a bridge port: keeps the kernel's per-veth cost flat (design.md).
+    Blocking, in the calling thread's namespace."""
+    with contextlib.suppress(FileNotFoundError):  # IPv6 compiled out / disabled at boot
+        write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "1")

@@ -68,7 +68,7 @@ class FakeKernel:
     async def ensure_bridge(self, spec: object) -> None:
         await asyncio.sleep(0)
 
-    async def ensure_veth(self, spec: object, *, seen_missing: bool = False) -> None:
+    async def ensure_veth(self, spec: object, *, seen_missing: bool = False, announce: bool = True) -> None:
         await asyncio.sleep(0)
 
     async def delete_links(self, ifnames: object) -> None:

@@ -98,7 +98,7 @@ class FakeKernel:
             spec.ifname, "bridge", spec.owner, mtu=spec.mtu or 1500, mac=spec.mac or "", addresses=spec.addresses
         )
 
-    async def ensure_veth(self, spec: VethSpec, *, seen_missing: bool = False) -> None:
+    async def ensure_veth(self, spec: VethSpec, *, seen_missing: bool = False, announce: bool = True) -> None:
         self._do(f"veth {spec.host_ifname}")
         if spec.bridge not in self.links:
             raise KernelError(f"veth {spec.host_ifname}: bridge {spec.bridge} does not exist")
