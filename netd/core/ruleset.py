@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
-from typing import Literal
+from typing import Literal, NamedTuple
 
 IPNet = IPv4Network | IPv6Network
 Hook = Literal["forward", "postrouting", "prerouting", "output"]
@@ -119,8 +119,9 @@ class Chain:
     hook: Hook | None = None  # None: a regular chain reached only by jumps
 
 
-@dataclass(frozen=True)
-class Element:
+class Element(NamedTuple):
+    """A tuple, not a dataclass: hashing and comparing thousands of them (a map's delta) stays in C."""
+
     key: tuple[str, ...]  # one value per SetKey of the set (a concatenation when more than one)
     value: Verdict | str | tuple[str, ...] | None = None  # maps only (a tuple: a concatenated value)
 

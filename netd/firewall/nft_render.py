@@ -54,82 +54,129 @@ def tables_of(ruleset: Ruleset) -> dict[Family, Table]:
     return {"inet": ruleset.ip, "bridge": ruleset.bridge}
 
 
-def render_nft_json(ruleset: Ruleset) -> Json:
+def render_nft_json(ruleset: Ruleset, digest: Digest | None = None) -> Json:
     """One atomic batch that replaces each non-empty netd table with its new content.
 
     Per wanted table: ``add table`` (so the delete cannot fail), ``delete table``, ``add table`` and its
     content.  Deleting tables netd no longer wants (an empty layer) is the backend's job: it must only delete
-    what exists, which a pure function cannot know.
+    what exists, which a pure function cannot know.  ``digest``: ``ruleset_digest(ruleset)`` when the caller
+    has it already.
     """
-    body: list[Json] = []
-    for fam, table in tables_of(ruleset).items():
-        if not table.empty:
-            body.extend(_render_table(fam, table))
-    digest = ruleset_hash(body)
+    text = (digest or ruleset_digest(ruleset)).text
     cmds: list[Json] = []
     for fam, table in tables_of(ruleset).items():
         if table.empty:
             continue
         ref = {"family": fam, "name": TABLE_NAME}
         cmds += [{"add": {"table": ref}}, {"delete": {"table": ref}}]
-        cmds += [c for c in body if _family_of(c) == fam]
-        cmds += _marker(fam, digest)
+        cmds += _render_table(fam, table)
+        cmds += _marker(fam, text)
     return {"nftables": cmds}
 
 
-def render_nft_delta(old: Ruleset, new: Ruleset, full: Json) -> Json | None:
-    """A batch that turns the kernel's ``old`` into ``new`` by adding and deleting set/map elements only (and
-    re-stamping the markers with ``full``'s hash), or None when anything else differs or nothing does.
+# ---------------------------------------------------------------------------------------------------- digest
 
-    Its cost follows the number of changed elements, not the size of the maps: adding the 1001st published
-    port is one element (two for a split map), not a rewrite of the table.  ``full`` is ``new``'s complete
-    rendering, whose marker the kernel must end up holding.
-    """
-    if old.bridge != new.bridge or old.ip.chains != new.ip.chains or old.ip.empty:
-        return None
-    old_sets = {p.name: p for s in old.ip.sets for p in split_map(s)}
-    new_sets = {p.name: p for s in new.ip.sets for p in split_map(s)}
-    if old_sets.keys() != new_sets.keys():
-        return None
-    base = {"family": "inet", "table": TABLE_NAME}
-    dels: list[Json] = []
-    adds: list[Json] = []
-    for name, ns in new_sets.items():
-        os_ = old_sets[name]
-        if (os_.key, os_.value, os_.interval) != (ns.key, ns.value, ns.interval):
-            return None
-        before = {e.key: e for e in os_.elements}
-        after = {e.key: e for e in ns.elements}
-        gone = [e for k, e in before.items() if after.get(k) != e]
-        new_elems = [e for k, e in after.items() if before.get(k) != e]
-        if gone:
-            keys = [_render_element(NamedSet(name, ns.key, ()), e) for e in gone]
-            dels.append({"delete": {"element": {**base, "name": name, "elem": keys}}})
-        if new_elems:
-            elems = [_render_element(ns, e) for e in new_elems]
-            adds.append({"add": {"element": {**base, "name": name, "elem": elems}}})
-    if not dels and not adds:
-        return None
-    digest = expected_summaries(full)["inet"].marker or ""
-    stamps: list[Json] = []
-    for fam, table in tables_of(new).items():
-        if not table.empty:
-            stamps.append({"flush": {"chain": {"family": fam, "table": TABLE_NAME, "name": MARKER_CHAIN}}})
-            stamps.append(_marker(fam, digest)[1])
-    return {"nftables": dels + adds + stamps}
+_MASK = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class Digest:
+    """The marker's hash of a ruleset, in two parts so that a delta can update it without the whole: a hash of
+    everything but the set elements, and the sum (mod 2^64) of one 64-bit hash per element.  Adding the 1001st
+    published port adds one term instead of hashing a 1000-element rendering again."""
+
+    structure: str
+    elements: int
+
+    @property
+    def text(self) -> str:
+        return hashlib.sha256(f"{self.structure}.{self.elements:016x}".encode()).hexdigest()[:16]
+
+    def moved(self, gone: int, added: int) -> Digest:
+        return Digest(self.structure, (self.elements - gone + added) & _MASK)
+
+
+def ruleset_digest(ruleset: Ruleset) -> Digest:
+    body: list[Json] = []
+    total = 0
+    for fam, table in tables_of(ruleset).items():
+        if table.empty:
+            continue
+        bare = tuple(NamedSet(s.name, s.key, (), s.value, s.interval) for s in table.sets)
+        body.extend(_render_table(fam, Table(chains=table.chains, sets=bare)))
+        for s in table.sets:
+            total += sum(element_hash(fam, s.name, e) for e in s.elements)
+    return Digest(ruleset_hash(body), total & _MASK)
+
+
+def element_hash(fam: str, set_name: str, e: Element) -> int:
+    raw = repr((fam, set_name, e.key, e.value)).encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
 
 
 def ruleset_hash(body: list[Json]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
+# ---------------------------------------------------------------------------------------------------- delta
+
+
+def render_nft_delta(old: Ruleset, new: Ruleset, old_digest: Digest) -> tuple[Json, Digest] | None:
+    """A batch that turns the kernel's ``old`` into ``new`` by adding and deleting set/map elements only (and
+    re-stamping the markers), with ``new``'s digest; None when anything else differs or nothing does.
+
+    Its cost follows the number of changed elements, not the size of the maps: adding the 1001st published
+    port is one element (two for a split map), neither a rewrite of the table nor a re-render of its maps.
+    ``old_digest`` is ``ruleset_digest(old)`` (what the kernel's markers hold).
+    """
+    if old.bridge != new.bridge or old.ip.chains != new.ip.chains or old.ip.empty:
+        return None
+    old_sets = {s.name: s for s in old.ip.sets}
+    if old_sets.keys() != {s.name for s in new.ip.sets}:
+        return None
+    base = {"family": "inet", "table": TABLE_NAME}
+    dels: list[Json] = []
+    adds: list[Json] = []
+    gone_sum = added_sum = 0
+    for ns in new.ip.sets:
+        os_ = old_sets[ns.name]
+        if (os_.key, os_.value, os_.interval) != (ns.key, ns.value, ns.interval):
+            return None
+        if os_.elements is ns.elements or os_.elements == ns.elements:  # shared elements: a C-level compare
+            continue
+        before = {e.key: e for e in os_.elements}
+        after = {e.key: e for e in ns.elements}
+        gone = [e for k, e in before.items() if after.get(k) != e]
+        new_elems = [e for k, e in after.items() if before.get(k) != e]
+        gone_sum += sum(element_hash("inet", ns.name, e) for e in gone)
+        added_sum += sum(element_hash("inet", ns.name, e) for e in new_elems)
+        for part, old_part, new_part in zip(split_map(ns), _parts(ns, gone), _parts(ns, new_elems), strict=True):
+            if old_part:
+                keys = [_render_element(NamedSet(part.name, ns.key, ()), e) for e in old_part]
+                dels.append({"delete": {"element": {**base, "name": part.name, "elem": keys}}})
+            if new_part:
+                elems = [_render_element(part, e) for e in new_part]
+                adds.append({"add": {"element": {**base, "name": part.name, "elem": elems}}})
+    if not dels and not adds:
+        return None
+    digest = old_digest.moved(gone_sum, added_sum)
+    stamps: list[Json] = []
+    for fam, table in tables_of(new).items():
+        if not table.empty:
+            stamps.append({"flush": {"chain": {"family": fam, "table": TABLE_NAME, "name": MARKER_CHAIN}}})
+            stamps.append(_marker(fam, digest.text)[1])
+    return {"nftables": dels + adds + stamps}, digest
+
+
+def _parts(s: NamedSet, elems: list[Element]) -> list[list[Element]]:
+    """``elems`` of ``s`` as ``split_map`` splits them: per part of a concatenated value, that part's value."""
+    if not isinstance(s.value, tuple):
+        return [elems]
+    return [[Element(e.key, e.value[i] if isinstance(e.value, tuple) else e.value) for e in elems] for i in (0, 1)]
+
+
 def delete_table_cmd(fam: Family) -> Json:
     return {"delete": {"table": {"family": fam, "name": TABLE_NAME}}}
-
-
-def _family_of(cmd: Json) -> str:
-    obj: Json = next(iter(cmd["add"].values()))
-    return str(obj["family"])
 
 
 def _marker(fam: Family, digest: str) -> list[Json]:
@@ -172,16 +219,21 @@ def _render_chain(fam: Family, ch: Chain) -> Json:
     return obj
 
 
+def part_names(s: NamedSet) -> tuple[str, ...]:
+    """The names ``split_map`` gives the parts of ``s`` (without splitting its elements)."""
+    return (f"{s.name}_addr", f"{s.name}_port") if isinstance(s.value, tuple) else (s.name,)
+
+
 def split_map(s: NamedSet) -> tuple[NamedSet, ...]:
     """A map with a concatenated value (``addr . port``) as two maps, ``<name>_addr`` and ``<name>_port``: nft
     1.0.6's JSON parser refuses concatenated map values, and ``dnat to MAP_A : MAP_B`` does the same job."""
     if not isinstance(s.value, tuple):
         return (s,)
-    parts = []
-    for i, (suffix, vtype) in enumerate(zip(("addr", "port"), s.value, strict=True)):
-        elems = tuple(Element(e.key, e.value[i] if isinstance(e.value, tuple) else e.value) for e in s.elements)
-        parts.append(NamedSet(f"{s.name}_{suffix}", s.key, elems, value=vtype))  # type: ignore[arg-type]
-    return tuple(parts)
+    values = _parts(s, list(s.elements))
+    return tuple(
+        NamedSet(name, s.key, tuple(elems), value=vtype)  # type: ignore[arg-type]
+        for name, vtype, elems in zip(part_names(s), s.value, values, strict=True)
+    )
 
 
 def _render_set(s: NamedSet) -> Json:
@@ -287,58 +339,4 @@ def _render_dnat(v: DnatMap) -> Json:
             "addr": {"map": {"key": key, "data": f"@{v.map}_addr"}},
             "port": {"map": {"key": key, "data": f"@{v.map}_port"}},
         }
-    }
-
-
-# ---------------------------------------------------------------------------------------------------- in_sync
-
-
-@dataclass(frozen=True)
-class TableSummary:
-    """What ``in_sync`` compares: chain -> rule count, set -> element count, and the marker hash."""
-
-    chains: tuple[tuple[str, int], ...]
-    sets: tuple[tuple[str, int], ...]
-    marker: str | None
-
-
-def expected_summaries(batch: Json) -> dict[str, TableSummary]:
-    """Summaries of the tables a rendered batch creates (keyed by family)."""
-    return _summarise([next(iter(c["add"].items())) for c in batch["nftables"] if "add" in c])
-
-
-def observed_summaries(listing: Json) -> dict[str, TableSummary]:
-    """Summaries of netd's tables in a ``list table`` JSON answer (a ``metainfo`` plus objects)."""
-    return _summarise([next(iter(o.items())) for o in listing.get("nftables", []) if "metainfo" not in o])
-
-
-def _summarise(objs: list[tuple[str, Json]]) -> dict[str, TableSummary]:
-    chains: dict[str, dict[str, int]] = {}
-    sets: dict[str, dict[str, int]] = {}
-    markers: dict[str, str | None] = {}
-    for kind, obj in objs:
-        fam = str(obj["family"])
-        if kind == "table" and obj.get("name") == TABLE_NAME:
-            chains.setdefault(fam, {})
-            sets.setdefault(fam, {})
-            markers.setdefault(fam, None)
-        elif obj.get("table") != TABLE_NAME:
-            continue
-        elif kind == "chain":
-            chains.setdefault(fam, {}).setdefault(str(obj["name"]), 0)
-        elif kind in ("set", "map"):
-            sets.setdefault(fam, {})[str(obj["name"])] = len(obj.get("elem", []))
-        elif kind == "rule":
-            fc = chains.setdefault(fam, {})
-            fc[str(obj["chain"])] = fc.get(str(obj["chain"]), 0) + 1
-            comment = obj.get("comment")
-            if obj["chain"] == MARKER_CHAIN and isinstance(comment, str) and comment.startswith(MARKER_PREFIX):
-                markers[fam] = comment[len(MARKER_PREFIX) :]
-    return {
-        fam: TableSummary(
-            chains=tuple(sorted(chains[fam].items())),
-            sets=tuple(sorted(sets.get(fam, {}).items())),
-            marker=markers.get(fam),
-        )
-        for fam in chains
     }

@@ -7,6 +7,11 @@ libnftables is synchronous and its context is bound to the network namespace it 
 run on one dedicated single-thread executor, so they never overlap, and the context is created lazily *in
 that thread*.  The worker thread is spawned by the first call and inherits the network namespace of the thread
 that made it, i.e. the daemon's.
+
+The firewall check (every second) first reads the nf_tables generation id (``nftgen``): when it has not moved
+since netd's own last write, or since a comparison that found the tables in sync, nothing can have changed and
+nothing is listed.  Only after someone else's write (``nft``, firewalld, the load balancer's own table) is
+netd's table listed and compared again.
 """
 
 from __future__ import annotations
@@ -23,15 +28,17 @@ from netd.firewall.libnft import NftContext, open_context
 from netd.firewall.nft_render import (
     FAMILIES,
     TABLE_NAME,
+    Digest,
     Family,
     Json,
-    TableSummary,
     delete_table_cmd,
-    expected_summaries,
-    observed_summaries,
     render_nft_delta,
     render_nft_json,
+    ruleset_digest,
+    tables_of,
 )
+from netd.firewall.nft_sync import TableSummary, observed_summaries, summaries_of
+from netd.firewall.nftgen import GenReader
 
 T = TypeVar("T")
 
@@ -47,13 +54,15 @@ class NftablesBackend:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netd-nft")
         self._nft: NftContext | None = None
+        self._gen: GenReader | None = None  # opened in the worker thread, like the context
         self._netns: str = "unknown"
         self._last_hash: str = ""
         self._closed = False
-        # The last ruleset rendered, with its batch and expected summaries: in_sync on a timer for an unchanged
-        # desired state then skips rendering (about a third of its cost at 1000 networks).
-        self._cache: tuple[Ruleset, Json, dict[str, TableSummary]] | None = None
         self._applied: Ruleset | None = None  # what the last successful apply put in the kernel
+        self._digest: Digest | None = None  # its marker's digest
+        # (ruleset, generation): the kernel held exactly this ruleset at that nf_tables generation
+        self._synced: tuple[Ruleset, int] | None = None
+        self._expected: tuple[Ruleset, dict[str, TableSummary]] | None = None  # in_sync's last expectation
 
     # -------------------------------------------------------------------- protocol
 
@@ -79,6 +88,8 @@ class NftablesBackend:
 
         def drop_ctx() -> None:
             self._nft = None  # nft_ctx_free closes its netlink socket, which pins the netns
+            if self._gen is not None:
+                self._gen.close()
 
         if self._closed:
             return
@@ -116,30 +127,40 @@ class NftablesBackend:
                 found.add(t["family"])
         return found
 
-    def _render(self, ruleset: Ruleset) -> tuple[Json, dict[str, TableSummary]]:
-        if self._cache is None or not (self._cache[0] is ruleset or self._cache[0] == ruleset):
-            batch = render_nft_json(ruleset)
-            self._cache = (ruleset, batch, expected_summaries(batch))
-        return self._cache[1], self._cache[2]
+    def _generation(self) -> int | None:
+        if self._gen is None:
+            self._gen = GenReader()
+        return self._gen.read()
+
+    def _write(self, batch: Json, what: str) -> int | None:
+        """Run one batch (one nf_tables transaction); the generation it left when nobody else wrote meanwhile."""
+        before = self._generation()
+        self._cmd(batch, what)
+        after = self._generation()
+        return after if before is not None and after == (before + 1) & 0xFFFFFFFF else None
+
+    def _applied_now(self, ruleset: Ruleset, digest: Digest, gen: int | None) -> None:
+        self._applied, self._digest, self._last_hash = ruleset, digest, digest.text
+        self._synced = (ruleset, gen) if gen is not None else None
 
     def _apply_sync(self, ruleset: Ruleset) -> None:
-        batch, summaries = self._render(ruleset)
-        previous, self._applied = self._applied, None
-        delta = render_nft_delta(previous, ruleset, batch) if previous is not None else None
+        previous, digest = self._applied, self._digest
+        self._applied = self._digest = self._synced = None
+        delta = render_nft_delta(previous, ruleset, digest) if previous is not None and digest else None
         if delta is not None:  # only elements changed (a published port): O(changes), not a table rewrite
             try:
-                self._cmd(delta, "updating netd's maps")
-                self._applied = ruleset
-                self._last_hash = next((s.marker or "" for s in summaries.values()), "")
+                gen = self._write(delta[0], "updating netd's maps")
+                self._applied_now(ruleset, delta[1], gen)
                 return
             except FirewallError:  # the kernel does not hold `previous` (flushed, edited): replace it all
                 pass
-        stale = [delete_table_cmd(fam) for fam in sorted(self._existing() - set(summaries))]
+        digest = ruleset_digest(ruleset)
+        batch = render_nft_json(ruleset, digest)
+        wanted = {fam for fam, table in tables_of(ruleset).items() if not table.empty}
+        stale = [delete_table_cmd(fam) for fam in sorted(self._existing() - wanted)]
         cmds = stale + batch["nftables"]
-        if cmds:
-            self._cmd({"nftables": cmds}, "applying netd's ruleset")
-        self._applied = ruleset
-        self._last_hash = next((s.marker or "" for s in summaries.values()), "")
+        gen = self._write({"nftables": cmds}, "applying netd's ruleset") if cmds else self._generation()
+        self._applied_now(ruleset, digest, gen)
 
     def _observe(self) -> Json:
         objs: list[Json] = []
@@ -153,11 +174,27 @@ class NftablesBackend:
         return {"nftables": objs}
 
     def _in_sync_sync(self, ruleset: Ruleset) -> bool:
-        return observed_summaries(self._observe()) == self._render(ruleset)[1]
+        gen = self._generation()
+        synced = self._synced
+        if gen is not None and synced is not None and synced[1] == gen and _same(synced[0], ruleset):
+            return True  # nobody has written to nf_tables since netd knew its tables in sync
+        ok = observed_summaries(self._observe()) == self._expect(ruleset)
+        self._synced = (ruleset, gen) if ok and gen is not None else None  # gen read before the listing
+        return ok
+
+    def _expect(self, ruleset: Ruleset) -> dict[str, TableSummary]:
+        if self._expected is None or not _same(self._expected[0], ruleset):
+            digest = self._digest if self._applied is not None and _same(self._applied, ruleset) else None
+            self._expected = (ruleset, summaries_of(ruleset, digest or ruleset_digest(ruleset)))
+        return self._expected[1]
 
     def _remove_all_sync(self) -> None:
         cmds = [delete_table_cmd(fam) for fam in sorted(self._existing())]
         if cmds:
             self._cmd({"nftables": cmds}, "removing netd's tables")
-        self._applied = None
+        self._applied = self._digest = self._synced = None
         self._last_hash = ""
+
+
+def _same(a: Ruleset, b: Ruleset) -> bool:
+    return a is b or a == b

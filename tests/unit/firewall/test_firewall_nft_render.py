@@ -14,14 +14,8 @@ from typing import Any
 import pytest
 from fw_states import net, representative, state
 
-from netd.firewall.nft_render import (
-    MARKER_CHAIN,
-    MARKER_PREFIX,
-    TableSummary,
-    expected_summaries,
-    observed_summaries,
-    render_nft_json,
-)
+from netd.firewall.nft_render import MARKER_CHAIN, MARKER_PREFIX, render_nft_json, ruleset_digest
+from netd.firewall.nft_sync import TableSummary, expected_summaries, observed_summaries, summaries_of
 from netd.firewall.rules import build_ruleset
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -227,3 +221,9 @@ def test_nft_errors_become_firewall_errors() -> None:
         assert exc.value.code == "firewall"
     finally:
         backend.close()
+
+
+def test_summaries_counted_from_the_ruleset_match_the_rendering() -> None:
+    for st in (representative(), state(net("n1", "br1", "10.1.0.0/24")), state()):
+        rs = build_ruleset(st)
+        assert summaries_of(rs, ruleset_digest(rs)) == expected_summaries(render_nft_json(rs))

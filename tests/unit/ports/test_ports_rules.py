@@ -15,7 +15,8 @@ from port_states import ep, pm, ports_state
 
 from netd.core.ruleset import DNAT_MAPS, Accept, DnatMap, Masquerade, Match
 from netd.firewall.iptables_render import render_chains, render_restore
-from netd.firewall.nft_render import expected_summaries, render_nft_delta, render_nft_json
+from netd.firewall.nft_render import render_nft_delta, render_nft_json, ruleset_digest
+from netd.firewall.nft_sync import expected_summaries
 from netd.firewall.rules import build_ruleset, udp_changes
 
 GOLDEN = Path(__file__).resolve().parents[1] / "firewall" / "golden"
@@ -122,8 +123,10 @@ def test_nft_delta_touches_only_changed_elements_and_restamps_markers() -> None:
     st.endpoints["web"].ports = [p for p in st.endpoints["web"].ports if p.host_port != 8082]
     new = build_ruleset(st)
     full = render_nft_json(new)
-    delta = render_nft_delta(old, new, full)
-    assert delta is not None
+    answer = render_nft_delta(old, new, ruleset_digest(old))
+    assert answer is not None
+    delta, digest = answer
+    assert digest == ruleset_digest(new)  # updated by the changed elements only, equal to the full hash
     verbs = [(next(iter(c)), next(iter(next(iter(c.values()))))) for c in delta["nftables"]]
     assert verbs == [("delete", "element")] * 2 + [("add", "element")] * 2 + [("flush", "chain"), ("add", "rule")]
     names = {c[v]["element"]["name"] for c in delta["nftables"] for v in c if "element" in c[v]}
@@ -131,8 +134,9 @@ def test_nft_delta_touches_only_changed_elements_and_restamps_markers() -> None:
     assert delta["nftables"][-1]["add"]["rule"]["comment"] == "netd:ruleset:" + str(
         expected_summaries(full)["inet"].marker
     )
-    assert render_nft_delta(new, new, full) is None  # nothing changed: the caller replaces (a repair)
+    assert render_nft_delta(new, new, digest) is None  # nothing changed: the caller replaces (a repair)
     st.endpoints["plain"].ports = [pm(7000, 7000)]  # same network as pg: still elements only
-    assert render_nft_delta(new, build_ruleset(st), render_nft_json(build_ruleset(st))) is not None
+    answer = render_nft_delta(new, build_ruleset(st), digest)
+    assert answer is not None and answer[1] == ruleset_digest(build_ruleset(st))
     st.endpoints["web"].ports = []  # front stops publishing: its chains change, so a full replacement
-    assert render_nft_delta(new, build_ruleset(st), render_nft_json(build_ruleset(st))) is None
+    assert render_nft_delta(new, build_ruleset(st), digest) is None
