@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netd.core.errors import ConflictError, InvalidError
-from netd.core.model import DesiredState, IPAddress, PortMapping
+from netd.core.model import DesiredState, Endpoint, IPAddress, PortMapping
 from netd.core.strict import ascii_int
 
 PortRange = tuple[int, int]
@@ -151,19 +151,25 @@ class Published:
     port: int
 
 
+def entries_of(ep: Endpoint) -> tuple[Published, ...]:
+    """One endpoint's published ports, per address family it has (mapping order, then IPv4 before IPv6)."""
+    out = []
+    for m in ep.ports:
+        for iface in (ep.ipv4, ep.ipv6):
+            if iface is None or (m.host_ip is not None and m.host_ip.version != iface.version):
+                continue
+            host = None if m.host_ip is None or m.host_ip.is_unspecified else str(m.host_ip)
+            out.append(Published(iface.version, host, m.proto, m.host_port, str(iface.ip), m.container_port))
+    return tuple(out)
+
+
 def published(state: DesiredState, usable: set[str]) -> dict[str, list[Published]]:
     """Published ports by network id (of the networks in ``usable``), sorted; one pass over the endpoints."""
     out: dict[str, list[Published]] = {}
     with_ports = [ep for ep in state.endpoints.values() if ep.ports and ep.network in usable]
     for ep in sorted(with_ports, key=lambda e: e.id):  # sort the few with ports, not every endpoint
-        for m in ep.ports:
-            for iface in (ep.ipv4, ep.ipv6):
-                if iface is None or (m.host_ip is not None and m.host_ip.version != iface.version):
-                    continue
-                host = None if m.host_ip is None or m.host_ip.is_unspecified else str(m.host_ip)
-                entry = Published(iface.version, host, m.proto, m.host_port, str(iface.ip), m.container_port)
-                out.setdefault(ep.network, []).append(entry)
-    return out
+        out.setdefault(ep.network, []).extend(entries_of(ep))
+    return {k: v for k, v in out.items() if v}
 
 
 EXPOSE_PROTOS = ("tcp", "udp", "sctp")

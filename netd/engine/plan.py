@@ -25,7 +25,7 @@ from netd.core.actions import (
     dedupe_key,
 )
 from netd.core.model import DesiredState, Endpoint
-from netd.core.ports import published
+from netd.core.ports import entries_of
 from netd.drivers import DRIVERS, get_driver
 from netd.firewall.rules import udp_changes
 
@@ -76,10 +76,22 @@ def localnet_keys(state: DesiredState, scope: Scope) -> dict[str, str]:
     out: dict[str, str] = {}
     if not touched:
         return out
-    for net_id in published(state, touched):
+    for net_id in _publishing(state, touched):
         net = state.network_by_id(net_id)
         if net is not None and net.pool(4) is not None and get_driver(net).features(net).published_ports:
             out[net_id] = f"net/ipv4/conf/{net.bridge}/route_localnet"
+    return out
+
+
+def _publishing(state: DesiredState, among: set[str]) -> set[str]:
+    """The networks of ``among`` with an endpoint that publishes a port (``ports.published``'s keys, without
+    building every endpoint's entries: a connect with -p at 1000 published ports paid that)."""
+    out: set[str] = set()
+    for ep in state.endpoints.values():
+        if ep.ports and ep.network in among and ep.network not in out and entries_of(ep):
+            out.add(ep.network)
+            if len(out) == len(among):
+                break
     return out
 
 

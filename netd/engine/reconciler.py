@@ -59,6 +59,7 @@ from netd.engine.locks import TimedLock
 from netd.engine.plan import IP6_FORWARD, localnet_keys, plan, scope_links, scope_targets, wants_ip6_forward
 from netd.engine.waves import waves
 from netd.firewall.base import FirewallBackend
+from netd.firewall.portmaps import PortMaps
 from netd.firewall.rules import build_ruleset
 from netd.kernel.facade import Kernel
 
@@ -105,6 +106,7 @@ class Reconciler:
         self.lock = TimedLock()  # held_since feeds the watchdog's progress check (netd.ops.progress)
         self.changes = HostChanges.load(settings.state_dir)  # what to put back on things that are not netd's
         self._applied_rules: Ruleset | None = None
+        self._port_maps = PortMaps()  # the published-port maps, updated by the endpoints a change touched
         self.wake: Callable[[], None] = lambda: None  # asks for another full pass soon (netd.engine.triggers)
         self.observers: list[Observer] = []  # cluster mode adds the overlay's (netd.multihost)
 
@@ -220,7 +222,7 @@ class Reconciler:
     # -- plan ----------------------------------------------------------------------------------------------------
 
     async def _plan(self, state: DesiredState, scope: Scope) -> list[Action]:
-        rules = build_ruleset(state, ip_forward=self.settings.ip_forward)
+        rules = build_ruleset(state, ip_forward=self.settings.ip_forward, ports=self._port_maps)
         observed = await self._observe(state, scope, rules)
         return plan(
             state,

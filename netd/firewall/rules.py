@@ -60,7 +60,6 @@ from ipaddress import ip_network
 from netd.core.errors import InvalidError
 from netd.core.links import link_pairs
 from netd.core.model import DesiredState, Network
-from netd.core.ports import Published, published
 from netd.core.ruleset import (
     CHAIN_FORWARD,
     CHAIN_OUTPUT,
@@ -85,10 +84,10 @@ from netd.core.ruleset import (
     NamedSet,
     Rule,
     Ruleset,
-    SetKey,
     Table,
 )
 from netd.drivers import get_driver
+from netd.firewall.portmaps import PortMaps
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9]+$")
@@ -99,11 +98,13 @@ KEY_LEN = 12  # keeps "NETD-FROM-<key>" within iptables' 28-character chain-name
 # ---------------------------------------------------------------------------------------------------- builder
 
 
-def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
-    """Build the complete ruleset for ``state``: pure, deterministic (sorted by network id).
+def build_ruleset(state: DesiredState, *, ip_forward: bool = True, ports: PortMaps | None = None) -> Ruleset:
+    """Build the complete ruleset for ``state``: deterministic (sorted by network id).
 
     ``ip_forward=False`` (Docker's ``ip-forward: false``): netd does not accept outbound forwarded traffic or
-    its replies (the host's own policy decides); isolation, icc and internal drops and NAT stay.
+    its replies (the host's own policy decides); isolation, icc and internal drops and NAT stay.  ``ports``:
+    the published-port maps of the previous build (the reconciler keeps one), updated by what changed since;
+    the result is the same as with a fresh one.
     """
     features = {n.id: get_driver(n).features(n) for n in state.networks.values()}
     # a network that is not routed (overlay: its endpoints leave through docker_gwbridge, never through the
@@ -120,7 +121,8 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
         return Ruleset()
     _check_unique_bridges(nets)
     keys = chain_keys(nets)
-    pub = published(state, {n.id for n in nets if not n.internal and features[n.id].published_ports})
+    pub = ports or PortMaps()
+    pub.update(state, (n.id for n in nets if not n.internal and features[n.id].published_ports))
 
     to_elems: list[Element] = []
     from_elems: list[Element] = []
@@ -132,11 +134,11 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
         to_elems.append(Element((net.bridge,), Jump(f"to-{key}")))
         from_elems.append(Element((net.bridge,), Jump(f"from-{key}")))
         linked = _linked(state, net)
-        chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward, bool(pub.get(net.id)), linked)))
+        chains.append(Chain(f"to-{key}", _to_rules(net, ip_forward, pub.publishes(net.id), linked)))
         chains.append(Chain(f"from-{key}", _from_rules(net, ip_forward)))
         if features[net.id].nat:
             nat.extend(_nat_rules(net))
-        nat.extend(_port_nat_rules(net, pub.get(net.id, [])))
+        nat.extend(_port_nat_rules(net, pub))
         bridge_rules.extend(_bridge_rules(net, linked))
 
     # services' published ports (netd.multihost.mesh) DNAT into the ingress network and docker_gwbridge, from
@@ -161,9 +163,9 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True) -> Ruleset:
         NamedSet(MAP_FROM_BRIDGE, ("ifname",), tuple(from_elems), value="verdict"),
     )
     pub_chains: tuple[Chain, ...] = ()
-    if pub:
+    if pub.any:
         pub_chains = _published_chains()
-        sets += _dnat_maps([e for entries in pub.values() for e in entries])
+        sets += pub.named_sets()
     ip = Table(
         chains=(forward, Chain(CHAIN_POSTROUTING, tuple(nat), hook="postrouting"), *pub_chains, *chains),
         sets=sets,
@@ -295,54 +297,30 @@ def _published_chains() -> tuple[Chain, ...]:
     )
 
 
-def _dnat_maps(entries: list[Published]) -> tuple[NamedSet, ...]:
-    out = []
-    for (v, by_daddr), name in DNAT_MAPS.items():
-        addr: SetKey = "ipv4_addr" if v == 4 else "ipv6_addr"
-        key: tuple[SetKey, ...] = ("inet_proto", "inet_service")
-        elems = {}
-        for e in entries:
-            if e.version == v and (e.host_ip is not None) == by_daddr:
-                k = (e.proto, str(e.host_port))
-                elems[(e.host_ip, *k) if e.host_ip is not None else k] = (e.addr, str(e.port))
-        out.append(
-            NamedSet(
-                name,
-                (addr, *key) if by_daddr else key,
-                tuple(Element(k, val) for k, val in sorted(elems.items())),
-                value=(addr, "inet_service"),
-            )
-        )
-    return tuple(out)
-
-
-def _port_nat_rules(net: Network, entries: list[Published]) -> list[Rule]:
+def _port_nat_rules(net: Network, pub: PortMaps) -> list[Rule]:
     """Masquerade what published ports need: 127.0.0.1 from the host, and hairpin through the host address."""
-    if not entries:
+    if not pub.publishes(net.id):
         return []
     c = f"netd:{net.id}"
     rules = []
-    if any(e.version == 4 for e in entries):
+    if pub.publishes_v4(net.id):
         rules.append(Rule(Match(saddr=LOOPBACK4, oif=net.bridge), Masquerade(), c))
     rules.extend(Rule(Match(ct_dnat=True, saddr=s, oif=net.bridge), Masquerade(), c) for s in _subnets(net))
     return rules
 
 
-def udp_mappings(ruleset: Ruleset | None) -> dict[tuple[int, str | None, int], tuple[str, ...]]:
-    """The published UDP ports of a ruleset: (IP version, host address or None, host port) -> (addr, port)."""
-    out: dict[tuple[int, str | None, int], tuple[str, ...]] = {}
-    for (version, by_daddr), name in DNAT_MAPS.items() if ruleset is not None else ():
-        for s in ruleset.ip.sets if ruleset is not None else ():
-            if s.name != name:
-                continue
-            for e in s.elements:
-                host, (proto, port) = (e.key[0], e.key[1:]) if by_daddr else (None, e.key)
-                if proto == "udp" and isinstance(e.value, tuple):
-                    out[(version, host, int(port))] = e.value
-    return out
-
-
 def udp_changes(old: Ruleset | None, new: Ruleset) -> list[tuple[int, str | None, int]]:
-    """UDP host ports whose mapping appeared, went or now points elsewhere: their conntrack entries must go."""
-    before, after = udp_mappings(old), udp_mappings(new)
-    return sorted((k for k in before.keys() | after.keys() if before.get(k) != after.get(k)), key=str)
+    """UDP host ports whose mapping appeared, went or now points elsewhere: their conntrack entries must go.
+    Per map, only the elements that differ are looked at (none when the map is the same object)."""
+    before = {s.name: s.elements for s in old.ip.sets} if old is not None else {}
+    after = {s.name: s.elements for s in new.ip.sets}
+    out: set[tuple[int, str | None, int]] = set()
+    for (version, by_daddr), name in DNAT_MAPS.items():
+        a, b = before.get(name, ()), after.get(name, ())
+        if a is b or a == b:
+            continue
+        for e in set(a).symmetric_difference(b):
+            host, (proto, port) = (e.key[0], e.key[1:]) if by_daddr else (None, e.key)
+            if proto == "udp":
+                out.add((version, host, int(port)))
+    return sorted(out, key=str)
