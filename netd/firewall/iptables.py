@@ -13,14 +13,22 @@ before) are put back before the error is raised, so a failed request leaves no h
 icc=False needs bridged traffic to cross FORWARD (br_netfilter): when some network has icc off, ``apply``
 turns on ``net.bridge.bridge-nf-call-iptables`` / ``-ip6tables`` in the daemon's namespace (what Docker does),
 loading ``br_netfilter`` with ``modprobe`` first when its sysctls are missing; it never turns them off again.
+
+The firewall check (every second) runs ``*-save`` only when something may have changed: with iptables-nft the
+nf_tables generation id (``nftgen``) moved since a comparison found netd's chains in sync; with legacy
+iptables the tables' rule counts and sizes (``xtinfo``) changed, and at least every ``LEGACY_RECHECK`` seconds
+anyway (a rule replaced by one of the same size changes neither).  An apply forgets the last comparison: the
+next check compares.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +47,8 @@ from netd.firewall.iptables_render import (
     rendered_from_saved,
 )
 from netd.firewall.iptables_rule import IP_FAMILIES, IpFamily
+from netd.firewall.nftgen import GenReader
+from netd.firewall.xtinfo import table_info
 
 log = structlog.get_logger()
 
@@ -49,6 +59,7 @@ BRIDGE_NF = {
     "ipv4": "/proc/sys/net/bridge/bridge-nf-call-iptables",
     "ipv6": "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
 }
+LEGACY_RECHECK = 30.0  # seconds: the longest a same-size edit of a legacy rule goes unseen by the check
 _HINT = "check `iptables-save` as root, or choose another firewall backend in [firewall] backend"
 
 
@@ -96,11 +107,15 @@ class IptablesBackend:
         self._last_hash = ""
         self._netns = "unknown"
         self._cache: tuple[Ruleset, dict[IpFamily, Rendered]] | None = None
+        self._gen: GenReader | None = None  # iptables-nft: opened by the calling thread (the daemon's netns)
+        # (ruleset, token, when): a comparison found netd's chains holding ruleset when the token was read
+        self._synced: tuple[Ruleset, object, float] | None = None
 
     # -------------------------------------------------------------------- protocol
 
     async def apply(self, ruleset: Ruleset) -> None:
         async with self._guard():
+            self._synced = None
             rendered = self._render(ruleset)
             saved = await self._save_all()
             results = await asyncio.gather(
@@ -119,12 +134,29 @@ class IptablesBackend:
 
     async def in_sync(self, ruleset: Ruleset) -> bool:
         async with self._guard():
+            token = self._token()  # read before the save: a write after it moves the token again
+            synced, now = self._synced, time.monotonic()
+            if (
+                token is not None
+                and synced is not None
+                and synced[1] == token
+                and (synced[0] is ruleset or synced[0] == ruleset)
+                and now - synced[2] < (LEGACY_RECHECK if self.flavour == "legacy" else math.inf)
+            ):
+                return True
             rendered = self._render(ruleset)
             saved = await self._save_all()
-            return all(in_sync(rendered[f], saved[f]) for f in IP_FAMILIES)
+            ok = all(in_sync(rendered[f], saved[f]) for f in IP_FAMILIES)
+            self._synced = (ruleset, token, now) if ok and token is not None else None
+            return ok
+
+    def close(self) -> None:
+        if self._gen is not None:
+            self._gen.close()
 
     async def remove_all(self) -> None:
         async with self._guard():
+            self._synced = None
             saved = await self._save_all()
             await asyncio.gather(*(self._restore(f, render_removal(saved[f])) for f in IP_FAMILIES))
             self._last_hash = ""
@@ -140,6 +172,15 @@ class IptablesBackend:
         }
 
     # -------------------------------------------------------------------- helpers
+
+    def _token(self) -> object | None:
+        """What must not have moved for the last comparison to still hold; None: unknown (compare)."""
+        if self.flavour == "nft":
+            if self._gen is None:
+                self._gen = GenReader()
+            return self._gen.read()
+        infos = tuple(table_info(f) if legacy_loaded(f) else "absent" for f in IP_FAMILIES)
+        return None if None in infos else infos
 
     def _guard(self) -> asyncio.Lock:
         if self._lock is None:
