@@ -32,7 +32,7 @@ from pyroute2.netlink.rtnl.ndmsg import ndmsg  # noqa: E402
 
 from netd.core.linkspec import BridgeSpec  # noqa: E402
 from netd.core.vxlanspec import EntryPlan, FdbEntry, NeighEntry, PeerEntry, VxlanSpec, build_entries  # noqa: E402
-from netd.kernel import ndraw, nlbatch  # noqa: E402
+from netd.kernel import ndraw, nlbatch, rtbatch  # noqa: E402
 from netd.kernel import vxlan as vxlanops  # noqa: E402
 from netd.kernel.facade import Kernel  # noqa: E402
 from netd.kernel.ndraw import NTF_SELF, NUD_PERMANENT, RTM_NEWNEIGH  # noqa: E402
@@ -125,8 +125,8 @@ async def run(k: Kernel, n: int, reps: int) -> dict[str, list[float]]:
         await clear()
         t0 = time.perf_counter()
         msgs = [pyroute2_fdb_put(index, e) for e in fdb] + [pyroute2_neigh_put(index, ne) for ne in neigh]
-        for start in range(0, len(msgs), vxlanops.BATCH):
-            results = await nlbatch.run(ipr, msgs[start : start + vxlanops.BATCH])
+        for start in range(0, len(msgs), rtbatch.BATCH):
+            results = await nlbatch.run(ipr, msgs[start : start + rtbatch.BATCH])
             assert not any(results)
         note("pyroute2 messages, batched (nlbatch.run)", t0)
 
@@ -175,7 +175,7 @@ def main() -> None:
     entries = 3 * args.peers
     print(
         f"{args.peers} peers = {entries} entries (FDB + IPv4 + IPv6 neighbour), reps={args.reps}, "
-        f"batch={vxlanops.BATCH} messages/datagram, load {os.getloadavg()[0]:.2f}"
+        f"batch={rtbatch.BATCH} messages/datagram, load {os.getloadavg()[0]:.2f}"
     )
     for name, ms in times.items():
         med = statistics.median(ms)

@@ -53,7 +53,7 @@ from netd.core.linkspec import (
 from netd.core.model import IPAddress, IPNetwork
 from netd.core.vxlanspec import EntryPlan, ObservedEntries, ObservedVxlan, PeerEntry, VxlanSpec
 from netd.kernel import child as childops
-from netd.kernel import conntrack, owned
+from netd.kernel import conntrack, owned, teardown
 from netd.kernel import link as linkops
 from netd.kernel import netns as nsops
 from netd.kernel import nsid as nsidops
@@ -430,12 +430,13 @@ class Kernel:
 
     async def delete_links(self, ifnames: Sequence[str]) -> None:
         names = list(dict.fromkeys(ifnames))
-        present = None
-        if len(names) > 1:  # which exist: one raw dump (see rtsock), not pyroute2 decoding every link
-            links, _ = await self._raw_links(None, addresses=False)
-            present = {link.index: link.ifname for link in links}
         try:
-            await linkops.delete_links(await self._host_socket(), names, present)
+            if len(names) > 1:  # which exist: one raw dump (see rtsock); marks and delete raw (see teardown)
+                links, _ = await self._raw_links(None, addresses=False)
+                wanted = set(names)
+                await teardown.delete_links({link.index: link.ifname for link in links if link.ifname in wanted})
+            else:
+                await linkops.delete_links(await self._host_socket(), names)
         except NetlinkError as exc:
             raise kernel_error(
                 f"links {', '.join(names[:5])}{'...' if len(names) > 5 else ''}", "delete", exc

@@ -14,10 +14,9 @@ back up, ensure_peers writes them again (it always compares with what the kernel
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from ipaddress import ip_address
 from typing import Any
@@ -41,38 +40,28 @@ from netd.core.vxlanspec import (
     plan_entries,
     plan_vxlan,
 )
-from netd.kernel import ndraw
+from netd.kernel import ndraw, rtbatch
 from netd.kernel.link import IPR, get_link
 from netd.kernel.ndraw import RTM_NEWNEIGH, decode_fdb, decode_neigh, dump_request
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.observe import Msg, decode_link
+from netd.kernel.rtbatch import Build
 from netd.kernel.rtraw import (
     IFINFO,
     NLM_F_REQUEST,
-    NLMSG_ERROR,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_NEWADDR,
     RTM_NEWLINK,
     decode_addr,
-    error_of,
-    messages,
     request,
 )
 from netd.kernel.rtraw import decode_link as decode_raw_link
 from netd.kernel.rtraw import dump_request as link_dump_request
-from netd.kernel.rtsock import RECV_SIZE, SOL_NETLINK, DumpInterrupted, RouteSocket
+from netd.kernel.rtsock import DumpInterrupted, RouteSocket
 
 log = structlog.get_logger()
 
-# Requests per datagram (bench/vxlan_entries.py): each is acked, and the acks of one datagram must fit the
-# socket's receive buffer (see _grow_rcvbuf).
-BATCH = 256
-RCVBUF = 1 << 20
-ACK_BUFFER = 1024  # receive buffer to allow per ack (~770 measured), with a margin
-SO_RCVBUFFORCE = 33
-NETLINK_CAP_ACK = 10
-Build = Callable[[int], bytes]  # a request for a sequence number
 NOT_OURS_HINT = "remove it or give the overlay network another device name"
 
 
@@ -283,47 +272,10 @@ async def observe_entries(ifindex: int) -> ObservedEntries:
     raise AssertionError("unreachable")
 
 
-def _grow_rcvbuf(sock: socket.socket) -> int:
-    """Room for a whole batch's acks: the kernel handles a datagram's requests before netd reads an answer,
-    and an ack that does not fit is dropped (the socket overruns, ENOBUFS).  Returns the batch size that fits:
-    an ack takes ~770 bytes of buffer (measured: 256 fit in 208 KiB, 512 did not)."""
-    sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # an error does not echo the request
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-    except PermissionError:  # without CAP_NET_ADMIN: up to net.core.rmem_max
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-    return max(1, min(BATCH, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // ACK_BUFFER))
-
-
 async def write_entries(ifname: str, reqs: Sequence[tuple[Build, str]], action: str, missing_ok: bool) -> None:
-    """Send the requests ``reqs`` (builder of the message for a sequence number, what it is) in datagrams of up
-    to BATCH; every one is acked, the first error is raised (ENOENT/ESRCH ignored with ``missing_ok``)."""
-    if not reqs:
-        return
-    loop = asyncio.get_running_loop()
-    with RouteSocket() as rs:
-        batch = _grow_rcvbuf(rs.sock)
-        for start in range(0, len(reqs), batch):
-            chunk = reqs[start : start + batch]
-            first = rs.seq + 1
-            rs.seq += len(chunk)
-            try:
-                await loop.sock_sendall(rs.sock, b"".join(build(first + i) for i, (build, _) in enumerate(chunk)))
-                pending = len(chunk)
-                while pending:
-                    data = await loop.sock_recv(rs.sock, RECV_SIZE)
-                    for msg in messages(data):
-                        i = msg.seq - first
-                        if msg.type != NLMSG_ERROR or not 0 <= i < len(chunk):
-                            continue
-                        pending -= 1
-                        err = error_of(data, msg.start, chunk[i][1])
-                        if err is not None and not (missing_ok and err.errno in (errno.ENOENT, errno.ESRCH)):
-                            raise kernel_error(f"{_obj(ifname)}: {chunk[i][1]}", action, err)
-            except OSError as exc:  # the socket itself (ENOBUFS: acks lost)
-                raise kernel_error(
-                    _obj(ifname), f"{action} entries", exc, "retry; a reconcile writes them again"
-                ) from exc
+    """``rtbatch.write`` for the device's entries (ENOENT/ESRCH ignored with ``missing_ok``)."""
+    missing = frozenset({errno.ENOENT, errno.ESRCH}) if missing_ok else frozenset()
+    await rtbatch.write(_obj(ifname), reqs, action, missing)
 
 
 async def apply_entries(ifname: str, ifindex: int, plan: EntryPlan) -> None:

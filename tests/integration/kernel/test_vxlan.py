@@ -26,7 +26,7 @@ from pyroute2 import AsyncIPRoute
 from netd.core.errors import InvalidError, KernelError
 from netd.core.linkspec import BridgeSpec, NsRef, VethSpec
 from netd.core.vxlanspec import FdbEntry, NeighEntry, ObservedEntries, PeerEntry, VxlanSpec
-from netd.kernel import vxlan as vxlanops
+from netd.kernel import rtbatch
 from netd.kernel.facade import Kernel
 
 UNDERLAY = {1: "192.0.2.1", 2: "192.0.2.2"}
@@ -458,9 +458,9 @@ def test_many_peers_span_several_batches(fabric: Fabric, monkeypatch: pytest.Mon
         assert len(plan.fdb_del) == 600 and len(plan.neigh_del) == 1200
         assert await k.observe_vxlan_entries(NET1.vxlan) == ObservedEntries()
 
-        monkeypatch.setattr(vxlanops, "RCVBUF", 8192)  # the kernel doubles it: 16 acks per datagram
+        monkeypatch.setattr(rtbatch, "RCVBUF", 8192)  # the kernel doubles it: 16 acks per datagram
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as sock:
-            assert vxlanops._grow_rcvbuf(sock) == 16
+            assert rtbatch._grow_rcvbuf(sock) == 16
         await k.ensure_vxlan_peers(NET1.vxlan, peers)
         seen = await k.observe_vxlan_entries(NET1.vxlan)
         assert len(seen.fdb) == 600 and len(seen.neigh) == 1200
