@@ -253,6 +253,7 @@ class Daemon:
         await self.ops.stop()
         await self.ns_dns.close()
         await self.dns.close()
+        self.resolv_conf.close()  # the queued resolv.conf removals of a batch finish before the process ends
         if self.multihost is not None:
             await self.multihost.stop()
         await self.kernel.close()

@@ -299,6 +299,27 @@ class Kernel:
         if removed:
             log.info("netns_removed", netns=name, path=path)
 
+    async def remove_netns_many(self, names: Sequence[str]) -> dict[str, OSError | None]:
+        """``remove_netns`` of each, all in one fresh thread (a batch of 1000 paid a thread start each);
+        returns the error of each that failed (None: removed or already gone)."""
+        paths = {name: self.netns_path(name) for name in names}
+        for path in paths.values():
+            self._drop(path)
+
+        def run() -> dict[str, OSError | None]:
+            out: dict[str, OSError | None] = {}
+            for name, path in paths.items():
+                try:
+                    nsops.remove_named_netns(path, self.host_mnt)
+                    out[name] = None
+                except OSError as exc:
+                    out[name] = exc
+            return out
+
+        results = await nsops.in_fresh_thread(run, name="netd-nsrm")
+        log.info("netns_removed", count=sum(e is None for e in results.values()), batch=True)
+        return results
+
     # ------------------------------------------------------------------------------------------ links
 
     async def observe(self, names: Collection[str] | None = None) -> ObservedHost:

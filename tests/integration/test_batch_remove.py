@@ -3,6 +3,7 @@ one group delete in the kernel), nothing else is touched.  The cost is measured 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +96,22 @@ def test_netns_rm_many(host: Host) -> None:
     # the query form, for a few names
     host.api.ok("POST", "/v1/netns", {"Name": "q1"})
     assert host.api.ok("DELETE", "/v1/netns?name=q1") == {"Removed": ["q1"], "Errors": {}}
+
+
+def test_many_resolv_conf_files_go_after_the_answer_and_a_new_namespace_keeps_its_own(host: Host) -> None:
+    """A batch's resolv.conf files are removed by a worker thread after the change (not before the answer); a
+    namespace made again at once gets its file, which the queued removal must not take."""
+    etc = host.root / "etc-netns"
+    names = [f"m{i}" for i in range(12)]
+    for name in names:
+        host.api.ok("POST", "/v1/netns", {"Name": name})
+        host.api.ok("POST", "/v1/networks/ba/connect", {"Netns": name})
+    assert all((etc / name / "resolv.conf").exists() for name in names)
+    assert host.api.ok("DELETE", "/v1/netns", {"Names": names})["Removed"] == names
+    host.api.ok("POST", "/v1/netns", {"Name": "m3"})
+    host.api.ok("POST", "/v1/networks/ba/connect", {"Netns": "m3"})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sorted(d.name for d in etc.iterdir()) != ["m3"]:
+        time.sleep(0.05)
+    assert sorted(d.name for d in etc.iterdir()) == ["m3"]
+    assert "nameserver 172.30.70.1" in (etc / "m3" / "resolv.conf").read_text()

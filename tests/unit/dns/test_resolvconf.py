@@ -134,3 +134,22 @@ def test_default_bridge_dns_is_written_for_its_namespaces(tmp_path: Path) -> Non
     w.default_dns = []
     w.sync(st)
     assert not (tmp_path / "old").exists()
+
+
+def test_many_removed_in_the_worker_and_a_namespace_made_again_keeps_its_new_file(tmp_path: Path) -> None:
+    net = _net("a", "10.1.0.0/24")
+    eps = [_ep(net, f"n{i}", f"10.1.0.{10 + i}/24") for i in range(20)]
+    w = ResolvConfWriter(tmp_path, HostResolv())
+    w.sync(_state(*eps, nets=[net]))
+    assert len(list(tmp_path.iterdir())) == 20
+    # one change forgets all 20 (netns rm n0 ... n19): their files go in the worker thread
+    w.sync(_state(nets=[net]), only=[f"n{i}" for i in range(20)])
+    # n3 is made and connected again at once: its new file must survive the queued removal
+    w.sync(_state(eps[3], nets=[net]), only=["n3"])
+    w.drain()
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["n3"]
+    assert (tmp_path / "n3" / "resolv.conf").read_text().startswith(MARKER)
+    # a few at a time are removed before sync returns
+    w.sync(_state(nets=[net]), only=["n3"])
+    assert list(tmp_path.iterdir()) == []
+    w.close()
