@@ -7,6 +7,10 @@ while netd is stopped or upgraded.  SIGHUP re-reads the config and reconciles.
 
 from __future__ import annotations
 
+from netd.ops.serving import LEAN  # noqa: F401  (first: before aiohttp is imported; see netd.ops.serving)
+
+# isort: split
+
 import argparse
 import asyncio
 import contextlib

@@ -9,37 +9,6 @@ the same process) runs the real ``__init__`` then, so nothing outside netd sees 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
-from typing import Any
+from netd.core.lean import lean
 
-
-def _lean_pyroute2() -> None:
-    if "pyroute2" in sys.modules:
-        return
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None or spec.origin is None or spec.submodule_search_locations is None:
-        return
-    pkg = types.ModuleType("pyroute2")
-    pkg.__file__ = spec.origin
-    pkg.__path__ = list(spec.submodule_search_locations)
-    pkg.__spec__ = spec
-    pkg.__package__ = "pyroute2"
-    origin = spec.origin
-
-    def full(name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        if importlib.util.find_spec(f"pyroute2.{name}") is not None:  # ``from pyroute2 import config``
-            return importlib.import_module(f"pyroute2.{name}")
-        del pkg.__dict__["__getattr__"]  # once: the real __init__ defines the rest
-        with open(origin, encoding="utf-8") as f:
-            exec(compile(f.read(), origin, "exec"), pkg.__dict__)  # pyroute2's own __init__
-        return getattr(pkg, name)
-
-    pkg.__dict__["__getattr__"] = full
-    sys.modules["pyroute2"] = pkg
-
-
-_lean_pyroute2()
+lean("pyroute2")
