@@ -13,7 +13,7 @@ the configured range.  Nothing here touches the kernel: the caller builds the en
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,15 @@ def check_families(ports: list[PortMapping], families: frozenset[int], network: 
                 f'"{network}" (publish on an IPv{sorted(families)[0]} host address, or give the network --ipv6)',
                 field="publish",
             )
+
+
+def clash_filter(wanted: list[PortMapping]) -> Callable[[PortMapping], bool]:
+    """Which published mappings ``plan_ports`` must see for ``wanted``: the same protocol and host port as an
+    explicit one, or the same protocol as one whose host port is to be picked.  The others cannot conflict
+    nor take a port the pick would want."""
+    explicit = {(m.proto, m.host_port) for m in wanted if m.host_port}
+    picked = {m.proto for m in wanted if not m.host_port}
+    return lambda m: m.proto in picked or (m.proto, m.host_port) in explicit
 
 
 def plan_ports(

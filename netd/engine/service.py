@@ -468,13 +468,16 @@ class Service:
             )
         ports.check_families(req.ports, families, net.name)
         holders: list[ports.Holder] = []
+        can_clash = ports.clash_filter(req.ports)  # only those: 1000 published ports cost 9% of a connect
         for ep in self.state.endpoints.values():
+            if not ep.ports or not any(can_clash(m) for m in ep.ports):
+                continue
             other = self.state.network_by_id(ep.network)
-            if not ep.ports or other is None:
+            if other is None:
                 continue
             fams = frozenset(a.version for a in (ep.ipv4, ep.ipv6) if a is not None)
             who = f"{'netns ' + repr(ep.netns) if ep.netns else ep.netns_path} on network {other.name!r}"
-            holders.extend(ports.Holder(m, fams, who) for m in ep.ports)
+            holders.extend(ports.Holder(m, fams, who) for m in ep.ports if can_clash(m))
         if self.port_holders is not None:  # cluster mode: services' published ports (every node answers them)
             holders.extend(self.port_holders())
         return ports.plan_ports(req.ports, families, holders, self.settings.port_range)

@@ -8,7 +8,16 @@ import pytest
 from port_states import pm
 
 from netd.core.errors import ConflictError, InvalidError
-from netd.core.ports import Holder, binds, check_families, describe, overlaps, parse_port_range, plan_ports
+from netd.core.ports import (
+    Holder,
+    binds,
+    check_families,
+    clash_filter,
+    describe,
+    overlaps,
+    parse_port_range,
+    plan_ports,
+)
 from netd.core.request import parse_connect
 
 BOTH = frozenset({4, 6})
@@ -101,3 +110,25 @@ def test_parse_port_range_and_describe() -> None:
             parse_port_range(bad)
     assert describe(pm(8080, 80, ip="::1")) == "[::1]:8080->80/tcp"
     assert describe(pm(8080, 80, "udp")) == "*:8080->80/udp"
+
+
+def test_clash_filter_keeps_every_holder_that_changes_the_plan() -> None:
+    """Planning against the filtered holders gives what planning against all of them does (the service hands
+    plan_ports only those: a connect at 1000 published ports walked them all)."""
+    fams = frozenset({4, 6})
+    low = range(49153, 49163)  # the bottom of the default range: the picks must skip them
+    holders = [Holder(pm(p, 80, proto), fams, f"h{p}{proto}") for p in low for proto in ("tcp", "udp")]
+    holders += [Holder(pm(8080, 80), fams, "web"), Holder(pm(8081, 81, "udp"), fams, "dns")]
+    for wanted in ([pm(8080, 1)], [pm(8081, 1, "udp")], [pm(0, 1)], [pm(0, 1, "udp"), pm(9000, 2)], [pm(9000, 3)]):
+        keep = clash_filter(wanted)
+        kept = [h for h in holders if keep(h.mapping)]
+        try:
+            want: object = plan_ports(wanted, fams, holders)
+        except ConflictError as e:
+            want = str(e)
+        try:
+            got: object = plan_ports(wanted, fams, kept)
+        except ConflictError as e:
+            got = str(e)
+        assert got == want
+    assert not clash_filter([pm(9000, 3)])(pm(8080, 80))
