@@ -8,7 +8,8 @@ each variant, in one run, interleaved: a fresh netd, one bridge network, N names
 connects through the API, each publishing one TCP port (``ports``) or none (``plain``).  Reported: connect p50 /
 p95, the median of the first 10 and of the last 10 connects, netd's CPU seconds per connect (utime + stime
 over the connects), then netd's idle CPU over ``--idle`` seconds with everything connected (the 1 s firewall
-check and nothing else: the drift timer is 120 s here), and VmRSS.  Writes bench/results/ports_flat.json.
+check and nothing else: the drift timer is ``--reconcile-interval``, 600 s by default, so that no full pass falls
+in the window), and VmRSS.  Writes bench/results/ports_flat.json.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ NET = {"Name": "bench", "IPAM": {"Config": [{"Subnet": "10.133.0.0/16"}]}}
 
 
 def run(tmp: Path, rev: str, env: dict[str, str], n: int, ports: bool, idle: float) -> dict[str, Any]:
+    """One fresh daemon, N connects, then the idle window."""
     host = Host(tmp / f"flat-{rev}-{int(ports)}", tag=bench_tag())
     try:
         host.boot()
@@ -81,6 +83,7 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=30.0)
     ap.add_argument("--revs", default="WORKTREE")
     ap.add_argument("--variants", default="ports,plain")
+    ap.add_argument("--reconcile-interval", default="600", help="the daemon's drift timer, seconds")
     args = ap.parse_args()
     out: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="netd-flat-") as d:
@@ -90,7 +93,10 @@ def main() -> None:
             where = Path(d) / f"src-{len(envs)}"
             out["netd"][rev] = use_revision(None if rev == "WORKTREE" else rev, where)
             # per run, not for the whole process: use_revision sets it globally
-            envs[rev] = {"PYTHONPATH": os.environ.pop("PYTHONPATH", "")}
+            envs[rev] = {
+                "PYTHONPATH": os.environ.pop("PYTHONPATH", ""),
+                "NETD_RECONCILE_INTERVAL": args.reconcile_interval,
+            }
         for variant in args.variants.split(","):
             for rev, env in envs.items():
                 r = run(Path(d), rev.replace("/", "_"), env, args.n, variant == "ports", args.idle)
