@@ -18,9 +18,12 @@ from pathlib import Path
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
+
+# submodules, not the package: its __init__ imports the exposition servers (wsgiref, http.server, gzip) and the
+# process/platform/gc collectors netd does not use; the text format is imported at the first scrape
+from prometheus_client.metrics import Counter, Histogram, disable_created_metrics
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from netd import __version__
 from netd.core.config import Metrics as MetricsConfig
@@ -315,6 +318,8 @@ class Metrics:
             self.dns_queries.labels(result)
 
     def render(self) -> bytes:
+        from prometheus_client.exposition import generate_latest  # the first scrape pays for it, not start-up
+
         return generate_latest(self.registry) + interface_text(self.state()).encode()
 
     def observe_api(self, route: str, method: str, status: int, seconds: float) -> None:
