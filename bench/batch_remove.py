@@ -1,12 +1,13 @@
 """Issue 14: the cost per endpoint of removing many at once.
 
-    .venv/bin/python bench/batch_remove.py [--sizes 200,1000] [--singles 20] [--rev REV]
+    .venv/bin/python bench/batch_remove.py [--sizes 200,1000] [--singles 20] [--rev REV] [--revs main,HEAD]
 
 N netd namespaces, each connected to one bridge network.  Timed through the API, per endpoint:
 - ``netns rm`` one at a time (``DELETE /v1/netns/NAME``, ``--singles`` of them: the old way), then the remaining
   namespaces in one ``netns rm A B C ...`` (``DELETE /v1/netns {"Names": [...]}``);
 - the same N again, then ``network rm --force`` (``DELETE /v1/networks/NAME?force=1``).
-The kernel is read back after each batch (no veth of the network left).  Writes bench/results/batch_remove.json.
+The kernel is read back after each batch (no veth of the network left).  ``--revs A,B``: each size for each
+revision in turn, in one run (same-run comparison).  Writes bench/results/batch_remove.json.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def _veths(host: Host) -> int:
     return in_ns(host.path, "ip", "-o", "link", "show", "type", "veth").stdout.count("\n")
 
 
-def run(tmp: Path, n: int, singles: int, env: dict[str, str]) -> dict[str, Any]:
-    host = Host(tmp / f"batch{n}", tag=bench_tag())
+def run(tmp: Path, n: int, singles: int, env: dict[str, str], rev: str = "") -> dict[str, Any]:
+    host = Host(tmp / f"batch{n}{rev}", tag=bench_tag())
     try:
         host.boot()
         host.start(env={**NETD_ENV, **env})
@@ -61,6 +62,7 @@ def run(tmp: Path, n: int, singles: int, env: dict[str, str]) -> dict[str, Any]:
         force_ms = (time.perf_counter() - t0) * 1000
         assert _veths(host) == base
         return {
+            "rev": rev or "-",
             "endpoints": n,
             "netns_rm_single_ms": summary(single_ms),
             "netns_rm_batch_total_ms": round(netns_batch_ms, 1),
@@ -77,16 +79,26 @@ def main() -> None:
     ap.add_argument("--sizes", default="200,1000")
     ap.add_argument("--singles", type=int, default=20)
     ap.add_argument("--rev")
+    ap.add_argument("--revs", help="several revisions, compared in one run (overrides --rev)")
     args = ap.parse_args()
     out: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="netd-batchrm-") as d:
-        env = use_revision(args.rev, Path(d))
+        envs: dict[str, dict[str, str]] = {}
+        if args.revs:
+            for rev in args.revs.split(","):
+                where = Path(d) / f"src-{len(envs)}"
+                out.setdefault("netd", {})[rev] = use_revision(rev, where)
+                envs[rev] = {"PYTHONPATH": os.environ.pop("PYTHONPATH", "")}  # per run, not process-wide
+        else:
+            envs[args.rev or ""] = use_revision(args.rev, Path(d))
         for n in [int(s) for s in args.sizes.split(",")]:
-            out["runs"].append(run(Path(d), n, args.singles, env))
-            print(f"N={n} done, load {os.getloadavg()}", flush=True)
+            for rev, env in envs.items():
+                out["runs"].append(run(Path(d), n, args.singles, env, rev))
+                print(f"N={n} {rev} done, load {os.getloadavg()}", flush=True)
     out["load_after"] = os.getloadavg()
     rows = [
         [
+            r["rev"],
             str(r["endpoints"]),
             str(r["netns_rm_single_ms"]["p50"]),
             f"{r['netns_rm_batch_per_endpoint_ms']} ({r['netns_rm_batch_total_ms']} ms)",
@@ -94,9 +106,9 @@ def main() -> None:
         ]
         for r in out["runs"]
     ]
-    hdr = ["N", "netns rm one at a time p50 ms", "netns rm batch ms/endpoint", "network rm --force ms/endpoint"]
+    hdr = ["rev", "N", "netns rm one at a time p50 ms", "netns rm batch ms/endpoint", "network rm --force ms/ep"]
     print(table(rows, hdr))
-    print(f"load {out['load_before']} -> {out['load_after']}; rev {args.rev or 'working tree'}")
+    print(f"load {out['load_before']} -> {out['load_after']}; rev {args.revs or args.rev or 'working tree'}")
     write_result("batch_remove", out)
 
 
