@@ -27,6 +27,7 @@ NLMSG_ERROR = 2
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _NFGEN = struct.Struct("=BBH")  # nfgenmsg: family, version, res_id (big endian in the kernel, unused here)
 _ATTR = struct.Struct("=HH")
+TIMEOUT = 1.0  # the kernel answers within the send; a socket that does not is given up (full comparisons)
 
 
 class GenReader:
@@ -44,6 +45,7 @@ class GenReader:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+                self._sock.settimeout(TIMEOUT)  # the iptables backend asks from the event loop's thread
                 self._sock.bind((0, 0))
             return self._ask(self._sock)
         except OSError:
