@@ -132,24 +132,29 @@ class NftablesBackend:
             self._gen = GenReader()
         return self._gen.read()
 
-    def _write(self, batch: Json, what: str) -> int | None:
-        """Run one batch (one nf_tables transaction); the generation it left when nobody else wrote meanwhile."""
+    def _write(self, batch: Json, what: str, since: int | None = None, delta: bool = False) -> int | None:
+        """Run one batch (one nf_tables transaction); the generation it left when nobody else wrote meanwhile.
+        A ``delta`` changes only what netd knew to be there: its result is known only when nothing was written
+        since ``since`` either (a foreign edit before it would otherwise pass for netd's)."""
         before = self._generation()
         self._cmd(batch, what)
         after = self._generation()
-        return after if before is not None and after == (before + 1) & 0xFFFFFFFF else None
+        if before is None or after != (before + 1) & 0xFFFFFFFF or (delta and before != since):
+            return None
+        return after
 
     def _applied_now(self, ruleset: Ruleset, digest: Digest, gen: int | None) -> None:
         self._applied, self._digest, self._last_hash = ruleset, digest, digest.text
         self._synced = (ruleset, gen) if gen is not None else None
 
     def _apply_sync(self, ruleset: Ruleset) -> None:
-        previous, digest = self._applied, self._digest
+        previous, digest, synced = self._applied, self._digest, self._synced
         self._applied = self._digest = self._synced = None
         delta = render_nft_delta(previous, ruleset, digest) if previous is not None and digest else None
         if delta is not None:  # only elements changed (a published port): O(changes), not a table rewrite
+            since = synced[1] if synced is not None and synced[0] is previous else None
             try:
-                gen = self._write(delta[0], "updating netd's maps")
+                gen = self._write(delta[0], "updating netd's maps", since, delta=True)
                 self._applied_now(ruleset, delta[1], gen)
                 return
             except FirewallError:  # the kernel does not hold `previous` (flushed, edited): replace it all

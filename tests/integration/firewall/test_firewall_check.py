@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from fwtopo import NetnsLoop, Topology, sh
 from netdtest import in_ns, running_host
 from test_firewall_daemon import emulate_docker, traffic_ok, two_endpoints
 
-from netd.core.model import DesiredState, IpamConfig, Network
+from netd.core.model import DesiredState, Endpoint, IpamConfig, Network, PortMapping
 from netd.firewall.base import FirewallBackend
 from netd.firewall.iptables import IptablesBackend
 from netd.firewall.nftables import NftablesBackend
@@ -77,6 +77,47 @@ def test_check_lists_nothing_until_a_foreign_write(
     host_loop.run(fw.apply(rs))
     assert host_loop.run(fw.in_sync(rs))
     host_loop.run(fw.remove_all())
+
+
+def test_a_foreign_edit_before_a_port_delta_is_still_seen(
+    topo: Topology, host_loop: NetnsLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nftables: a foreign rule added after the check armed its shortcut, then a published port added (an
+    element delta that applies fine on top of it): the next check must still compare, and see the rule."""
+    fw = NftablesBackend()
+    try:
+        st = _ports_state(1)
+        host_loop.run(fw.apply(build_ruleset(st)))
+        assert host_loop.run(fw.in_sync(build_ruleset(st)))
+        sh("ip", "netns", "exec", topo.host, *FOREIGN["nftables"])
+        more = build_ruleset(_ports_state(2))
+        listed = []
+        original = fw._observe
+        monkeypatch.setattr(fw, "_observe", lambda: listed.append(1) or original())
+        host_loop.run(fw.apply(more))  # the delta path: elements only
+        assert not host_loop.run(fw.in_sync(more))
+        assert listed
+        host_loop.run(fw.remove_all())
+    finally:
+        fw.close()
+
+
+def _ports_state(n: int) -> DesiredState:
+    st = _state()
+    eps = {
+        f"e{i}": Endpoint(
+            id=f"e{i}",
+            network="aaaa000000000001",
+            netns=f"e{i}",
+            ifname="eth0",
+            host_ifname=f"ve{i}",
+            mac="02:00:00:00:00:01",
+            ipv4=ip_interface(f"10.90.1.{10 + i}/24"),
+            ports=[PortMapping(host_port=9000 + i, container_port=80)],
+        )
+        for i in range(n)
+    }
+    return DesiredState(networks=st.networks, endpoints=eps)
 
 
 @pytest.mark.parametrize("backend_name", ["nftables", "iptables"])
