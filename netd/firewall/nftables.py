@@ -152,7 +152,7 @@ class NftablesBackend:
         self._applied = self._digest = self._synced = None
         delta = render_nft_delta(previous, ruleset, digest) if previous is not None and digest else None
         if delta is not None:  # only elements changed (a published port): O(changes), not a table rewrite
-            since = synced[1] if synced is not None and synced[0] is previous else None
+            since = synced[1] if synced is not None and _same(synced[0], previous) else None
             try:
                 gen = self._write(delta[0], "updating netd's maps", since, delta=True)
                 self._applied_now(ruleset, delta[1], gen)
