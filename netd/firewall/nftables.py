@@ -151,7 +151,7 @@ class NftablesBackend:
         previous, digest, synced = self._applied, self._digest, self._synced
         self._applied = self._digest = self._synced = None
         delta = render_nft_delta(previous, ruleset, digest) if previous is not None and digest else None
-        if delta is not None:  # only elements changed (a published port): O(changes), not a table rewrite
+        if delta is not None and previous is not None:  # only elements changed (a published port): O(changes)
             since = synced[1] if synced is not None and _same(synced[0], previous) else None
             try:
                 gen = self._write(delta[0], "updating netd's maps", since, delta=True)
