@@ -56,13 +56,13 @@ from netd.core.ruleset import Ruleset
 from netd.drivers import DRIVERS
 from netd.engine.hostchanges import HostChanges, record_adopted, remove_adopted, restore_sysctls
 from netd.engine.locks import TimedLock
+from netd.engine.nsremoval import NetnsRemovals
 from netd.engine.plan import IP6_FORWARD, localnet_keys, plan, scope_links, scope_targets, wants_ip6_forward
 from netd.engine.waves import waves
 from netd.firewall.base import FirewallBackend
 from netd.firewall.portmaps import PortMaps
 from netd.firewall.rules import build_ruleset
 from netd.kernel.facade import Kernel
-from netd.kernel.nlerror import kernel_error
 
 log = structlog.get_logger()
 
@@ -108,8 +108,7 @@ class Reconciler:
         self.changes = HostChanges.load(settings.state_dir)  # what to put back on things that are not netd's
         self._applied_rules: Ruleset | None = None
         self._port_maps = PortMaps()  # the published-port maps, updated by the endpoints a change touched
-        self._ns_removals: list[str] = []  # the namespaces the running pass removes (see _remove_netns)
-        self._ns_removed: dict[str, OSError | None] | None = None
+        self.removals = NetnsRemovals(kernel)  # a pass's namespace removals, unmounted together
         self.wake: Callable[[], None] = lambda: None  # asks for another full pass soon (netd.engine.triggers)
         self.observers: list[Observer] = []  # cluster mode adds the overlay's (netd.multihost)
 
@@ -287,8 +286,7 @@ class Reconciler:
         actions = [a for a in await self._plan(state, scope) if a.owner not in gone]
         errors: dict[str, str] = {}
         applied: list[str] = []
-        self._ns_removals = [a.name for a in actions if isinstance(a, RemoveNetns)]  # see _remove_netns
-        self._ns_removed = None
+        self.removals.start(actions)
         # a new veth is announced (gratuitous ARP / unsolicited NA) only when an API change made its endpoint:
         # a full pass recreates known endpoints, with the MAC and addresses peers already have
         announce = not scope.is_full
@@ -345,7 +343,7 @@ class Reconciler:
                 else:
                     await k.ensure_netns(name)
             case RemoveNetns(name=name):
-                await self._remove_netns(name)
+                await self.removals.remove(name)
             case MarkNetns(name=name, owned=owned):
                 k.mark_netns(name, owned)
             case EnsureBridge(spec=spec):
@@ -387,19 +385,6 @@ class Reconciler:
                 await k.flush_udp_conntrack(udp)
             case DriverAction():
                 await action.apply(k)
-
-    async def _remove_netns(self, name: str) -> None:
-        """Many namespaces removed in one pass (``netns rm A B C ...``) are unmounted together in one thread, at
-        the first of their actions; each action then reports its own namespace's result."""
-        many = getattr(self.kernel, "remove_netns_many", None)  # narrow fake kernels need not have it
-        if len(self._ns_removals) < 2 or many is None:
-            await self.kernel.remove_netns(name)
-            return
-        if self._ns_removed is None:
-            self._ns_removed = await many(self._ns_removals)
-        err = self._ns_removed.get(name)
-        if err is not None:
-            raise kernel_error(f'netns "{name}"', "remove", err) from err
 
     # -- the firewall check (between reconciles) ------------------------------------------------------------------
 
