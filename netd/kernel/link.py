@@ -1,8 +1,7 @@
-"""Bridge and veth create-or-verify, link teardown.  Thin: netlink requests in, KernelError out."""
+"""Bridge and veth create-or-verify (deletes: kernel.teardown).  Thin: netlink requests in, KernelError out."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -14,16 +13,13 @@ from netd.core.errors import KernelError
 from netd.core.linkspec import BridgeSpec, ChildSpec, Iface, VethSpec, owner_alias
 from netd.kernel import nlbatch
 from netd.kernel.nlbatch import IFA_F_NODAD
-from netd.kernel.nlerror import KernelOpError, is_errno, kernel_error
+from netd.kernel.nlerror import KernelOpError, kernel_error
 from netd.kernel.observe import Msg, addresses_by_index, decode_link, observed_link, raw_of
 from netd.kernel.rtraw import IFF_UP
 from netd.kernel.vethup import create_veth
 
 log = structlog.get_logger()
 
-# Links to delete are first moved into this group, then removed with one RTM_DELLINK (one RCU grace period for
-# the whole batch instead of one per link).  ASCII "netd"; never used for anything else.
-TEARDOWN_GROUP = 0x6E657464
 BRIDGE_NAME_HINT = "pick another name with -o com.docker.network.bridge.name"
 
 IPR = Any  # pyroute2 AsyncIPRoute (untyped)
@@ -347,55 +343,3 @@ async def peer_ok(nsipr: IPR, spec: VethSpec) -> bool:
         return False
     have = await link_addresses(nsipr, link.index)
     return all(a in have for a in spec.addresses)
-
-
-# ---------------------------------------------------------------------------------------------- delete
-
-
-async def delete_links(ipr: IPR, ifnames: Sequence[str], present: dict[int, str] | None = None) -> int:
-    """Delete the named links (missing = fine).  Many at once: move them to one group, delete the group.
-    ``present``: index -> name of the links of the namespace, read by the caller (a raw dump: pyroute2 decoding
-    every link was most of a 1000-endpoint ``network rm --force``)."""
-    wanted = set(ifnames)
-    if not wanted:
-        return 0
-    if present is not None:
-        indexes = {index: name for index, name in present.items() if name in wanted}
-    else:
-        if len(wanted) == 1:  # one cheap get instead of a dump
-            msg = await get_link(ipr, next(iter(wanted)))
-            found = [msg] if msg is not None else []
-        else:
-            found = [m async for m in await ipr.link("dump") if m.get_attr("IFLA_IFNAME") in wanted]
-        indexes = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in found}
-    if not indexes:
-        return 0
-    if len(indexes) == 1:
-        index, name = next(iter(indexes.items()))
-        await _delete_one(ipr, index, name)
-        return 1
-    results = await asyncio.gather(
-        *(ipr.link("set", index=i, group=TEARDOWN_GROUP) for i in indexes), return_exceptions=True
-    )
-    for res, name in zip(results, indexes.values(), strict=True):
-        if isinstance(res, BaseException) and not is_errno(res, errno.ENODEV):
-            raise kernel_error(f'link "{name}"', "delete (mark)", res) from res
-    try:
-        await ipr.link("del", index=0, group=TEARDOWN_GROUP)
-    except NetlinkError as exc:
-        if exc.code == errno.EOPNOTSUPP:  # a device kind without rtnl_link_ops: one at a time
-            for index, name in indexes.items():
-                await _delete_one(ipr, index, name)
-        elif exc.code != errno.ENODEV:
-            raise kernel_error(f"{len(indexes)} links", "delete", exc) from exc
-    log.info("links_deleted", count=len(indexes), ifnames=sorted(indexes.values()))
-    return len(indexes)
-
-
-async def _delete_one(ipr: IPR, index: int, name: str) -> None:
-    try:
-        await ipr.link("del", index=index)
-    except NetlinkError as exc:
-        if exc.code != errno.ENODEV:
-            raise kernel_error(f'link "{name}"', "delete", exc) from exc
-    log.info("link_deleted", ifname=name)
