@@ -19,11 +19,11 @@ STATS: dict[str, list[float]] = collections.defaultdict(list)
 TARGETS = [
     ("netd.engine.service", "Service", "connect", "API: Service.connect (all of it)"),
     ("netd.engine.service", "Service", "_build_endpoint", "validate + IPAM (_build_endpoint)"),
-    ("netd.engine.service", "free_ifname", None, "  of which: interface name free in the netns"),
+    ("netd.engine.endpointbuild", "free_ifname", None, "  of which: interface name free in the netns"),
     ("netd.engine.service", "Service", "_commit", "commit (save + apply + hooks)"),
     ("netd.engine.service", "Service", "_adopt", "  adopt the new state (save + address book)"),
     ("netd.engine.state", "StateStore", "save", "    journal append + fsync"),
-    ("netd.engine.service", "scope_links", None, "  scope: the links of old and new"),
+    ("netd.engine.commit", "scope_links", None, "  scope: the links of old and new"),
     ("netd.engine.reconciler", "Reconciler", "apply", "  scoped reconcile"),
     ("netd.engine.reconciler", "Reconciler", "_reconcile", "    inside the reconciler lock"),
     ("netd.engine.reconciler", "Reconciler", "_observe", "    observe"),

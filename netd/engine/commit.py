@@ -1,0 +1,174 @@
+"""The service's core: the one writer of the desired state, and the lookups every operation starts from.
+
+A change is committed here: the new state is saved, made current and applied by the reconciler; if applying
+fails for the objects the request touched, the previous state is restored and reconciled again.  The
+operations (``netd.engine.service``, ``netd.engine.netnsops``, ``netd.engine.endpointbuild``) build the new
+state under ``self.lock`` and hand it to ``_commit``; nothing else assigns ``self.state``.
+
+Lock order: the service lock, then the reconciler lock (``applier.apply``), never the reverse (see
+``netd.engine.service``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Protocol
+
+import structlog
+
+from netd.core import ipam, ports
+from netd.core.actions import Scope
+from netd.core.config import Settings
+from netd.core.errors import InvalidError, KernelError, NotFoundError, StorageError
+from netd.core.model import DesiredState, Endpoint, Netns, Network
+from netd.core.request import Connect, NetworkCreate
+from netd.drivers import DriverOptions
+from netd.drivers.overlay import NO_CLUSTER
+from netd.engine.locks import TimedLock
+from netd.engine.networks import KernelReader, NetworkBuilder
+from netd.engine.nsident import NamespaceIndex
+from netd.engine.plan import scope_links, scope_targets
+from netd.engine.state import StateStore
+
+log = structlog.get_logger()
+
+
+class Applier(Protocol):
+    """The part of the reconciler the service needs (kept narrow so unit tests can fake it)."""
+
+    async def apply(self, scope: Scope, reason: str) -> dict[str, str]: ...
+    async def reconcile(self, reason: str) -> dict[str, str]: ...
+
+
+class OverlayOps(Protocol):
+    """Changes of networks that live in the cluster store (cluster mode only: ``netd.multihost``).  Called with
+    the service lock held."""
+
+    async def create_network(self, req: NetworkCreate, opts: DriverOptions) -> Network: ...
+    async def remove_network(self, net: Network) -> None: ...
+    async def connect(self, net: Network, req: Connect) -> Endpoint: ...
+    async def disconnect(self, net: Network, ep: Endpoint, what: str) -> None: ...
+
+
+class ServiceCore:
+    def __init__(
+        self, settings: Settings, store: StateStore, state: DesiredState, applier: Applier, kernel: KernelReader
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.state = state
+        self.applier = applier
+        self.kernel = kernel
+        self.networks = NetworkBuilder(settings, kernel)
+        self.lock = TimedLock()  # taken before the reconciler's, never after (see the module docstring)
+        # called with the new state after each successful commit (the daemon syncs the DNS listeners and the
+        # netns resolv.conf files); its failures are logged, never undo the change
+        # the second argument names the only namespaces whose endpoints changed (None: anything may have)
+        self.on_change: Callable[[DesiredState, frozenset[str] | None], Awaitable[None]] | None = None
+        # config changes a reload could not apply (they need endpoints gone): shown in status as degraded
+        self.pending: list[str] = []
+        self.addresses = ipam.AddressBook()  # held addresses and scan starts, per network (see _adopt)
+        # namespace identity by inode (looked up on the applier when used: narrow fakes need not have it)
+        self.namespaces = NamespaceIndex(lambda p: self.kernel.ns_probe(p), lambda n: self.kernel.netns_path(n))
+        self.overlay: OverlayOps | None = None  # cluster mode: overlay networks (netd.multihost)
+        self.port_holders: Callable[[], list[ports.Holder]] | None = None  # cluster mode: services' ports
+
+    # -- commit ------------------------------------------------------------------------------------------------
+
+    async def _commit(self, new: DesiredState, scope: Scope, what: str) -> None:
+        """Persist and apply ``new``; on failure for the touched objects, go back to the old state."""
+        old = self.state
+        # look at the links of both versions: the old one's are what a removal deletes, the new one's are
+        # what a rollback deletes
+        scope = replace(
+            scope,
+            links=scope.links | scope_links(old, scope) | scope_links(new, scope),
+            targets=scope.targets | scope_targets(old, scope) | scope_targets(new, scope),
+        )
+        self._adopt(new, scope)
+        errors = await self.applier.apply(scope, reason=what)
+        touched = _scope_ids(scope)
+        failed = {k: v for k, v in errors.items() if k in touched}
+        if not failed:
+            await self.notify_change(_touched_netns(old, new, scope))
+            return
+        log.warning("change_rolled_back", change=what, errors=failed)
+        try:
+            self._adopt(old, scope)
+        except StorageError as e:  # the client is told it failed: memory and kernel go back all the same; the
+            # store still holds ``new`` as saved, so its next successful save writes the difference back
+            log.error("rollback_not_stored", change=what, error=e.message)
+            self._adopt(old, scope, persist=False)
+        await self.applier.apply(scope, reason=f"rollback {what}")
+        raise KernelError(f"{what} failed and was rolled back: " + "; ".join(failed.values()))
+
+    async def notify_change(self, netns: frozenset[str] | None = None) -> None:
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change(self.state, netns)
+        except Exception as e:  # DNS/resolv.conf trouble must not fail (or undo) a committed change
+            log.error("change_hook_failed", error=str(e), kind=type(e).__name__)
+
+    async def reconcile_all(self) -> dict[str, str]:
+        return await self.applier.reconcile("api")  # not under self.lock: a full pass may prune
+
+    def _adopt(self, new: DesiredState, scope: Scope, persist: bool = True) -> None:
+        """Persist ``new`` and make it current: the one way the desired state changes after start-up (so the
+        address book sees every change of the endpoints).  A save that fails (StorageError) changes nothing."""
+        before = self.state
+        if persist:
+            self.store.save(new)
+        self.state = new
+        self.addresses.changed(before, new, scope.endpoints)
+
+    # -- lookups -----------------------------------------------------------------------------------------------
+
+    def _overlay(self) -> OverlayOps:
+        if self.overlay is None:
+            raise InvalidError(NO_CLUSTER, field="Driver")
+        return self.overlay
+
+    def get_network(self, name: str) -> Network:
+        """By name, by id, or by any unique prefix of an id (Docker's order)."""
+        net = self.state.networks.get(name)
+        if net is not None:
+            return net
+        by_id = [n for n in self.state.networks.values() if n.id.startswith(name)] if name else []
+        if len(by_id) == 1:
+            return by_id[0]
+        if len(by_id) > 1:
+            raise NotFoundError(
+                f"network id prefix {name!r} is ambiguous ({', '.join(sorted(n.name for n in by_id))}); "
+                "give more characters or the name",
+                field="name",
+            )
+        raise NotFoundError(f"network {name!r} not found; see netd-ctl network ls")
+
+    def get_netns(self, name: str) -> Netns:
+        ns = self.state.netns.get(name)
+        if ns is None:
+            raise NotFoundError(f"netns {name!r} not found; create it with: netd-ctl netns create {name}")
+        return ns
+
+
+def _touched_netns(old: DesiredState, new: DesiredState, scope: Scope) -> frozenset[str] | None:
+    """The netns whose endpoints a scoped change touched; None when networks changed (any namespace may)."""
+    if scope.networks is None or scope.networks or scope.endpoints is None or scope.netns is None:
+        return None
+    names = set(scope.netns)
+    for ep_id in scope.endpoints:
+        for state in (old, new):
+            ep = state.endpoints.get(ep_id)
+            if ep is not None and ep.netns is not None:
+                names.add(ep.netns)
+    return frozenset(names)
+
+
+def _scope_ids(scope: Scope) -> set[str]:
+    out: set[str] = set()
+    for part in (scope.networks, scope.endpoints, scope.netns):
+        if part is not None:
+            out |= part
+    return out
