@@ -25,19 +25,24 @@ GW_PRIORITY_MIN = -(2**31)
 GW_PRIORITY_MAX = 2**31 - 1
 
 
-def carriers(
-    state: DesiredState, targets: Collection[str] | None = None, ns_of: NsOf = by_target
-) -> dict[str, str]:
-    """The endpoint id that carries the default route, by namespace (``ns_of``; only ``targets``, in that key
-    space, when given).  "First connected" is the order of ``state.endpoints``: a connect appends, the state
-    file keeps it."""
+def _members(
+    state: DesiredState, targets: Collection[str] | None, ns_of: NsOf
+) -> list[tuple[int, str, Endpoint, str]]:
+    """(order, id, endpoint, namespace) of the endpoints in ``targets`` (all when None), in the state's order:
+    ``ns_of`` once per endpoint (with the service's inode identity it is most of the cost at N = 1000)."""
+    out: list[tuple[int, str, Endpoint, str]] = []
+    for order, (ep_id, ep) in enumerate(state.endpoints.items()):
+        ns = ns_of(ep)
+        if targets is None or ns in targets:
+            out.append((order, ep_id, ep, ns))
+    return out
+
+
+def _best(state: DesiredState, members: list[tuple[int, str, Endpoint, str]]) -> dict[str, str]:
     best: dict[str, tuple[int, int, str]] = {}
     internal = {n.id for n in state.networks.values() if n.internal}
-    for order, ep in enumerate(state.endpoints.values()):
+    for order, _ep_id, ep, ns in members:
         if ep.network in internal:
-            continue
-        ns = ns_of(ep)
-        if targets is not None and ns not in targets:
             continue
         rank = (-ep.gw_priority, order, ep.id)
         cur = best.get(ns)
@@ -46,17 +51,25 @@ def carriers(
     return {target: rank[2] for target, rank in best.items()}
 
 
+def carriers(
+    state: DesiredState, targets: Collection[str] | None = None, ns_of: NsOf = by_target
+) -> dict[str, str]:
+    """The endpoint id that carries the default route, by namespace (``ns_of``; only ``targets``, in that key
+    space, when given).  "First connected" is the order of ``state.endpoints``: a connect appends, the state
+    file keeps it."""
+    return _best(state, _members(state, targets, ns_of))
+
+
 def assign_default_routes(
     state: DesiredState, targets: Collection[str] | None = None, ns_of: NsOf = by_target
 ) -> set[str]:
     """Make ``default_route`` true on exactly the carriers (of the namespaces ``targets`` when given: a connect
     or disconnect changes one); ``state`` must be a ``copy_for_change`` (endpoints are replaced, never changed
     in place).  Returns the ids of the endpoints whose flag changed."""
-    chosen = set(carriers(state, targets, ns_of).values())
+    members = _members(state, targets, ns_of)
+    chosen = set(_best(state, members).values())
     changed: set[str] = set()
-    for ep_id, ep in list(state.endpoints.items()):
-        if targets is not None and ns_of(ep) not in targets:
-            continue
+    for _order, ep_id, ep, _ns in members:
         want = ep_id in chosen
         if ep.default_route != want:
             state.endpoints[ep_id] = ep.model_copy(update={"default_route": want})
