@@ -36,6 +36,7 @@ TARGETS = [
     ("netd.kernel.link", "create_veth", None, "        worker job: create, read back, both sides, announce"),
     ("netd.kernel.vethup", "_create", None, "          of which inside the worker"),
     ("netd.kernel.vethup", "disable_ipv6", None, "          host side disable_ipv6 sysctl (in the job)"),
+    ("netd.kernel.vethup", "_finish", None, "          both sides configured + announce (_finish)"),
     ("netd.engine.service", "Service", "notify_change", "  DNS / resolv.conf / hosts hooks"),
 ]
 
@@ -78,7 +79,13 @@ def _dump() -> None:
         for label, _mod, _attr, _meth in ((t[3], *t[:3]) for t in TARGETS):
             v = sorted(STATS.get(label, []))
             if v:
-                f.write(f"{label:55s} n={len(v):5d} median={v[len(v) // 2] * 1000:8.3f} ms\n")
+                raw = STATS[label]
+                head = sorted(raw[:10])[len(raw[:10]) // 2] * 1000
+                tail = sorted(raw[-10:])[len(raw[-10:]) // 2] * 1000
+                f.write(
+                    f"{label:55s} n={len(v):5d} median={v[len(v) // 2] * 1000:8.3f} ms"
+                    f"  first10={head:8.3f} last10={tail:8.3f}\n"
+                )
 
 
 if os.environ.get("NETD_TRACE") and sys.argv and sys.argv[0].endswith("netd"):
