@@ -52,12 +52,12 @@ def hits(path: str, ip: str, port: int, count: int, proto: str = "tcp") -> Count
     return Counter(line.split()[1] for line in out.splitlines())
 
 
-def timed_hits(path: str, ip: str, port: int, count: int, out: IO[str] | None = None) -> subprocess.Popen[str]:
-    """The LB client in the background: one line per connection, ``<monotonic start> <task>``, to ``out`` (a
-    file: a fast path fills a pipe nobody reads before the client is stopped) or a pipe."""
+def timed_hits(path: str, ip: str, port: int, count: int, out: IO[str]) -> subprocess.Popen[str]:
+    """The LB client in the background: one line per connection, ``<monotonic start> <task>``, to ``out``, a file:
+    never a pipe, which the client fills in about a second at thousands of connections/s and then stalls on."""
     return subprocess.Popen(
         ["nsenter", f"--net={path}", sys.executable, LBCLIENT, "tcp", ip, str(port), str(count)],
-        stdout=out if out is not None else subprocess.PIPE,
+        stdout=out,
         stderr=subprocess.DEVNULL,
         text=True,
     )
