@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration" / "services"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from mhtest import cluster, until  # noqa: E402
-from services_vip import measure, setup_web  # noqa: E402
-from svctest import hits, servers  # noqa: E402
+from services_vip import measure  # noqa: E402
+from svctest import hits, servers, setup_web  # noqa: E402
 
 PORT = 7070
 PUB = 8080
@@ -49,7 +49,7 @@ def main() -> None:
     result: dict[str, object] = {"load": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp), 3) as c:
         n1, _n2, n3 = c.nodes
-        vip, ips, paths, client = setup_web(c, f"{PUB}:{PORT}")
+        vip, ips, paths, client = setup_web(c, "-p", f"{PUB}:{PORT}")
         everyone = {"t1", "t2", "t3"}
         with servers(paths, PORT):
             assert until(lambda: set(hits(client, vip, PORT, 12)) == everyone, 30)

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT / "tests" / "integration" / "services"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from lb import CLIENT  # noqa: E402
-from mhtest import Cluster, addr, cluster, until  # noqa: E402
+from mhtest import cluster, until  # noqa: E402
 from netdtest import in_ns  # noqa: E402
-from svctest import hits, servers  # noqa: E402
+from svctest import hits, servers, setup_web  # noqa: E402
 
 PORT = 7070
 
@@ -61,29 +61,13 @@ def measure(targets: dict[str, tuple[str, str, int]], n: int, rounds: int = 10) 
     return out
 
 
-def setup_web(c: Cluster, publish: str) -> tuple[str, dict[str, str], dict[str, str], str]:
-    """ov1 and ``web`` (``--publish publish``) with tasks t1 (node1), t2 and t3 (node2) and a namespace on
-    node3: (VIP, task -> address, task -> namespace path, the client namespace's path)."""
-    n1, n2, n3 = c.nodes
-    n1.ctl("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.79.0.0/24", "ov1")
-    n1.ctl("service", "create", "web", "--network", "ov1", "-p", publish)
-    vip = n1.json("service", "inspect", "web")[0]["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
-    paths, ips = {}, {}
-    for node, task in ((n1, "t1"), (n2, "t2"), (n2, "t3")):
-        assert until(lambda node=node: "web" in node.ctl("service", "ls").stdout)
-        ips[task] = addr(node.connect("ov1", task, "--service", "web"))
-        paths[task] = node.ns(task)
-    n3.connect("ov1", "client")
-    return vip, ips, paths, n3.ns("client")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--conns", type=int, default=3000)
     args = ap.parse_args()
     result: dict[str, object] = {"load": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp), 3) as c:
-        vip, ips, paths, client = setup_web(c, str(PORT))
+        vip, ips, paths, client = setup_web(c, "-p", str(PORT))
         with servers(paths, PORT):
             assert until(lambda: set(hits(client, vip, PORT, 12)) == {"t1", "t2", "t3"}, 30)
             result["paths"] = measure(

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from mhtest import Cluster, addr, until
 from netdtest import in_ns
 
 PORTECHO = str(Path(__file__).parents[1] / "portecho.py")
@@ -80,3 +81,20 @@ def break_lb(path: str) -> None:
     in_ns(path, "nft", "delete", "table", "ip", "netd-lb", check=False)
     in_ns(path, "iptables", "-t", "nat", "-F", check=False)
     in_ns(path, "iptables", "-t", "nat", "-X", check=False)
+
+
+def setup_web(c: Cluster, *service_args: str) -> tuple[str, dict[str, str], dict[str, str], str]:
+    """ov1 (attachable, for the clients) and service ``web`` (``service create web --network ov1 ARGS``) with
+    tasks t1 (node1), t2 and t3 (node2) and a client namespace on node3: (VIP, task -> address, task ->
+    namespace path, the client namespace's path).  Shared by the service tests and bench/services_*.py."""
+    n1, n2, n3 = c.nodes
+    n1.ctl("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.79.0.0/24", "ov1")
+    n1.ctl("service", "create", "web", "--network", "ov1", *service_args)
+    vip = n1.json("service", "inspect", "web")[0]["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
+    ips, paths = {}, {}
+    for node, task in ((n1, "t1"), (n2, "t2"), (n2, "t3")):
+        assert until(lambda node=node: "web" in node.ctl("service", "ls").stdout)
+        ips[task] = addr(node.connect("ov1", task, "--service", "web"))
+        paths[task] = node.ns(task)
+    n3.connect("ov1", "client")
+    return vip, ips, paths, n3.ns("client")

@@ -8,25 +8,15 @@ from pathlib import Path
 
 import pytest
 from mhtest import Cluster, addr, cluster, until
-from svctest import break_lb, dig, hits, lb_table, servers, start_server, stop_server, timed_hits
+from svctest import break_lb, dig, hits, lb_table, servers, setup_web, start_server, stop_server, timed_hits
 
 PORT = 7070
 GW = "10.79.0.1"
 
 
 def setup(c: Cluster, *extra: str) -> tuple[str, dict[str, str], dict[str, str]]:
-    """ov1 (attachable, for the clients), service web with tasks t1 (node1), t2 and t3 (node2); a client on
-    node3.  Returns the VIP, task -> address, task -> namespace path."""
-    n1, n2, n3 = c.nodes
-    n1.ctl("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.79.0.0/24", "ov1")
-    n1.ctl("service", "create", "web", "--network", "ov1", "-p", f"{PORT}", *extra)
-    vip = n1.json("service", "inspect", "web")[0]["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
-    ips, paths = {}, {}
-    for node, task in ((n1, "t1"), (n2, "t2"), (n2, "t3")):
-        assert until(lambda node=node: "web" in node.ctl("service", "ls").stdout)
-        ips[task] = addr(node.connect("ov1", task, "--service", "web"))
-        paths[task] = node.ns(task)
-    n3.connect("ov1", "client")
+    """Service web publishing PORT (plus ``extra`` options); the VIP, task -> address, task -> namespace path."""
+    vip, ips, paths, _client = setup_web(c, "-p", f"{PORT}", *extra)
     return vip, ips, paths
 
 
