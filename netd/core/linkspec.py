@@ -67,6 +67,12 @@ class VethSpec:
     addresses: tuple[Iface, ...]
     gateway4: IPv4Address | None = None  # default route via it, when set
     gateway6: IPv6Address | None = None
+    # what a create announces (gratuitous ARP / unsolicited NA, netd.kernel.announce): the addresses a peer or
+    # the host may hold in its neighbour cache with another MAC (the driver decides)
+    announce: tuple[Iface, ...] = ()
+    # the network has no IPv6: it is disabled on the peer before the peer comes up (Docker's rule), so no
+    # link-local DAD, MLD report or router solicitation is flooded to every port of the bridge
+    ipv6_off: bool = False
 
 
 @dataclass(frozen=True)

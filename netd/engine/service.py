@@ -29,6 +29,7 @@ from netd.core.gateway import assign_default_routes
 from netd.core.model import Endpoint, Network
 from netd.core.request import Target, parse_connect, parse_container_disconnect, parse_disconnect
 from netd.drivers import CLUSTER_DRIVERS, parse_network_create
+from netd.drivers.bridge import custom_mac
 from netd.engine.commit import Applier, OverlayOps
 from netd.engine.endpointbuild import EndpointBuilder, ResolvedTarget
 from netd.engine.netnsops import NetnsOps
@@ -165,6 +166,8 @@ class Service(NetnsOps, EndpointBuilder):
             ep = await self._build_endpoint(net, req)
             new = self.state.copy_for_change()
             new.endpoints[ep.id] = ep
+            if not net.custom_macs and custom_mac(ep, net):  # from now on every new endpoint announces its IPv4
+                new.networks[net.name] = net.model_copy(update={"custom_macs": True})
             # a higher --gw-priority takes the default route over
             handed = assign_default_routes(new, {self.namespaces.key(ep)}, self.namespaces.key) - {ep.id}
             ep = new.endpoints[ep.id]

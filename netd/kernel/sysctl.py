@@ -69,7 +69,8 @@ async def get_sysctl(key: str, ns: NsRef | None = None) -> str:
 
 
 def disable_ipv6(ifname: str) -> None:
-    """No link-local address, no MLD on a bridge port: keeps the kernel's per-veth cost flat (design.md).
-    Blocking, in the calling thread's namespace."""
+    """No link-local address, no DAD, MLD or router solicitation: on a bridge port (design.md) and on the peer
+    of an endpoint on a network without IPv6 (Docker's rule): keeps the kernel's per-veth cost flat.  Blocking,
+    in the calling thread's namespace."""
     with contextlib.suppress(FileNotFoundError):  # IPv6 compiled out / disabled at boot
         write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "1")

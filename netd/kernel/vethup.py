@@ -1,8 +1,8 @@
 """A new veth, in one job of a namespace worker (``nsworker``): the create (the peer made in the namespace,
 the host side on the bridge), the host side read back (its IFLA_LINK is the peer's index), the namespace side
 (addresses, up with netd's alias, default routes: one datagram), the host side up with its alias (the last
-request of a create: what lacks it is half-built), then the announce of the endpoint's addresses
-(``netd.kernel.announce``).
+request of a create: what lacks it is half-built), then the announce of the addresses the driver names
+(``VethSpec.announce``, ``netd.kernel.announce``).
 
 A connect used to make eight trips between the event loop and the kernel or a thread for this (pyroute2's
 create, a read back, a thread to open a pyroute2 socket in the namespace, its batch, the host side's request,
@@ -79,6 +79,8 @@ def _finish(
         raise kernel_error(
             f"netns {spec.netns.path}", "enter", exc, "the namespace does not exist (any more)"
         ) from exc
+    if spec.ipv6_off:
+        disable_ipv6(spec.peer_ifname)  # in the endpoint's namespace (this thread's /proc/sys/net); still down
     ns = rtwrite.route_socket()
     opened.append(ns)
     # in the kernel's order: addresses, up (the alias marks the peer as netd's), then the routes via the gateways
@@ -90,7 +92,7 @@ def _finish(
             raise kernel_error(where, "configure", err)
     # the host side up with its alias, then (announcing) read back: its link-watch work (carrier, the bridge
     # port) is done first
-    sync = [rtwrite.get_link(spec.host_ifname)] if announce and spec.addresses else []
+    sync = [rtwrite.get_link(spec.host_ifname)] if announce and spec.announce else []
     err = rtwrite.transact(host, [rtwrite.set_up(host_index, owner_alias(spec.owner)), *sync])[0]
     if err is not None:
         raise kernel_error(f'veth "{spec.host_ifname}"', "bring up", err)
@@ -98,7 +100,7 @@ def _finish(
         return 0
     try:
         rtwrite.transact(ns, [rtwrite.get_link(spec.peer_ifname)])  # the peer's link-watch work (its qdisc)
-        return send_frames(spec.peer_ifname, peer_index, spec.addresses, opened)
+        return send_frames(spec.peer_ifname, peer_index, spec.announce, opened)
     except OSError:
         return -1
 
