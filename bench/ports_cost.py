@@ -9,7 +9,8 @@ more endpoint publishes one port on a network that already publishes: ``build_ru
 the backend's ``apply``
 (median of ``--reps``, each from the M-mapping ruleset).  The build is incremental, as the reconciler's
 (``PortMaps``: the new state shares every other endpoint object with the old one); the build from scratch is
-reported beside it.  Also reported: the size of the transaction (nft commands / iptables rules).
+reported beside it.  Also reported: the size of the transaction (nft commands / iptables rules), and for
+iptables how many applies so far were a delta (issue 14: a port change restores only the changed rules).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def bench_backend(loop: NetnsLoop, backend: FirewallBackend, sizes: list[int], r
                 "build_from_scratch_ms": med(fresh),
                 "in_sync_ms": med(sync),
                 "size": _size(plus),
+                "deltas": getattr(backend, "deltas", "-"),  # iptables: applies that were a delta (no save)
             }
         )
     loop.run(backend.remove_all())
@@ -128,7 +130,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(x) for x in args.mappings.split(",")]
     results: dict[str, Any] = {"machine": machine(), "iptables": pkg_version("iptables")}
-    labels = ("nftables", "iptables-nft")
+    labels = ("nftables", "iptables-nft", "iptables-legacy")
     results["backends"] = each_backend(NS, labels, lambda lp, b: bench_backend(lp, b, sizes, args.reps))
     rows = [
         [
@@ -138,12 +140,21 @@ def main() -> None:
             str(r["build_ruleset_ms"]),
             str(r.get("build_from_scratch_ms", "-")),
             str(r.get("in_sync_ms", "-")),
+            str(r.get("deltas", "-")),
             str(r["size"]),
         ]
         for label, rs in results["backends"].items()
         for r in rs
     ]
-    hdr = ["backend", "mappings", "add a port ms", "of which build ms", "build from scratch ms", "in_sync ms"]
+    hdr = [
+        "backend",
+        "mappings",
+        "add a port ms",
+        "of which build ms",
+        "build from scratch ms",
+        "in_sync ms",
+        "deltas",
+    ]
     print(table(rows, [*hdr, "transaction size"]))
     print(f"\nwritten: {write_result('ports_cost', results)}")
 

@@ -17,8 +17,14 @@ loading ``br_netfilter`` with ``modprobe`` first when its sysctls are missing; i
 The firewall check (every second) runs ``*-save`` only when something may have changed: with iptables-nft the
 nf_tables generation id (``nftgen``) moved since a comparison found netd's chains in sync; with legacy
 iptables the tables' rule counts and sizes (``xtinfo``) changed, and at least every ``LEGACY_RECHECK`` seconds
-anyway (a rule replaced by one of the same size changes neither).  An apply forgets the last comparison: the
-next check compares.
+anyway (a rule replaced by one of the same size changes neither).  A full apply forgets the last comparison:
+the next check compares.
+
+A published-port change is a delta (issue 14, ``iptables_delta.py``): when only the DNAT maps' elements changed
+since netd's last write and the token has not moved since that write (or since a comparison found the chains
+holding it), the restore input is the changed ``NETD-PUBLISHED`` rules and the marker swap, and nothing is
+saved.  A delta keeps the check's shortcut armed when it was armed and nobody else wrote meanwhile.  A failed
+delta puts the previous rules back and the full apply runs.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import structlog
 
 from netd.core.errors import FirewallError
 from netd.core.ruleset import Ruleset
+from netd.firewall.iptables_delta import render_ipt_delta
 from netd.firewall.iptables_render import (
     Rendered,
     Saved,
@@ -110,12 +117,18 @@ class IptablesBackend:
         self._gen: GenReader | None = None  # iptables-nft: opened by the calling thread (the daemon's netns)
         # (ruleset, token, when): a comparison found netd's chains holding ruleset when the token was read
         self._synced: tuple[Ruleset, object, float] | None = None
+        # (ruleset, its rendering, token read after the write): what netd's last successful write put there
+        self._applied: tuple[Ruleset, dict[IpFamily, Rendered], object | None] | None = None
+        self.deltas = 0  # port changes applied as a delta (tests and benches read it)
 
     # -------------------------------------------------------------------- protocol
 
     async def apply(self, ruleset: Ruleset) -> None:
         async with self._guard():
-            self._synced = None
+            synced, self._synced = self._synced, None
+            if await self._apply_delta(ruleset, synced):
+                return
+            self._applied = None
             rendered = self._render(ruleset)
             saved = await self._save_all()
             results = await asyncio.gather(
@@ -125,12 +138,57 @@ class IptablesBackend:
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
                 applied = [f for f, r in zip(IP_FAMILIES, results, strict=True) if r is None]
-                await self._undo(applied, saved)
+                await self._undo(applied, {f: rendered_from_saved(saved[f]) for f in IP_FAMILIES})
                 raise failed[0]
+            self._applied = (ruleset, rendered, self._token())
             self._last_hash = rendered["ipv4"].digest
             self._netns = _netns()
             if not ruleset.bridge.empty:
                 await self._ensure_bridge_nf()
+
+    async def _apply_delta(self, ruleset: Ruleset, synced: tuple[Ruleset, object, float] | None) -> bool:
+        """Only published ports changed since netd's last write, and nothing was written since (netd's chains
+        hold what it wrote): send ``-D``/``-I``/``-A`` of the changed DNAT rules, no save (iptables_delta.py).
+        False: the full apply must run (the kernel holds the previous rules again if the delta failed)."""
+        if self._applied is None:
+            return False
+        old, old_rendered, written = self._applied
+        delta = render_ipt_delta(old, ruleset, old_rendered)
+        token = self._token()
+        checked = synced is not None and _same(synced[0], old) and synced[1] == token
+        if delta is None or token is None or not (token == written or checked):
+            return False
+        texts = [(f, t) for f, t in delta.texts.items() if t]
+        results = await asyncio.gather(*(self._restore(f, t) for f, t in texts), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:  # a table may have committed (legacy commits per table): put the previous rules back
+            self._applied = None
+            log.warning("firewall_delta_failed", error=str(failed[0]))
+            await self._undo([f for f, _ in texts], old_rendered)
+            return False
+        after = self._token()
+        self._applied = (ruleset, delta.rendered, after)
+        self._cache = (ruleset, delta.rendered)
+        self._last_hash = delta.rendered["ipv4"].digest
+        self.deltas += 1
+        if (
+            synced is not None
+            and checked
+            and after is not None
+            and self._only_ours(token, after, sum(t.count("COMMIT\n") for _, t in texts))
+        ):
+            self._synced = (ruleset, after, synced[2])  # still in sync; the legacy recheck clock runs on
+        return True
+
+    def _only_ours(self, before: object, after: object, writes: int) -> bool:
+        """Whether nothing but netd's ``writes`` table transactions changed the tables between the two tokens:
+        with iptables-nft (which commits each ``COMMIT`` of the input on its own) the generation moved by exactly
+        that many; legacy has no such count (the
+        token is counts and sizes), so a foreign write made during the delta goes unseen until the next
+        ``LEGACY_RECHECK`` comparison, which the kept timestamp does not postpone."""
+        if self.flavour == "legacy":
+            return True
+        return isinstance(before, int) and after == (before + writes) & 0xFFFFFFFF
 
     async def in_sync(self, ruleset: Ruleset) -> bool:
         async with self._guard():
@@ -156,7 +214,7 @@ class IptablesBackend:
 
     async def remove_all(self) -> None:
         async with self._guard():
-            self._synced = None
+            self._synced = self._applied = None
             saved = await self._save_all()
             await asyncio.gather(*(self._restore(f, render_removal(saved[f])) for f in IP_FAMILIES))
             self._last_hash = ""
@@ -192,12 +250,12 @@ class IptablesBackend:
             self._cache = (ruleset, {f: render_chains(ruleset, f) for f in IP_FAMILIES})
         return self._cache[1]
 
-    async def _undo(self, families: list[IpFamily], before: dict[IpFamily, Saved]) -> None:
-        """Put back the netd chains ``before`` held in ``families`` (their half of a failed apply)."""
+    async def _undo(self, families: list[IpFamily], before: dict[IpFamily, Rendered]) -> None:
+        """Put back the netd chains ``before`` in ``families`` (their half of a failed apply, or a delta's)."""
         for family in families:
             try:
                 now = parse_save(await self._save(family))
-                await self._restore(family, render_restore(rendered_from_saved(before[family]), now))
+                await self._restore(family, render_restore(before[family], now))
                 log.warning("firewall_half_rolled_back", family=family)
             except FirewallError as e:  # the firewall check repairs it within a second; say so, keep the cause
                 log.error("firewall_rollback_failed", family=family, error=e.message)
@@ -257,6 +315,10 @@ async def _exec(argv: list[str], stdin: str | None, what: str) -> str:
         msg = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
         raise FirewallError(f"iptables: {what} failed: {msg}; {_HINT}")
     return out.decode(errors="replace")
+
+
+def _same(a: Ruleset, b: Ruleset) -> bool:
+    return a is b or a == b
 
 
 def _netns() -> str:

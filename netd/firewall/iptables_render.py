@@ -45,14 +45,17 @@ from netd.firewall.iptables_rule import (
     MARKER_PREFIX,
     PREFIX,
     PREROUTING,
+    PUBLISHED,
     STATE,
     TABLES,
     IpFamily,
     TableName,
     body_text,
     chain_name,
+    digest_text,
     dnat_lines,
     fits,
+    lines_sum,
     quote_comment,
     render_rule,
     table_of_chains,
@@ -119,10 +122,13 @@ def netd_jumps(saved: Saved) -> dict[tuple[str, str, str], int]:
 
 @dataclass(frozen=True)
 class Rendered:
-    """netd's chains for one family: table -> ordered (chain, rule lines); plus the hash of all of it."""
+    """netd's chains for one family: table -> ordered (chain, rule lines); plus the hash of all of it (the
+    marker's ``digest_text(structure, elements)``; ``structure`` is "" when only the digest is known)."""
 
     tables: dict[TableName, tuple[tuple[str, tuple[str, ...]], ...]]
     digest: str
+    structure: str = ""
+    elements: int = 0
 
     def chain_names(self, table: TableName) -> list[str]:
         return [name for name, _ in self.tables.get(table, ())]
@@ -167,10 +173,18 @@ def render_chains(ruleset: Ruleset, family: IpFamily) -> Rendered:
         tables["nat"].append((PREROUTING, ()))
     for mname, lines in members.items():
         tables["filter"].append((mname, tuple(lines)))
-    body = body_text(tables)
-    digest = hashlib.sha256(f"{family}\n{body}".encode()).hexdigest()[:16]
-    tables["filter"].append((STATE, (f'-m comment --comment "{MARKER_PREFIX}{digest}" -j RETURN',)))
-    return Rendered({t: tuple(v) for t, v in tables.items()}, digest)
+    # the published-port rules are hashed one by one (a sum): a port delta updates the digest by what it changed
+    bare = {t: [(name, () if name == PUBLISHED else rules) for name, rules in v] for t, v in tables.items()}
+    structure = hashlib.sha256(f"{family}\n{body_text(bare)}".encode()).hexdigest()[:16]
+    elements = lines_sum(dict(tables["nat"]).get(PUBLISHED, ()))
+    digest = digest_text(structure, elements)
+    tables["filter"].append((STATE, (marker_rule(digest),)))
+    return Rendered({t: tuple(v) for t, v in tables.items()}, digest, structure, elements)
+
+
+def marker_rule(digest: str) -> str:
+    """``NETD-STATE``'s single rule (after ``-A NETD-STATE ``)."""
+    return f'-m comment --comment "{MARKER_PREFIX}{digest}" -j RETURN'
 
 
 def render_restore(rendered: Rendered, saved: Saved) -> str:

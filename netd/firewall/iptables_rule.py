@@ -37,6 +37,7 @@ POSTROUTING = "NETD-POSTROUTING"
 PREROUTING = "NETD-PREROUTING"
 OUTPUT = "NETD-OUTPUT"
 ISOLATION = "NETD-ISOLATION"
+PUBLISHED = "NETD-PUBLISHED"  # chain_name("published"): the only chain with one rule per published port
 STATE = "NETD-STATE"
 MARKER_PREFIX = "netd:ruleset:"
 JUMP_COMMENT = "netd:jump"
@@ -235,3 +236,23 @@ def quote_comment(text: str) -> str:
 
 def body_text(tables: dict[TableName, list[tuple[str, tuple[str, ...]]]]) -> str:
     return "\n".join(f"{t} {name}\n" + "\n".join(rules) for t, chains in tables.items() for name, rules in chains)
+
+
+# ---------------------------------------------------------------------------------------------------- digest
+
+_MASK = (1 << 64) - 1
+
+
+def line_hash(line: str) -> int:
+    """A 64-bit hash of one ``NETD-PUBLISHED`` rule: the marker's digest sums them (see ``digest_text``)."""
+    return int.from_bytes(hashlib.blake2b(line.encode(), digest_size=8).digest(), "little")
+
+
+def lines_sum(lines: tuple[str, ...] | list[str], base: int = 0) -> int:
+    return (base + sum(line_hash(x) for x in lines)) & _MASK
+
+
+def digest_text(structure: str, elements: int) -> str:
+    """The marker's hash: of everything but the published-port rules (``structure``) and of the sum (mod 2^64)
+    of one hash per published-port rule, so that a port delta updates it by the rules it changed (issue 14)."""
+    return hashlib.sha256(f"{structure}.{elements & _MASK:016x}".encode()).hexdigest()[:16]
