@@ -2,6 +2,7 @@
 
     .venv/bin/pip install -e '.[bench]'        # py-spy, for the benchmarks only
     .venv/bin/python bench/profile_netd.py [--connects 200] [--networks 50] [--endpoints 1000]
+        [--only connect --connects 1000 --last 100 --ports]   # what grows with N, with a port each
 
 Samples every thread including idle time (``--idle``): a stack ending in the event loop's ``select`` is time
 spent waiting (for the kernel, the socket, a thread), the rest is Python CPU.  Prints the top functions by
@@ -89,9 +90,12 @@ def spy_attach(pid: int, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def profile_connect(tmp: Path, n: int) -> dict[str, Any]:
+def profile_connect(tmp: Path, n: int, last: int | None = None, ports: bool = False) -> dict[str, Any]:
+    """N connects (``ports``: each publishing one TCP port); py-spy attached for the last ``last`` of them
+    (None: all), to see what grows with N."""
     host = Host(tmp / "prof-connect", tag=bench_tag())
     out = RESULTS / "profile-connect.txt"
+    last = n if last is None else min(last, n)
     try:
         host.boot()
         host.start(env=NETD_ENV)
@@ -99,18 +103,32 @@ def profile_connect(tmp: Path, n: int) -> dict[str, Any]:
         host.api.ok("POST", "/v1/networks", {"Name": "bench", "IPAM": {"Config": [{"Subnet": "10.88.0.0/16"}]}})
         for i in range(n):
             host.api.ok("POST", "/v1/netns", {"Name": f"e{i}"})
-        spy = spy_attach(pid, out)
-        time.sleep(1.0)  # py-spy attached
+        spy = None
         t0 = time.perf_counter()
         reconcile_ms = []
         for i in range(n):
-            host.api.ok("POST", "/v1/networks/bench/connect", {"Netns": f"e{i}"})
-            reconcile_ms.append(host.api.ok("GET", "/v1/status")["reconcile"]["last_ms"])
+            if i == n - last:
+                spy = spy_attach(pid, out)
+                time.sleep(1.0)  # py-spy attached
+                t0 = time.perf_counter()
+            body: dict[str, Any] = {"Netns": f"e{i}"}
+            if ports:
+                body["Ports"] = [{"HostPort": 20000 + i, "ContainerPort": 80, "Proto": "tcp"}]
+            host.api.ok("POST", "/v1/networks/bench/connect", body)
+            if spy is not None:
+                reconcile_ms.append(host.api.ok("GET", "/v1/status")["reconcile"]["last_ms"])
         wall = time.perf_counter() - t0
+        assert spy is not None
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
         res = analyse(out)
-        res |= {"connects": n, "wall_s": round(wall, 2), "reconcile_ms_median": sorted(reconcile_ms)[n // 2]}
+        res |= {
+            "connects": n,
+            "profiled": last,
+            "ports": ports,
+            "wall_s": round(wall, 2),
+            "reconcile_ms_median": sorted(reconcile_ms)[len(reconcile_ms) // 2],
+        }
         return res
     finally:
         host.cleanup()
@@ -174,6 +192,8 @@ def main() -> None:
     ap.add_argument("--endpoints", type=int, default=1000)
     ap.add_argument("--rev", help="benchmark netd as committed at this git revision (default: working tree)")
     ap.add_argument("--only", choices=["connect", "replay"], help="profile just one of the two")
+    ap.add_argument("--last", type=int, help="profile only the last K of the connects (what grows with N)")
+    ap.add_argument("--ports", action="store_true", help="each connect publishes one TCP port")
     args = ap.parse_args()
     if not shutil.which(PYSPY):
         raise SystemExit(f"{PYSPY} not found: .venv/bin/pip install -e '.[bench]'")
@@ -183,7 +203,7 @@ def main() -> None:
         conn: dict[str, Any] = {}
         rep: dict[str, Any] = {}
         if args.only != "replay":
-            conn = profile_connect(Path(d), args.connects)
+            conn = profile_connect(Path(d), args.connects, args.last, args.ports)
             show(f"connect x{args.connects}", conn)
         if args.only != "connect":
             rep = profile_replay(Path(d), args.networks, args.endpoints)

@@ -35,7 +35,6 @@ TARGETS = [
     ("netd.kernel.link", "_create_veth", None, "      create path (_create_veth)"),
     ("netd.kernel.link", "create_veth", None, "        worker job: create, read back, both sides, announce"),
     ("netd.kernel.vethup", "_create", None, "          of which inside the worker"),
-    ("netd.kernel.vethup", "disable_ipv6", None, "          host side disable_ipv6 sysctl (in the job)"),
     ("netd.kernel.vethup", "_finish", None, "          both sides configured + announce (_finish)"),
     ("netd.engine.service", "Service", "notify_change", "  DNS / resolv.conf / hosts hooks"),
 ]

@@ -70,8 +70,8 @@ class VethSpec:
     # what a create announces (gratuitous ARP / unsolicited NA, netd.kernel.announce): the addresses a peer or
     # the host may hold in its neighbour cache with another MAC (the driver decides)
     announce: tuple[Iface, ...] = ()
-    # the network has no IPv6: it is disabled on the peer before the peer comes up (Docker's rule), so no
-    # link-local DAD, MLD report or router solicitation is flooded to every port of the bridge
+    # the network has no IPv6: the peer generates no IPv6 address (no link-local: Docker disables IPv6 there),
+    # so no DAD, MLD report or router solicitation is flooded to every port of the bridge
     ipv6_off: bool = False
 
 

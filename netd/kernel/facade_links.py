@@ -205,7 +205,6 @@ class KernelLinks(KernelSockets):
 
     async def repair_peer(self, spec: VethSpec) -> None:
         """The namespace side of an existing veth drifted (addresses, routes, state, MAC, MTU): set it again."""
-        await linkops.peer_ipv6_on(spec)
         await peerops.repair_peer(await self.ns_socket(spec.netns.path), spec)
 
     async def peer_exists(self, spec: VethSpec) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -17,7 +16,6 @@ from netd.kernel.nlbatch import IFA_F_NODAD
 from netd.kernel.nlerror import KernelOpError, kernel_error
 from netd.kernel.observe import Msg, addresses_by_index, decode_link, observed_link, raw_of
 from netd.kernel.rtraw import IFF_UP
-from netd.kernel.sysctl import set_sysctl
 from netd.kernel.vethup import create_veth
 
 log = structlog.get_logger()
@@ -237,7 +235,6 @@ async def ensure_veth(
                     await ipr.link("set", index=link.index, **change)
                 vlog.info("link_updated", kind="veth", changed=sorted(change) or ["namespace side"])
                 nsipr = await ns_socket(spec.netns.path)
-                await peer_ipv6_on(spec)
                 await configure_peer(nsipr, spec)
                 if reconfigure and spec.mtu:
                     await _peer_mtu(nsipr, spec)
@@ -324,14 +321,6 @@ async def configure_peer(nsipr: IPR, spec: VethSpec | ChildSpec, peer_index: int
                 raise err
     except NetlinkError as exc:
         raise kernel_error(where, "configure", exc) from exc
-
-
-async def peer_ipv6_on(spec: VethSpec) -> None:
-    """IPv6 on again for a peer that now has an IPv6 address (a reload gave the network IPv6; a peer made
-    without it has IPv6 disabled, see VethSpec.ipv6_off).  Best effort: the address add says what failed."""
-    if not spec.ipv6_off and any(a.version == 6 for a in spec.addresses):
-        with contextlib.suppress(KernelError):
-            await set_sysctl(f"net/ipv6/conf/{spec.peer_ifname}/disable_ipv6", "0", spec.netns)
 
 
 async def _peer_mtu(nsipr: IPR, spec: VethSpec) -> None:

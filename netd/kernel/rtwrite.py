@@ -92,6 +92,23 @@ def set_up(index: int, alias: str | None = None) -> Request:
     return RTM_NEWLINK, NLM_F_ACK, body
 
 
+IFLA_AF_SPEC = 26
+IFLA_INET6_ADDR_GEN_MODE = 8
+IN6_ADDR_GEN_MODE_NONE = 1
+
+
+def no_ipv6_addresses(index: int) -> Request:
+    """IPv6 address generation off (IFLA_INET6_ADDR_GEN_MODE none), for a link still down: once up it has no
+    link-local address, so it sends no DAD, MLD report or router solicitation, which a bridge floods to every
+    port.  Sent before the link's up.  Not the disable_ipv6 sysctl: that write takes the interface's IPv6 down
+    under the rtnl lock, 0.1 ms growing to 0.7-1.1 ms with 1000 namespaces (measured); this is one attribute.
+    An address netd adds later (a reload that gives the network IPv6) still works.  Fails with EAFNOSUPPORT
+    on a kernel booted without IPv6 (harmless)."""
+    inner = attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))
+    body = IFINFO.pack(0, 0, index, 0, 0) + attr(IFLA_AF_SPEC, attr(socket.AF_INET6, inner))
+    return RTM_NEWLINK, NLM_F_ACK, body
+
+
 def add_address(index: int, iface: Iface) -> Request:
     """Create-exclusive (EEXIST when present); IPv6 without duplicate address detection."""
     family = socket.AF_INET if iface.version == 4 else socket.AF_INET6

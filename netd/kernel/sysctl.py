@@ -66,11 +66,3 @@ async def get_sysctl(key: str, ns: NsRef | None = None) -> str:
         return await in_fresh_thread(run, name="netd-sysctl")
     except OSError as exc:
         raise kernel_error(f'sysctl "{key}"{_where(ns)}', "read", exc) from exc
-
-
-def disable_ipv6(ifname: str) -> None:
-    """No link-local address, no DAD, MLD or router solicitation: on a bridge port (design.md) and on the peer
-    of an endpoint on a network without IPv6 (Docker's rule): keeps the kernel's per-veth cost flat.  Blocking,
-    in the calling thread's namespace."""
-    with contextlib.suppress(FileNotFoundError):  # IPv6 compiled out / disabled at boot
-        write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "1")

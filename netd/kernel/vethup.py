@@ -27,7 +27,6 @@ from netd.kernel.announce import send_frames
 from netd.kernel.netns import open_netns, setns_net
 from netd.kernel.nlerror import kernel_error
 from netd.kernel.nsworker import WORKERS_POOL
-from netd.kernel.sysctl import disable_ipv6
 
 
 def _create(spec: VethSpec, bridge_index: int, announce: bool, opened: list[socket.socket]) -> int:
@@ -52,7 +51,6 @@ def _create(spec: VethSpec, bridge_index: int, announce: bool, opened: list[sock
     if err is not None:
         raise kernel_error(obj, f"create (peer {spec.peer_ifname} in {spec.netns.path})", err)
     try:
-        disable_ipv6(spec.host_ifname)  # in netd's namespace (its /proc/sys/net); before the host side is up
         # the host side's IFLA_LINK is the peer's ifindex inside the target netns: no lookup there
         ((err, created),) = rtwrite.exchange(host, [rtwrite.get_link(spec.host_ifname)])
         if created is None or created.link_index is None:
@@ -79,21 +77,23 @@ def _finish(
         raise kernel_error(
             f"netns {spec.netns.path}", "enter", exc, "the namespace does not exist (any more)"
         ) from exc
-    if spec.ipv6_off:
-        disable_ipv6(spec.peer_ifname)  # in the endpoint's namespace (this thread's /proc/sys/net); still down
     ns = rtwrite.route_socket()
     opened.append(ns)
-    # in the kernel's order: addresses, up (the alias marks the peer as netd's), then the routes via the gateways
-    msgs = [rtwrite.add_address(peer_index, a) for a in spec.addresses]
+    # in the kernel's order: (no IPv6 on a network without it) addresses, up (the alias marks the peer as
+    # netd's), then the routes via the gateways; the first is best effort
+    quiet = [rtwrite.no_ipv6_addresses(peer_index)] if spec.ipv6_off else []
+    msgs = [*quiet, *(rtwrite.add_address(peer_index, a) for a in spec.addresses)]
     msgs.append(rtwrite.set_up(peer_index, owner_alias(spec.owner)))
     msgs += [rtwrite.replace_default_route(peer_index, gw) for gw in (spec.gateway4, spec.gateway6) if gw]
+    addrs = range(len(quiet), len(quiet) + len(spec.addresses))
     for i, err in enumerate(rtwrite.transact(ns, msgs)):
-        if err is not None and not (i < len(spec.addresses) and rtwrite.is_eexist(err)):
+        if err is not None and i >= len(quiet) and not (i in addrs and rtwrite.is_eexist(err)):
             raise kernel_error(where, "configure", err)
-    # the host side up with its alias, then (announcing) read back: its link-watch work (carrier, the bridge
-    # port) is done first
+    # the host side (a bridge port: never any IPv6 address) up with its alias, then (announcing) read back: its
+    # link-watch work (carrier, the bridge port) is done first
     sync = [rtwrite.get_link(spec.host_ifname)] if announce and spec.announce else []
-    err = rtwrite.transact(host, [rtwrite.set_up(host_index, owner_alias(spec.owner)), *sync])[0]
+    up = [rtwrite.no_ipv6_addresses(host_index), rtwrite.set_up(host_index, owner_alias(spec.owner)), *sync]
+    err = rtwrite.transact(host, up)[1]
     if err is not None:
         raise kernel_error(f'veth "{spec.host_ifname}"', "bring up", err)
     if not sync:

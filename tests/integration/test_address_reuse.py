@@ -122,8 +122,9 @@ def test_reuse_after_an_endpoint_with_its_own_mac_is_announced(tmp_path: object)
 
 
 def test_endpoint_on_a_network_without_ipv6_has_ipv6_off(tmp_path: object) -> None:
-    """Docker's rule (and the kernel's per-connect cost): no link-local address, DAD, MLD or router
-    solicitation on the peer of a network without IPv6; a dual-stack network's peer keeps IPv6."""
+    """As Docker (which disables IPv6 there), and for the kernel's per-connect cost: no IPv6 address, not even a
+    link-local one, hence no DAD, MLD or router solicitation, on the peer of a network without IPv6; a
+    dual-stack network's peer keeps its link-local address."""
     with running_host(tmp_path) as host:  # type: ignore[arg-type]
         host.api.ok("POST", "/v1/networks", {"Name": "reuse", "IPAM": {"Config": [{"Subnet": "172.30.95.0/24"}]}})
         cfgs = [{"Subnet": "172.30.96.0/24"}, {"Subnet": "fd00:96::/64"}]
@@ -131,8 +132,8 @@ def test_endpoint_on_a_network_without_ipv6_has_ipv6_off(tmp_path: object) -> No
         _connect(host, "v4")
         host.api.ok("POST", "/v1/netns", {"Name": "v6"})
         host.api.ok("POST", "/v1/networks/dual/connect", {"Netns": "v6"})
-        sysctl = "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"
-        assert in_ns(host.ns("v4"), "cat", sysctl).stdout == "1\n"
+        sysctl = "/proc/sys/net/ipv6/conf/eth0/addr_gen_mode"
+        assert in_ns(host.ns("v4"), "cat", sysctl).stdout == "1\n"  # none: not even a link-local address
         assert "inet6" not in in_ns(host.ns("v4"), "ip", "addr", "show", "eth0").stdout
         assert in_ns(host.ns("v6"), "cat", sysctl).stdout == "0\n"
         assert "inet6 fe80::" in in_ns(host.ns("v6"), "ip", "addr", "show", "eth0").stdout

@@ -245,9 +245,12 @@ def test_veth_connect_ping_and_idempotent(env: Env) -> None:
     assert host_side["master"] == "br-t"
     assert "UP" in host_side["flags"]
     assert host_side["mtu"] == 1400
+    # a bridge port generates no IPv6 address: no link-local, DAD or MLD flooded to the bridge
     assert (
-        sh("ip", "netns", "exec", env.host_name, "cat", "/proc/sys/net/ipv6/conf/vh1/disable_ipv6").stdout == "1\n"
+        sh("ip", "netns", "exec", env.host_name, "cat", "/proc/sys/net/ipv6/conf/vh1/addr_gen_mode").stdout
+        == "1\n"
     )
+    assert "inet6" not in sh("ip", "-n", env.host_name, "addr", "show", "vh1").stdout
     peer = link(c1, "eth0")
     assert peer["address"] == "02:42:0a:4d:00:0b" and peer["mtu"] == 1400 and "UP" in peer["flags"]
     assert addrs(c1, "eth0") == {"10.77.0.11/24", "fd00:77::b/64"}
