@@ -16,6 +16,7 @@ import os
 import statistics
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 from common import BENCH, NETD_ENV, Host, bench_tag, use_revision
@@ -25,6 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--rev", help="benchmark netd as committed at this git revision (default: working tree)")
+    ap.add_argument("--ports", action="store_true", help="each connect publishes one TCP port")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="netd-timers-") as d:
         use_revision(args.rev, Path(d))
@@ -42,7 +44,10 @@ def main() -> None:
             ms = []
             for i in range(args.n):
                 t0 = time.perf_counter()
-                api.ok("POST", "/v1/networks/bench/connect", {"Netns": f"e{i}"})
+                body: dict[str, Any] = {"Netns": f"e{i}"}
+                if args.ports:
+                    body["Ports"] = [{"HostPort": 20000 + i, "ContainerPort": 80, "Proto": "tcp"}]
+                api.ok("POST", "/v1/networks/bench/connect", body)
                 ms.append((time.perf_counter() - t0) * 1000)
             host.stop()  # SIGTERM: the daemon exits normally and writes the timers
         finally:

@@ -37,6 +37,15 @@ TARGETS = [
     ("netd.kernel.vethup", "_create", None, "          of which inside the worker"),
     ("netd.kernel.vethup", "_finish", None, "          both sides configured + announce (_finish)"),
     ("netd.engine.service", "Service", "notify_change", "  DNS / resolv.conf / hosts hooks"),
+    # a published port's own costs (connect_timers.py --ports)
+    ("netd.engine.endpointbuild", "plan_published", None, "ports: plan_published (clash checks)"),
+    ("netd.firewall.nftables", "NftablesBackend", "apply", "ports: firewall apply (nftables)"),
+    ("netd.firewall.nftables", "NftablesBackend", "_apply_sync", "ports:   of which in the nft thread"),
+    ("netd.firewall.nftables", "render_nft_delta", None, "ports:   render the delta"),
+    ("netd.firewall.nftables", "NftablesBackend", "_generation", "ports:   read the nf_tables generation"),
+    ("netd.kernel.facade", "Kernel", "get_sysctl", "ports: sysctl reads"),
+    ("netd.kernel.facade", "Kernel", "set_sysctl", "ports: sysctl writes"),
+    ("netd.kernel.facade", "Kernel", "flush_udp_conntrack", "ports: conntrack flush"),
 ]
 
 
