@@ -42,6 +42,7 @@ TARGETS = [
     ("netd.firewall.nftables", "NftablesBackend", "apply", "ports: firewall apply (nftables)"),
     ("netd.firewall.nftables", "NftablesBackend", "_apply_sync", "ports:   of which in the nft thread"),
     ("netd.firewall.nftables", "render_nft_delta", None, "ports:   render the delta"),
+    ("netd.firewall.nftables", "NftablesBackend", "_cmd", "ports:   libnftables (json_cmd)"),
     ("netd.firewall.nftables", "NftablesBackend", "_generation", "ports:   read the nf_tables generation"),
     ("netd.kernel.facade", "Kernel", "get_sysctl", "ports: sysctl reads"),
     ("netd.kernel.facade", "Kernel", "set_sysctl", "ports: sysctl writes"),
