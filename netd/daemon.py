@@ -104,10 +104,11 @@ class Daemon:
     async def _state_changed(self, state: DesiredState, netns: frozenset[str] | None) -> None:
         """After each commit: DNS listeners for new networks (existing sockets kept), netns resolv.conf files
         (only those of ``netns`` when the change named them)."""
+        index = self.service.index_of(state)  # the current state's: kept with it, not built
         await self.dns.sync(state)
-        await self.ns_dns.sync(state)
-        self.resolv_conf.sync(state, netns)
-        self.hosts.sync(state)
+        await self.ns_dns.sync(state, index)
+        self.resolv_conf.sync(state, netns, index)
+        self.hosts.sync(state, index.has_links)
         if self.multihost is not None:
             self.multihost.state_changed(state)
 
