@@ -88,6 +88,7 @@ class Daemon:
         self.hosts = HostsWriter(settings.etc_netns_dir)  # --link entries
         self.resolv_conf = ResolvConfWriter(settings.etc_netns_dir, host_resolv, settings.default_bridge.dns)
         self.service.on_change = self._state_changed
+        self.reconciler.index_of = self.service.kept_index  # the port maps catch up by the changed endpoints
         self.stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
         self.runner: web.AppRunner | None = None

@@ -141,6 +141,10 @@ class ServiceCore:
             self._index = EndpointIndex.build(self.state)
         return self._index
 
+    def kept_index(self, state: DesiredState) -> EndpointIndex | None:
+        """The endpoint index of ``state`` if it is the current state (never builds one)."""
+        return self.index if state is self.state else None
+
     def index_of(self, state: DesiredState) -> EndpointIndex:
         """The endpoint index of ``state``: kept for the current one, built for any other."""
         return self.index if self.state is state else EndpointIndex.build(state)
