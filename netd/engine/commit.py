@@ -122,13 +122,13 @@ class ServiceCore:
         """Persist ``new`` and make it current: the one way the desired state changes after start-up (so the
         address book sees every change of the endpoints).  A save that fails (StorageError) changes nothing."""
         before = self.state
-        if persist:
-            self.store.save(new)
         old_index = self.index
         if self._undo is not None and self._undo[0] is new:  # a rollback: the old state's index, as it was
             index = self._undo[1]
         else:
             index = old_index.derive(new, scope.endpoints)
+        if persist:
+            self.store.save(new, index)  # the journal records only the endpoints the index names as changed
         self._undo = (before, old_index)
         self.state, self._index = new, index
         self.addresses.changed(before, new, scope.endpoints)

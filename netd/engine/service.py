@@ -229,9 +229,9 @@ class Service(NetnsOps, EndpointBuilder):
                 ep = new.endpoints.pop(ep_id)
                 log.info("endpoint_pruned", endpoint=ep_id[:12], netns_path=ep.netns_path, reason=why)
             # the pass that follows (a full one) repairs the namespace side
-            assign_default_routes(new, ns_of=self.namespaces.key)
-            try:
-                self._adopt(new, Scope.of(endpoints=gone))
+            handed = assign_default_routes(new, ns_of=self.namespaces.key)
+            try:  # the scope names every endpoint that changed (the journal records those)
+                self._adopt(new, Scope.of(endpoints=gone, peers=handed - gone))
             except StorageError as e:  # kept until a later pass can store their removal; the pass goes on
                 log.error("endpoint_prune_not_stored", endpoints=len(gone), error=e.message)
                 return
