@@ -2,6 +2,7 @@
 
     .venv/bin/pip install -e '.[bench]'        # py-spy, for the benchmarks only
     .venv/bin/python bench/profile_netd.py [--connects 200] [--networks 50] [--endpoints 1000]
+    .venv/bin/python bench/profile_netd.py --only connect --connects 1000 --tail 100   # the last 100 of 1000
 
 Samples every thread including idle time (``--idle``): a stack ending in the event loop's ``select`` is time
 spent waiting (for the kernel, the socket, a thread), the rest is Python CPU.  Prints the top functions by
@@ -89,7 +90,8 @@ def spy_attach(pid: int, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def profile_connect(tmp: Path, n: int) -> dict[str, Any]:
+def profile_connect(tmp: Path, n: int, tail: int = 0) -> dict[str, Any]:
+    """``tail``: sample only the last ``tail`` connects (what grows with N), the others made before."""
     host = Host(tmp / "prof-connect", tag=bench_tag())
     out = RESULTS / "profile-connect.txt"
     try:
@@ -99,18 +101,26 @@ def profile_connect(tmp: Path, n: int) -> dict[str, Any]:
         host.api.ok("POST", "/v1/networks", {"Name": "bench", "IPAM": {"Config": [{"Subnet": "10.88.0.0/16"}]}})
         for i in range(n):
             host.api.ok("POST", "/v1/netns", {"Name": f"e{i}"})
+        first = n - tail if 0 < tail < n else 0
+        for i in range(first):
+            host.api.ok("POST", "/v1/networks/bench/connect", {"Netns": f"e{i}"})
         spy = spy_attach(pid, out)
         time.sleep(1.0)  # py-spy attached
         t0 = time.perf_counter()
         reconcile_ms = []
-        for i in range(n):
+        for i in range(first, n):
             host.api.ok("POST", "/v1/networks/bench/connect", {"Netns": f"e{i}"})
             reconcile_ms.append(host.api.ok("GET", "/v1/status")["reconcile"]["last_ms"])
         wall = time.perf_counter() - t0
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
         res = analyse(out)
-        res |= {"connects": n, "wall_s": round(wall, 2), "reconcile_ms_median": sorted(reconcile_ms)[n // 2]}
+        res |= {
+            "connects": n,
+            "sampled": n - first,
+            "wall_s": round(wall, 2),
+            "reconcile_ms_median": sorted(reconcile_ms)[len(reconcile_ms) // 2],
+        }
         return res
     finally:
         host.cleanup()
@@ -174,6 +184,7 @@ def main() -> None:
     ap.add_argument("--endpoints", type=int, default=1000)
     ap.add_argument("--rev", help="benchmark netd as committed at this git revision (default: working tree)")
     ap.add_argument("--only", choices=["connect", "replay"], help="profile just one of the two")
+    ap.add_argument("--tail", type=int, default=0, help="sample only the last TAIL connects (growth along N)")
     args = ap.parse_args()
     if not shutil.which(PYSPY):
         raise SystemExit(f"{PYSPY} not found: .venv/bin/pip install -e '.[bench]'")
@@ -183,8 +194,8 @@ def main() -> None:
         conn: dict[str, Any] = {}
         rep: dict[str, Any] = {}
         if args.only != "replay":
-            conn = profile_connect(Path(d), args.connects)
-            show(f"connect x{args.connects}", conn)
+            conn = profile_connect(Path(d), args.connects, args.tail)
+            show(f"connect x{args.connects}" + (f" (last {args.tail} sampled)" if args.tail else ""), conn)
         if args.only != "connect":
             rep = profile_replay(Path(d), args.networks, args.endpoints)
             show(f"cold replay {args.networks} x {args.endpoints}", rep)

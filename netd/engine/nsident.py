@@ -116,7 +116,10 @@ class NamespaceIndex:
             candidates = index.in_target(k)
         else:
             ino = int(k.removeprefix("inode:"))
-            names = self._netns_with_inode(index, ino)
+            if ep.netns is not None:  # another netd netns is never this namespace: no need to probe them all
+                names = list(dict.fromkeys([ep.netns, *(self._names.get(ino) or ())]))
+            else:
+                names = self._netns_with_inode(index, ino)
             candidates = index.union([("inode", ino), *(("netns", n) for n in names)])
         return [e.id for e in candidates if self.key(e) == k]
 
