@@ -24,7 +24,11 @@ import itertools
 from collections.abc import Hashable, Iterable, KeysView
 from typing import Literal
 
+import structlog
+
 from netd.core.model import DesiredState, Endpoint
+
+log = structlog.get_logger()
 
 Table = Literal["target", "netns", "inode", "network", "port", "proto", "container", "links"]
 TABLES: tuple[Table, ...] = ("target", "netns", "inode", "network", "port", "proto", "container", "links")
@@ -97,10 +101,12 @@ class EndpointIndex:
             return b
 
         added: list[str] = []
+        delta = 0  # endpoints added minus removed
         for ep_id in changed:
             old, new = before.get(ep_id), now.get(ep_id)
             if old is new:
                 continue
+            delta += (new is not None) - (old is not None)
             old_keys = keys_of(old) if old is not None else []
             if new is not None and old_keys == keys_of(new):
                 continue  # replaced in place: same keys, same position
@@ -112,6 +118,9 @@ class EndpointIndex:
                     copied.discard((table, key))
             if new is not None:
                 added.append(ep_id)
+        if len(before) + delta != len(now):  # ``changed`` missed an endpoint that came or went: never guess
+            log.error("endpoint_index_change_incomplete", named=len(changed), before=len(before), after=len(now))
+            return self.derive(after, None)
         if len(added) > 1:  # their order in ``after`` (rare: a connect adds one)
             order = list(now)
             added.sort(key=order.index)

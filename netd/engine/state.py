@@ -311,8 +311,13 @@ def diff(old: DesiredState, new: DesiredState, endpoints: Collection[str] | None
         before: dict[str, BaseModel] = getattr(old, name)
         after: dict[str, BaseModel] = getattr(new, name)
         if name == "endpoints" and endpoints is not None:
-            out += _diff_some(before, after, endpoints)
-            continue
+            some = _diff_some(before, after, endpoints)
+            came = sum(r["op"] == "put" and r["key"] not in before for r in some)
+            if len(before) + came - sum(r["op"] == "del" for r in some) == len(after):
+                out += some
+                continue
+            # an endpoint came or went that ``endpoints`` does not name: never guess, compare them all
+            log.error("state_diff_hint_incomplete", named=len(endpoints), before=len(before), after=len(after))
         if before == after:  # one C-level pass (identity first): a connect changes no network nor netns
             continue
         for key, value in after.items():

@@ -7,6 +7,7 @@ from ipaddress import IPv4Interface
 
 from netd.core.epindex import EndpointIndex
 from netd.core.model import DesiredState, Endpoint, Network, PortMapping
+from netd.engine.state import diff
 
 
 def _tables(idx: EndpointIndex) -> dict[str, dict[object, list[str]]]:
@@ -107,3 +108,23 @@ def test_lookups() -> None:
     assert idx.endpoints("container", "c1") == [ep]
     assert list(idx.netns_names()) == ["n1"]
     assert not idx.has_links
+
+
+def test_a_change_set_that_misses_an_endpoint_is_not_trusted() -> None:
+    """A scope that forgot an endpoint that came or went: the index is built anew (and says it cannot name the
+    changes), the journal compares every endpoint."""
+    rng = random.Random(3)
+    st = _state()
+    for i in range(5):
+        ep = _endpoint(rng, i)
+        st.endpoints[ep.id] = ep
+    idx = EndpointIndex.build(st)
+    new = st.copy_for_change()
+    a, b = _endpoint(rng, 10), _endpoint(rng, 11)
+    new.endpoints[a.id] = a
+    new.endpoints[b.id] = b
+    derived = idx.derive(new, {a.id})  # b not named
+    assert _tables(derived) == _tables(EndpointIndex.build(new))
+    assert derived.changes_since(idx.serial) is None
+    records = diff(st, new, {a.id})
+    assert [r["key"] for r in records] == [a.id, b.id]
