@@ -16,8 +16,8 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from common import BENCH, NETD_ENV, Host, bench_tag, use_revision
 

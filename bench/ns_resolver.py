@@ -99,7 +99,9 @@ def measure(endpoints: int, tmp: Path, queries: bool) -> dict[str, Any]:
         if queries:
             r = subprocess.run(
                 ["nsenter", f"--net={host.ns('m0')}", "python3", "-c", QUERY, f"m{endpoints - 1}", "500"],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             out["query_ms"] = summary([float(x) for x in r.stdout.split()])
         return out
@@ -119,8 +121,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="netd-bench-") as d:
         info: dict[str, Any] = {"machine": machine(), "netd": use_revision(args.rev, Path(d))}
         info |= measure(args.endpoints, Path(d), queries=args.rev is None)
-    print(f"netd {info['netd']}  endpoints {info['endpoints']}  idle cpu {info['idle_cpu_percent']} %  "
-          f"restart {info['restart_to_ready_s']} s (replay to ready {info['replay_to_ready_ms']} ms)")
+    print(
+        f"netd {info['netd']}  endpoints {info['endpoints']}  idle cpu {info['idle_cpu_percent']} %  "
+        f"restart {info['restart_to_ready_s']} s (replay to ready {info['replay_to_ready_ms']} ms)"
+    )
     for key in ("connect_ms", "open_ms", "query_ms"):
         if key in info:
             s = info[key]

@@ -2,7 +2,7 @@
 
     .venv/bin/pip install -e '.[bench]'        # py-spy, for the benchmarks only
     .venv/bin/python bench/profile_netd.py [--connects 200] [--networks 50] [--endpoints 1000]
-        [--only connect --connects 1000 --last 100 --ports]   # what grows with N, with a port each
+    .venv/bin/python bench/profile_netd.py --only connect --connects 1000 --tail 100 [--ports]   # the last 100
 
 Samples every thread including idle time (``--idle``): a stack ending in the event loop's ``select`` is time
 spent waiting (for the kernel, the socket, a thread), the rest is Python CPU.  Prints the top functions by
@@ -90,12 +90,11 @@ def spy_attach(pid: int, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def profile_connect(tmp: Path, n: int, last: int | None = None, ports: bool = False) -> dict[str, Any]:
-    """N connects (``ports``: each publishing one TCP port); py-spy attached for the last ``last`` of them
-    (None: all), to see what grows with N."""
+def profile_connect(tmp: Path, n: int, tail: int = 0, ports: bool = False) -> dict[str, Any]:
+    """``tail``: sample only the last ``tail`` connects (what grows with N), the others made before; ``ports``:
+    each connect publishes one TCP port."""
     host = Host(tmp / "prof-connect", tag=bench_tag())
     out = RESULTS / "profile-connect.txt"
-    last = n if last is None else min(last, n)
     try:
         host.boot()
         host.start(env=NETD_ENV)
@@ -103,28 +102,28 @@ def profile_connect(tmp: Path, n: int, last: int | None = None, ports: bool = Fa
         host.api.ok("POST", "/v1/networks", {"Name": "bench", "IPAM": {"Config": [{"Subnet": "10.88.0.0/16"}]}})
         for i in range(n):
             host.api.ok("POST", "/v1/netns", {"Name": f"e{i}"})
-        spy = None
+        first = n - tail if 0 < tail < n else 0
+
+        def body(i: int) -> dict[str, Any]:
+            ports_ = [{"HostPort": 20000 + i, "ContainerPort": 80, "Proto": "tcp"}] if ports else []
+            return {"Netns": f"e{i}", "Ports": ports_}
+
+        for i in range(first):
+            host.api.ok("POST", "/v1/networks/bench/connect", body(i))
+        spy = spy_attach(pid, out)
+        time.sleep(1.0)  # py-spy attached
         t0 = time.perf_counter()
         reconcile_ms = []
-        for i in range(n):
-            if i == n - last:
-                spy = spy_attach(pid, out)
-                time.sleep(1.0)  # py-spy attached
-                t0 = time.perf_counter()
-            body: dict[str, Any] = {"Netns": f"e{i}"}
-            if ports:
-                body["Ports"] = [{"HostPort": 20000 + i, "ContainerPort": 80, "Proto": "tcp"}]
-            host.api.ok("POST", "/v1/networks/bench/connect", body)
-            if spy is not None:
-                reconcile_ms.append(host.api.ok("GET", "/v1/status")["reconcile"]["last_ms"])
+        for i in range(first, n):
+            host.api.ok("POST", "/v1/networks/bench/connect", body(i))
+            reconcile_ms.append(host.api.ok("GET", "/v1/status")["reconcile"]["last_ms"])
         wall = time.perf_counter() - t0
-        assert spy is not None
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
         res = analyse(out)
         res |= {
             "connects": n,
-            "profiled": last,
+            "sampled": n - first,
             "ports": ports,
             "wall_s": round(wall, 2),
             "reconcile_ms_median": sorted(reconcile_ms)[len(reconcile_ms) // 2],
@@ -192,7 +191,7 @@ def main() -> None:
     ap.add_argument("--endpoints", type=int, default=1000)
     ap.add_argument("--rev", help="benchmark netd as committed at this git revision (default: working tree)")
     ap.add_argument("--only", choices=["connect", "replay"], help="profile just one of the two")
-    ap.add_argument("--last", type=int, help="profile only the last K of the connects (what grows with N)")
+    ap.add_argument("--tail", type=int, default=0, help="sample only the last TAIL connects (growth along N)")
     ap.add_argument("--ports", action="store_true", help="each connect publishes one TCP port")
     args = ap.parse_args()
     if not shutil.which(PYSPY):
@@ -203,8 +202,8 @@ def main() -> None:
         conn: dict[str, Any] = {}
         rep: dict[str, Any] = {}
         if args.only != "replay":
-            conn = profile_connect(Path(d), args.connects, args.last, args.ports)
-            show(f"connect x{args.connects}", conn)
+            conn = profile_connect(Path(d), args.connects, args.tail, args.ports)
+            show(f"connect x{args.connects}" + (f" (last {args.tail} sampled)" if args.tail else ""), conn)
         if args.only != "connect":
             rep = profile_replay(Path(d), args.networks, args.endpoints)
             show(f"cold replay {args.networks} x {args.endpoints}", rep)

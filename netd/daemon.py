@@ -88,6 +88,7 @@ class Daemon:
         self.hosts = HostsWriter(settings.etc_netns_dir)  # --link entries
         self.resolv_conf = ResolvConfWriter(settings.etc_netns_dir, host_resolv, settings.default_bridge.dns)
         self.service.on_change = self._state_changed
+        self.reconciler.index_of = self.service.kept_index  # the port maps catch up by the changed endpoints
         self.stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
         self.runner: web.AppRunner | None = None
@@ -104,10 +105,11 @@ class Daemon:
     async def _state_changed(self, state: DesiredState, netns: frozenset[str] | None) -> None:
         """After each commit: DNS listeners for new networks (existing sockets kept), netns resolv.conf files
         (only those of ``netns`` when the change named them)."""
+        index = self.service.index_of(state)  # the current state's: kept with it, not built
         await self.dns.sync(state)
-        await self.ns_dns.sync(state)
-        self.resolv_conf.sync(state, netns)
-        self.hosts.sync(state)
+        await self.ns_dns.sync(state, index)
+        self.resolv_conf.sync(state, netns, index)
+        self.hosts.sync(state, index.has_links)
         if self.multihost is not None:
             self.multihost.state_changed(state)
 

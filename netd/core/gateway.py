@@ -10,7 +10,7 @@ A namespace is grouped by ``ns_of`` (default ``Endpoint.target``): one namespace
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 
 from netd.core.model import DesiredState, Endpoint
 
@@ -26,12 +26,15 @@ GW_PRIORITY_MAX = 2**31 - 1
 
 
 def _members(
-    state: DesiredState, targets: Collection[str] | None, ns_of: NsOf
+    state: DesiredState, targets: Collection[str] | None, ns_of: NsOf, among: Iterable[str] | None = None
 ) -> list[tuple[int, str, Endpoint, str]]:
     """(order, id, endpoint, namespace) of the endpoints in ``targets`` (all when None), in the state's order:
-    ``ns_of`` once per endpoint (with the service's inode identity it is most of the cost at N = 1000)."""
+    ``ns_of`` once per endpoint (with the service's inode identity it is most of the cost at N = 1000).
+    ``among``: only those ids (in the state's order; those not in it skipped), a superset of the members."""
     out: list[tuple[int, str, Endpoint, str]] = []
-    for order, (ep_id, ep) in enumerate(state.endpoints.items()):
+    eps = state.endpoints
+    items = eps.items() if among is None else ((i, eps[i]) for i in among if i in eps)
+    for order, (ep_id, ep) in enumerate(items):
         ns = ns_of(ep)
         if targets is None or ns in targets:
             out.append((order, ep_id, ep, ns))
@@ -61,12 +64,16 @@ def carriers(
 
 
 def assign_default_routes(
-    state: DesiredState, targets: Collection[str] | None = None, ns_of: NsOf = by_target
+    state: DesiredState,
+    targets: Collection[str] | None = None,
+    ns_of: NsOf = by_target,
+    among: Iterable[str] | None = None,
 ) -> set[str]:
     """Make ``default_route`` true on exactly the carriers (of the namespaces ``targets`` when given: a connect
     or disconnect changes one); ``state`` must be a ``copy_for_change`` (endpoints are replaced, never changed
-    in place).  Returns the ids of the endpoints whose flag changed."""
-    members = _members(state, targets, ns_of)
+    in place).  ``among``: the ids that may be in ``targets``, in the state's order (a connect knows them from
+    the endpoint index: no pass over every endpoint).  Returns the ids of the endpoints whose flag changed."""
+    members = _members(state, targets, ns_of, among)
     chosen = set(_best(state, members).values())
     changed: set[str] = set()
     for _order, ep_id, ep, _ns in members:

@@ -25,8 +25,10 @@ class HostsWriter:
         self.dir = etc_netns_dir
         self._written: dict[str, str] | None = None  # None: not synced yet in this process
 
-    def sync(self, state: DesiredState) -> None:
-        want = hosts_files(state)
+    def sync(self, state: DesiredState, has_links: bool = True) -> None:
+        """``has_links``: false when no endpoint has a ``--link`` (the endpoint index knows it at no cost): no
+        file is wanted then, without a pass over every endpoint."""
+        want = hosts_files(state) if has_links else {}
         if self._written is None:  # first pass: netd's files a previous run left whose links are gone
             self._written = {}
             if self.dir.is_dir():

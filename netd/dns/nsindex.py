@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from netd.core.epindex import EndpointIndex
 from netd.core.model import DesiredState, Endpoint, IPAddress, Network
 from netd.dns.answer import NetIndex, RemoteNames, build_network_index
 from netd.drivers import get_driver
@@ -68,14 +69,20 @@ class WantedTracker:
         self._nets: dict[str, Network] = {}
         self._eps: dict[str, Endpoint] = {}
         self._by_target: dict[str, dict[str, str]] = {}  # target -> endpoint id -> network id
+        self._serial: int | None = None  # of the endpoint index of ``seen``, when given
 
     def an_endpoint(self, target: str) -> str | None:
         """The id of one endpoint of the namespace spelled ``target`` (of the last state seen)."""
         return next(iter(self._by_target.get(target) or {}), None)
 
-    def update(self, state: DesiredState) -> dict[str, frozenset[str] | None]:
-        """The targets whose wanted networks changed: the new set, or None when it needs no resolver now."""
+    def update(self, state: DesiredState, index: EndpointIndex | None = None) -> dict[str, frozenset[str] | None]:
+        """The targets whose wanted networks changed: the new set, or None when it needs no resolver now.
+        ``index``: the endpoint index of ``state``; it names the endpoints changed since the last state seen
+        (no identity pass over every endpoint)."""
         before = self.current
+        ours = index is not None and index.state is state
+        since = index.changes_since(self._serial) if index is not None and ours else None
+        self._serial = index.serial if index is not None and ours else None
         nets = {n.id: n for n in state.networks.values()}
         if not any(serves_in_ns(n) for n in nets.values()):  # no macvlan/ipvlan network: nothing to track
             self.seen, self.current, self._nets, self._eps, self._by_target = None, {}, {}, {}, {}
@@ -91,8 +98,11 @@ class WantedTracker:
             touched = set(before) | set(self.current)
         else:
             old, new = self._eps, state.endpoints
-            ids = set(old.keys() ^ new.keys())
-            ids.update(k for k in old.keys() & new.keys() if old[k] is not new[k])
+            if since is not None:
+                ids = set(since)
+            else:
+                ids = set(old.keys() ^ new.keys())
+                ids.update(k for k in old.keys() & new.keys() if old[k] is not new[k])
             touched = set()
             for ep_id in ids:
                 gone = old.pop(ep_id, None)

@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import structlog
 
+from netd.core.epindex import EndpointIndex
 from netd.core.model import DesiredState
 from netd.dns.answer import NetIndex
 from netd.dns.nsindex import NS_RESOLVER, NsIndex, WantedTracker, ns_index
@@ -123,11 +124,12 @@ class NsResolvers:
         ep = state.endpoints.get(self.wanted.an_endpoint(target) or "")
         return rest, ep.netns_inode if ep is not None else None
 
-    async def sync(self, state: DesiredState) -> None:
+    async def sync(self, state: DesiredState, index: EndpointIndex | None = None) -> None:
         """Open resolvers in namespaces that need one, close those of namespaces that no longer do (only the
-        namespaces whose endpoints changed are looked at, and those still waiting for their path)."""
+        namespaces whose endpoints changed are looked at, and those still waiting for their path; ``index``,
+        the endpoint index of ``state``, names the changed endpoints)."""
         async with self._lock:
-            changes = self.wanted.update(state)
+            changes = self.wanted.update(state, index)
             changed = False
             for target, nets in changes.items():
                 key = self._by_target.get(target)

@@ -20,6 +20,7 @@ import structlog
 from netd.core import ipam, ports
 from netd.core.actions import Scope
 from netd.core.config import Settings
+from netd.core.epindex import EndpointIndex
 from netd.core.errors import InvalidError, KernelError, NotFoundError, StorageError
 from netd.core.model import DesiredState, Endpoint, Netns, Network
 from netd.core.request import Connect, NetworkCreate
@@ -69,6 +70,9 @@ class ServiceCore:
         # config changes a reload could not apply (they need endpoints gone): shown in status as degraded
         self.pending: list[str] = []
         self.addresses = ipam.AddressBook()  # held addresses and scan starts, per network (see _adopt)
+        # the endpoints of ``self.state`` by namespace, network, port ...: derived with it in _adopt
+        self._index = EndpointIndex.build(state)
+        self._undo: tuple[DesiredState, EndpointIndex] | None = None  # the state before the last, and its index
         # namespace identity by inode (looked up on the applier when used: narrow fakes need not have it)
         self.namespaces = NamespaceIndex(lambda p: self.kernel.ns_probe(p), lambda n: self.kernel.netns_path(n))
         self.overlay: OverlayOps | None = None  # cluster mode: overlay networks (netd.multihost)
@@ -118,10 +122,32 @@ class ServiceCore:
         """Persist ``new`` and make it current: the one way the desired state changes after start-up (so the
         address book sees every change of the endpoints).  A save that fails (StorageError) changes nothing."""
         before = self.state
+        old_index = self.index
+        if self._undo is not None and self._undo[0] is new:  # a rollback: the old state's index, as it was
+            index = self._undo[1]
+        else:
+            index = old_index.derive(new, scope.endpoints)
         if persist:
-            self.store.save(new)
-        self.state = new
+            self.store.save(new, index)  # the journal records only the endpoints the index names as changed
+        self._undo = (before, old_index)
+        self.state, self._index = new, index
         self.addresses.changed(before, new, scope.endpoints)
+
+    @property
+    def index(self) -> EndpointIndex:
+        """The endpoints of ``self.state`` by namespace, network, port ... (``netd.core.epindex``): derived with
+        each change in ``_adopt``; built anew if the state was replaced any other way (tests)."""
+        if self._index.state is not self.state:
+            self._index = EndpointIndex.build(self.state)
+        return self._index
+
+    def kept_index(self, state: DesiredState) -> EndpointIndex | None:
+        """The endpoint index of ``state`` if it is the current state (never builds one)."""
+        return self.index if state is self.state else None
+
+    def index_of(self, state: DesiredState) -> EndpointIndex:
+        """The endpoint index of ``state``: kept for the current one, built for any other."""
+        return self.index if self.state is state else EndpointIndex.build(state)
 
     # -- lookups -----------------------------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ class EndpointBuilder(ServiceCore):
             check_netns_path(path, found)
             assert found.ident is not None
             inode = found.ident[1]
-        existing = self.namespaces.endpoints_in(self.state, target, found)
+        existing = self.namespaces.endpoints_in(self.index, target, found)
         for ep in existing:
             if ep.network == net.id:
                 as_ = "" if ep.target == target.key() else f" (as {spelling(ep)})"
@@ -82,14 +82,14 @@ class EndpointBuilder(ServiceCore):
         else:
             ifname = req.ifname
         if req.container_id is not None and any(
-            ep.container_id == req.container_id and ep.ifname == ifname for ep in self.state.endpoints.values()
+            ep.ifname == ifname for ep in self.index.endpoints("container", req.container_id)
         ):
             raise ConflictError(
                 f"container {req.container_id[:12]} already has {ifname} from netd; delete it first (CNI DEL)",
                 field="ContainerID",
             )
         mac = req.mac
-        if mac is not None and any(ep.mac == mac for ep in self.state.endpoints_of(net.id)):
+        if mac is not None and any(ep.mac == mac for ep in self.index.of_network(net.id)):
             raise ConflictError(f"MAC address {mac} is already used on network {net.name!r}", field="mac")
         ep_id = new_id()
         addrs: dict[int, IPv4Interface | IPv6Interface] = {}
@@ -111,7 +111,7 @@ class EndpointBuilder(ServiceCore):
         v4 = addrs.get(4)
         v6 = addrs.get(6)
         port_list = (
-            plan_published(self.state, net, req.ports, frozenset(addrs), self.port_holders, self.settings)
+            plan_published(self.index, net, req.ports, frozenset(addrs), self.port_holders, self.settings)
             if req.ports
             else []
         )

@@ -69,7 +69,7 @@ class NetnsOps(ServiceCore):
             for name in found:
                 del new.netns[name]
                 self.namespaces.forget(name)
-                gone |= {ep.id for ep in new.endpoints_in(f"netns:{name}")}
+                gone |= {ep.id for ep in self.index.in_target(f"netns:{name}")}
             # overlay networks lose their links here with their last endpoint: in the scope too
             nets = {new.endpoints[i].network for i in gone if _is_cluster(new, new.endpoints[i].network)}
             for ep_id in gone:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from netd.core.epindex import EndpointIndex
 from netd.core.errors import ConflictError, InvalidError, NotFoundError
 from netd.core.linkspec import NsProbe
-from netd.core.model import DesiredState, Endpoint
+from netd.core.model import Endpoint
 from netd.core.request import Target
 
 MAX_IFNAMES = 64  # ethN tried beyond the ones netd uses in the namespace
@@ -48,15 +49,30 @@ def spelling(ep: Endpoint) -> str:
 
 
 class NamespaceIndex:
-    """The inode of each netd netns, cached: a path connect compares it with every netns that has endpoints."""
+    """The inode of each netd netns, cached: a path connect compares it with every netns that has endpoints.
+
+    The endpoints of a namespace come from the state's ``EndpointIndex`` (by netns name, by inode), so finding
+    them costs the same with 10 or 1000 endpoints."""
 
     def __init__(self, probe: Callable[[str], NsProbe], netns_path: Callable[[str], str]) -> None:
         self.probe = probe
         self.netns_path = netns_path
         self._inodes: dict[str, int] = {}
+        self._names: dict[int, dict[str, None]] = {}  # the reverse of _inodes
 
     def forget(self, name: str) -> None:
-        self._inodes.pop(name, None)
+        ino = self._inodes.pop(name, None)
+        if ino is not None:
+            names = self._names.get(ino, {})
+            names.pop(name, None)
+            if not names:
+                self._names.pop(ino, None)
+
+    def _remember(self, name: str, ino: int) -> None:
+        if self._inodes.get(name) != ino:
+            self.forget(name)
+            self._inodes[name] = ino
+            self._names.setdefault(ino, {})[name] = None
 
     def inode(self, name: str) -> int | None:
         ino = self._inodes.get(name)
@@ -64,7 +80,8 @@ class NamespaceIndex:
             found = self.probe(self.netns_path(name)).ident
             if found is None:
                 return None
-            ino = self._inodes[name] = found[1]
+            ino = found[1]
+            self._remember(name, ino)
         return ino
 
     def key(self, ep: Endpoint) -> str:
@@ -73,23 +90,38 @@ class NamespaceIndex:
         ino = ep.netns_inode if ep.netns is None else self.inode(ep.netns)
         return f"inode:{ino}" if ino is not None else ep.target
 
-    def endpoints_in(self, state: DesiredState, target: Target, found: NsProbe) -> list[Endpoint]:
+    def _netns_with_inode(self, index: EndpointIndex, ino: int) -> list[str]:
+        """The netd netns with endpoints whose namespace is ``ino`` (those not cached yet are probed once)."""
+        for name in index.netns_names() - self._inodes.keys():
+            self.inode(str(name))
+        return list(self._names.get(ino) or ())
+
+    def endpoints_in(self, index: EndpointIndex, target: Target, found: NsProbe) -> list[Endpoint]:
         """The endpoints in the target's namespace, whatever name or path they were connected by."""
         if found.ident is None:
-            return state.endpoints_in(target.key())
+            return index.in_target(target.key())
         ino = found.ident[1]
         if target.netns is not None:  # two netd netns are never one namespace: only a path can be another name
-            self._inodes[target.netns] = ino
-            return [
-                ep
-                for ep in state.endpoints.values()
-                if ep.netns == target.netns or (ep.netns_path is not None and ep.netns_inode == ino)
-            ]
-        return [
-            ep
-            for ep in state.endpoints.values()
-            if (ep.netns_inode if ep.netns is None else self.inode(ep.netns)) == ino
-        ]
+            self._remember(target.netns, ino)
+            names = [target.netns]
+        else:
+            names = self._netns_with_inode(index, ino)
+        return index.union([("inode", ino), *(("netns", n) for n in names)])
+
+    def members(self, index: EndpointIndex, ep: Endpoint) -> list[str]:
+        """The ids of the endpoints of ``index`` with the same ``key`` as ``ep``, in the state's order (those
+        ``assign_default_routes`` chooses among when ``ep`` comes or goes)."""
+        k = self.key(ep)
+        if not k.startswith("inode:"):
+            candidates = index.in_target(k)
+        else:
+            ino = int(k.removeprefix("inode:"))
+            if ep.netns is not None:  # another netd netns is never this namespace: no need to probe them all
+                names = list(dict.fromkeys([ep.netns, *(self._names.get(ino) or ())]))
+            else:
+                names = self._netns_with_inode(index, ino)
+            candidates = index.union([("inode", ino), *(("netns", n) for n in names)])
+        return [e.id for e in candidates if self.key(e) == k]
 
 
 async def free_ifname(target: Target, used: set[str], taken: Callable[[str], Awaitable[bool]] | None) -> str:

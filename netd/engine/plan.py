@@ -54,6 +54,18 @@ def _endpoints_in(state: DesiredState, scope: Scope) -> Iterable[Endpoint]:
     return [ep for i in scope.endpoints if (ep := state.endpoints.get(i)) is not None]
 
 
+def _in_state_order(state: DesiredState, scope: Scope) -> Iterable[Endpoint]:
+    """The endpoints of ``scope`` in the state's order, without a pass over all of them for a small scope."""
+    eps = state.endpoints
+    if scope.endpoints is None or len(scope.endpoints) > 16:
+        return [ep for ep in eps.values() if scope.has_endpoint(ep.id)]
+    ids = [i for i in scope.endpoints if i in eps]
+    if len(ids) > 1:
+        order = list(eps)  # C-level
+        ids.sort(key=order.index)
+    return [eps[i] for i in ids]
+
+
 def scope_targets(state: DesiredState, scope: Scope) -> frozenset[str]:
     """The namespaces (Endpoint.target) whose endpoint links are observed inside them (macvlan/ipvlan)."""
     out = set()
@@ -123,9 +135,7 @@ def plan(
                 actions.append(SetSysctl(f"net/ipv6/conf/{ifname}/accept_ra", "2"))
         actions.append(SetSysctl(IP6_FORWARD, "1"))
 
-    for name in sorted(desired.netns):
-        if not scope.has_netns(name):
-            continue
+    for name in sorted(desired.netns if scope.netns is None else scope.netns & desired.netns.keys()):
         # the marker first: a kill between the two leaves a marker without a mount, which the next reconcile
         # finishes (desired) or removes (not desired); never a mount netd does not know.  Alive without the
         # marker: made by an older netd killed before it marked; marking it lets netns rm remove the mount
@@ -140,9 +150,7 @@ def plan(
 
     actions.extend(_plan_firewall(desired, observed, scope))
 
-    for ep in desired.endpoints.values():
-        if not scope.has_endpoint(ep.id):
-            continue
+    for ep in _in_state_order(desired, scope):
         ep_net = desired.network_by_id(ep.network)
         if ep_net is None:
             continue

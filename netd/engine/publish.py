@@ -3,17 +3,18 @@ other endpoints (and, in cluster mode, the services) already publish, host port 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from netd.core import ports
 from netd.core.config import Settings
+from netd.core.epindex import EndpointIndex, Table
 from netd.core.errors import InvalidError
-from netd.core.model import DesiredState, Network, PortMapping
+from netd.core.model import Network, PortMapping
 from netd.drivers import get_driver
 
 
 def plan_published(
-    state: DesiredState,
+    index: EndpointIndex,
     net: Network,
     wanted: list[PortMapping],
     families: frozenset[int],
@@ -33,9 +34,12 @@ def plan_published(
     ports.check_families(wanted, families, net.name)
     holders: list[ports.Holder] = []
     can_clash = ports.clash_filter(wanted)  # only those: 1000 published ports cost 9% of a connect
-    for ep in state.endpoints.values():
-        if not ep.ports or not any(can_clash(m) for m in ep.ports):
-            continue
+    # the endpoints that publish the same (proto, host port) as an explicit one, or the proto of a picked one
+    # (``clash_filter``), from the index: a connect with -p costs the same with 10 or 1000 published ports
+    buckets: list[tuple[Table, Hashable]] = [("port", (m.proto, m.host_port)) for m in wanted if m.host_port]
+    buckets += [("proto", m.proto) for m in wanted if not m.host_port]
+    state = index.state
+    for ep in index.union(buckets):
         other = state.network_by_id(ep.network)
         if other is None:
             continue

@@ -47,6 +47,7 @@ from netd.core.actions import (
     owners,
 )
 from netd.core.config import Settings
+from netd.core.epindex import EndpointIndex
 from netd.core.errors import NetdError
 from netd.core.model import DesiredState
 from netd.core.ruleset import Ruleset
@@ -102,6 +103,9 @@ class Reconciler(ReconcilerObserve):
         self.changes = HostChanges.load(settings.state_dir)  # what to put back on things that are not netd's
         self._applied_rules: Ruleset | None = None
         self._port_maps = PortMaps()  # the published-port maps, updated by the endpoints a change touched
+        # the endpoint index the service keeps with a state (None: not the current one; then the port maps
+        # check every endpoint's identity); the daemon wires in ServiceCore.kept_index
+        self.index_of: Callable[[DesiredState], EndpointIndex | None] = lambda state: None
         self.removals = NetnsRemovals(kernel)  # a pass's namespace removals, unmounted together
         self.wake: Callable[[], None] = lambda: None  # asks for another full pass soon (netd.engine.triggers)
         self.observers: list[Observer] = []  # cluster mode adds the overlay's (netd.multihost)
@@ -113,7 +117,9 @@ class Reconciler(ReconcilerObserve):
     # -- plan ----------------------------------------------------------------------------------------------------
 
     async def _plan(self, state: DesiredState, scope: Scope) -> list[Action]:
-        rules = build_ruleset(state, ip_forward=self.settings.ip_forward, ports=self._port_maps)
+        rules = build_ruleset(
+            state, ip_forward=self.settings.ip_forward, ports=self._port_maps, index=self.index_of(state)
+        )
         observed = await self._observe(state, scope, rules)
         return plan(
             state,

@@ -164,12 +164,14 @@ class Service(NetnsOps, EndpointBuilder):
                     field="service",
                 )
             ep = await self._build_endpoint(net, req)
+            among = [*self.namespaces.members(self.index, ep), ep.id]  # the namespace's, from the index
             new = self.state.copy_for_change()
             new.endpoints[ep.id] = ep
             if not net.custom_macs and custom_mac(ep, net):  # from now on every new endpoint announces its IPv4
                 new.networks[net.name] = net.model_copy(update={"custom_macs": True})
             # a higher --gw-priority takes the default route over
-            handed = assign_default_routes(new, {self.namespaces.key(ep)}, self.namespaces.key) - {ep.id}
+            key = self.namespaces.key
+            handed = assign_default_routes(new, {key(ep)}, key, among) - {ep.id}
             ep = new.endpoints[ep.id]
             scope = Scope.of(endpoints=[ep.id], peers=handed)
             await self._commit(new, scope, f"connect {req.target.describe()} to {net.name}")
@@ -194,24 +196,26 @@ class Service(NetnsOps, EndpointBuilder):
             if net.driver in CLUSTER_DRIVERS:
                 await self._overlay().disconnect(net, ep, f"disconnect {ep.target} from {net.name}")
                 return
+            among = self.namespaces.members(self.index, ep)
             new = self.state.copy_for_change()
             del new.endpoints[ep.id]
             # the next network's gateway takes the default route over
-            handed = assign_default_routes(new, {self.namespaces.key(ep)}, self.namespaces.key)
+            key = self.namespaces.key
+            handed = assign_default_routes(new, {key(ep)}, key, among)
             scope = Scope.of(endpoints=[ep.id], peers=handed)
             await self._commit(new, scope, f"disconnect {ep.target} from {net.name}")
             log.info("endpoint_disconnected", network=net.name, target=ep.target, container=container_id)
 
     def _find_container(self, net: Network, container_id: str, ifname: str | None) -> Endpoint:
         """The endpoint a CNI runtime attached (``ContainerID`` and, when given, ``Interface``)."""
-        for ep in self.state.endpoints_of(net.id):
-            if ep.container_id == container_id and (not ifname or ep.ifname == ifname):
+        for ep in self.index.endpoints("container", container_id):
+            if ep.network == net.id and (not ifname or ep.ifname == ifname):
                 return ep
         raise NotFoundError(f"container {container_id[:12]} has no endpoint on network {net.name!r}")
 
     def _find_endpoint(self, net: Network, target: Target) -> Endpoint:
-        for ep in self.state.endpoints_of(net.id):
-            if ep.target == target.key():
+        for ep in self.index.in_target(target.key()):
+            if ep.network == net.id:
                 return ep
         raise NotFoundError(f"{target.describe()} is not connected to network {net.name!r}")
 
@@ -228,9 +232,9 @@ class Service(NetnsOps, EndpointBuilder):
                 ep = new.endpoints.pop(ep_id)
                 log.info("endpoint_pruned", endpoint=ep_id[:12], netns_path=ep.netns_path, reason=why)
             # the pass that follows (a full one) repairs the namespace side
-            assign_default_routes(new, ns_of=self.namespaces.key)
-            try:
-                self._adopt(new, Scope.of(endpoints=gone))
+            handed = assign_default_routes(new, ns_of=self.namespaces.key)
+            try:  # the scope names every endpoint that changed (the journal records those)
+                self._adopt(new, Scope.of(endpoints=gone, peers=handed - gone))
             except StorageError as e:  # kept until a later pass can store their removal; the pass goes on
                 log.error("endpoint_prune_not_stored", endpoints=len(gone), error=e.message)
                 return

@@ -24,12 +24,14 @@ from __future__ import annotations
 import errno
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from netd.core.epindex import EndpointIndex
 from netd.core.errors import StateError, StorageError
 from netd.core.model import SCHEMA_VERSION, DesiredState, Endpoint, Netns, Network
 from netd.engine.state_check import state_problems
@@ -47,6 +49,7 @@ class StateStore:
         self.backup = path.with_name(path.name + ".prev")
         self.journal = path.with_name(path.name + ".journal")
         self._saved: DesiredState | None = None  # what the files hold now
+        self._saved_serial: int | None = None  # the EndpointIndex serial of _saved, when save was given one
         self._records = 0  # object records in the journal (a batch line holds several)
         self._journal_size = 0  # bytes of complete records in the journal: anything after them is cut off
 
@@ -140,17 +143,22 @@ class StateStore:
 
     # -- save --------------------------------------------------------------------------------------------------
 
-    def save(self, state: DesiredState) -> None:
-        """Store ``state`` durably, or raise ``StorageError`` having changed no file."""
+    def save(self, state: DesiredState, index: EndpointIndex | None = None) -> None:
+        """Store ``state`` durably, or raise ``StorageError`` having changed no file.  ``index``: the endpoint
+        index of ``state``; it names the endpoints changed since the state saved last, if it knows (then only
+        those are compared: no pass over every endpoint)."""
+        serial = index.serial if index is not None and index.state is state else None
         if self._saved is None:
             self._snapshot(state)
+            self._saved_serial = serial
             return
         compact = self._records >= COMPACT_EVERY
-        records = diff(self._saved, state)
+        since = index.changes_since(self._saved_serial) if index is not None and serial is not None else None
+        records = diff(self._saved, state, since)
         if records:
             self._append(records)
             self._records += len(records)
-        self._saved = state
+        self._saved, self._saved_serial = state, serial
         if compact:
             try:
                 self._snapshot(state)
@@ -294,19 +302,47 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def diff(old: DesiredState, new: DesiredState) -> list[dict[str, Any]]:
+def diff(old: DesiredState, new: DesiredState, endpoints: Collection[str] | None = None) -> list[dict[str, Any]]:
     """Journal records turning ``old`` into ``new``.  Objects are shared between versions (``copy_for_change``),
-    so an unchanged one is the same object: the comparison is by identity first, by value only when it differs."""
+    so an unchanged one is the same object: the comparison is by identity first, by value only when it differs.
+    ``endpoints``: the only endpoint ids that may differ (None: any)."""
     out: list[dict[str, Any]] = []
     for name in MAPS:
         before: dict[str, BaseModel] = getattr(old, name)
         after: dict[str, BaseModel] = getattr(new, name)
+        if name == "endpoints" and endpoints is not None:
+            some = _diff_some(before, after, endpoints)
+            came = sum(r["op"] == "put" and r["key"] not in before for r in some)
+            if len(before) + came - sum(r["op"] == "del" for r in some) == len(after):
+                out += some
+                continue
+            # an endpoint came or went that ``endpoints`` does not name: never guess, compare them all
+            log.error("state_diff_hint_incomplete", named=len(endpoints), before=len(before), after=len(after))
+        if before == after:  # one C-level pass (identity first): a connect changes no network nor netns
+            continue
         for key, value in after.items():
             prev = before.get(key)
             if prev is not value and prev != value:
                 out.append({"op": "put", "map": name, "key": key, "value": value.model_dump(mode="json")})
         out.extend({"op": "del", "map": name, "key": key} for key in before if key not in after)
     return out
+
+
+def _diff_some(
+    before: dict[str, BaseModel], after: dict[str, BaseModel], keys: Collection[str]
+) -> list[dict[str, Any]]:
+    """``diff`` of one map where only ``keys`` may differ: the same records in the same order (puts in the order
+    of ``after``, as a replay inserts them, then dels)."""
+    puts = [k for k in keys if k in after and before.get(k) is not after[k] and before.get(k) != after[k]]
+    if len(puts) > 1:
+        order = list(after)  # C-level; a change puts few endpoints
+        puts.sort(key=order.index)
+    out = [{"op": "put", "map": "endpoints", "key": k, "value": after[k].model_dump(mode="json")} for k in puts]
+    dels = [k for k in keys if k in before and k not in after]
+    if len(dels) > 1:
+        order = list(before)
+        dels.sort(key=order.index)
+    return out + [{"op": "del", "map": "endpoints", "key": k} for k in dels]
 
 
 def _apply(state: DesiredState, record: dict[str, Any]) -> int:

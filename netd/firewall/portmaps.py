@@ -4,7 +4,8 @@
 published port: rebuilding them from every endpoint on each connect made a connect with ``-p`` cost O(ports).
 A ``PortMaps`` remembers each endpoint's entries (by the identity of its ``Endpoint`` object: the desired state
 is copy-on-write, an unchanged endpoint is the same object in the next state) and each map's elements, so a
-change costs what it touched: one pass of identity checks over the endpoints, the changed endpoints' entries,
+change costs what it touched: the endpoints the state's ``EndpointIndex`` names as changed since the last
+update (else one pass of identity checks over the endpoints), the changed endpoints' entries,
 and a new element tuple only for a map that changed.  Unchanged maps and elements stay the same objects, so
 comparing two rulesets and computing the firewall delta stay cheap too.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
+from netd.core.epindex import EndpointIndex
 from netd.core.model import DesiredState, Endpoint
 from netd.core.ports import Published, entries_of
 from netd.core.ruleset import DNAT_MAPS, Element, NamedSet, SetKey
@@ -82,6 +84,7 @@ class PortMaps:
         self._reset()
 
     def _reset(self) -> None:
+        self._serial: int | None = None  # the endpoint index of the state caught up with, when given
         self._eps: dict[str, tuple[Endpoint, tuple[Published, ...]]] = {}
         self._net_of: dict[str, str] = {}
         self._counts: dict[str, list[int]] = {}  # network id -> [entries, IPv4 entries]
@@ -90,15 +93,30 @@ class PortMaps:
             addr: SetKey = "ipv4_addr" if v == 4 else "ipv6_addr"
             self._maps[name] = _Map(name, (addr, *_KEY) if by_daddr else _KEY, (addr, "inet_service"))
 
-    def update(self, state: DesiredState, usable: Iterable[str]) -> None:
+    def update(self, state: DesiredState, usable: Iterable[str], index: EndpointIndex | None = None) -> None:
         """Catch up with ``state``: the endpoints whose object changed, appeared or went; all of them when the
-        set of networks that may publish changed."""
+        set of networks that may publish changed.  ``index`` (the endpoint index of ``state``) names the
+        endpoints changed since the state caught up with last, if it knows: then only those are looked at."""
         usable_now = frozenset(usable)
         if usable_now != self._usable:
             self._reset()
             self._usable = usable_now
         seen = self._eps
         endpoints = state.endpoints
+        ours = index is not None and index.state is state
+        since = index.changes_since(self._serial) if index is not None and ours else None
+        self._serial = index.serial if index is not None and ours else None
+        if since is not None:
+            for ep_id in since:
+                ep = endpoints.get(ep_id)
+                old = seen.get(ep_id)
+                if ep is None:
+                    if old is not None:
+                        self._drop(ep_id)
+                        del seen[ep_id]
+                elif old is None or old[0] is not ep:
+                    self._put(ep_id, ep)
+            return
         for ep_id, ep in endpoints.items():
             old = seen.get(ep_id)
             if old is None or old[0] is not ep:

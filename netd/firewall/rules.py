@@ -57,6 +57,7 @@ import hashlib
 import re
 from ipaddress import ip_network
 
+from netd.core.epindex import EndpointIndex
 from netd.core.errors import InvalidError
 from netd.core.links import link_pairs
 from netd.core.model import DesiredState, Network
@@ -98,13 +99,20 @@ KEY_LEN = 12  # keeps "NETD-FROM-<key>" within iptables' 28-character chain-name
 # ---------------------------------------------------------------------------------------------------- builder
 
 
-def build_ruleset(state: DesiredState, *, ip_forward: bool = True, ports: PortMaps | None = None) -> Ruleset:
+def build_ruleset(
+    state: DesiredState,
+    *,
+    ip_forward: bool = True,
+    ports: PortMaps | None = None,
+    index: EndpointIndex | None = None,
+) -> Ruleset:
     """Build the complete ruleset for ``state``: deterministic (sorted by network id).
 
     ``ip_forward=False`` (Docker's ``ip-forward: false``): netd does not accept outbound forwarded traffic or
     its replies (the host's own policy decides); isolation, icc and internal drops and NAT stay.  ``ports``:
     the published-port maps of the previous build (the reconciler keeps one), updated by what changed since;
-    the result is the same as with a fresh one.
+    the result is the same as with a fresh one.  ``index``: the endpoint index of ``state`` (names the
+    endpoints changed since ``ports`` last caught up).
     """
     features = {n.id: get_driver(n).features(n) for n in state.networks.values()}
     # a network that is not routed (overlay: its endpoints leave through docker_gwbridge, never through the
@@ -122,7 +130,7 @@ def build_ruleset(state: DesiredState, *, ip_forward: bool = True, ports: PortMa
     _check_unique_bridges(nets)
     keys = chain_keys(nets)
     pub = ports or PortMaps()
-    pub.update(state, (n.id for n in nets if not n.internal and features[n.id].published_ports))
+    pub.update(state, (n.id for n in nets if not n.internal and features[n.id].published_ports), index)
 
     to_elems: list[Element] = []
     from_elems: list[Element] = []

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from samples import one_endpoint_state
 
+from netd.core.epindex import EndpointIndex
 from netd.core.errors import ConflictError
 from netd.core.linkspec import NsProbe
 from netd.core.model import DesiredState, Endpoint
@@ -41,15 +42,19 @@ def _with_path_endpoint(state: DesiredState) -> DesiredState:
 
 def test_a_path_into_a_netd_netns_finds_its_endpoints() -> None:
     state = one_endpoint_state()
-    found = _index().endpoints_in(state, Target(netns_path="/proc/42/ns/net"), _probe("/proc/42/ns/net"))
+    found = _index().endpoints_in(
+        EndpointIndex.build(state), Target(netns_path="/proc/42/ns/net"), _probe("/proc/42/ns/net")
+    )
     assert [ep.netns for ep in found] == ["web"]
-    other = _index().endpoints_in(state, Target(netns_path="/proc/7/ns/net"), _probe("/proc/7/ns/net"))
+    other = _index().endpoints_in(
+        EndpointIndex.build(state), Target(netns_path="/proc/7/ns/net"), _probe("/proc/7/ns/net")
+    )
     assert other == []
 
 
 def test_a_netd_netns_finds_the_endpoints_connected_by_path() -> None:
     state = _with_path_endpoint(one_endpoint_state())
-    found = _index().endpoints_in(state, Target(netns="web"), _probe("/run/netns/web"))
+    found = _index().endpoints_in(EndpointIndex.build(state), Target(netns="web"), _probe("/run/netns/web"))
     assert sorted(ep.ifname for ep in found) == ["eth0", "eth1"]
 
 
@@ -68,3 +73,13 @@ def test_free_ifname_skips_netds_and_foreign_names() -> None:
 
     with pytest.raises(ConflictError, match="all taken"):
         asyncio.run(free_ifname(target, set(), everything))
+
+
+def test_members_are_the_endpoints_with_the_same_key() -> None:
+    state = _with_path_endpoint(one_endpoint_state())
+    idx = _index()
+    index = EndpointIndex.build(state)
+    for ep in state.endpoints.values():
+        want = [e.id for e in state.endpoints.values() if idx.key(e) == idx.key(ep)]
+        assert idx.members(index, ep) == want
+    assert len(want) == 2  # by name and by path: one namespace

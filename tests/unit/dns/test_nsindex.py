@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from ipaddress import IPv4Address, ip_interface, ip_network
 
+from netd.core.epindex import EndpointIndex
 from netd.core.model import DesiredState, Endpoint, IpamConfig, Netns, Network
 from netd.dns.nsindex import NS_RESOLVER, WantedTracker, ns_index, wanted
 from netd.dns.resolvconf import wanted_resolvers
@@ -100,3 +101,40 @@ def test_the_tracker_follows_every_change_as_a_full_computation() -> None:
         assert {t for t in set(before) | set(tracker.current) if before.get(t) != tracker.current.get(t)} == set(
             changes
         )
+
+
+def test_with_the_endpoint_index_the_tracker_and_the_resolvers_match_a_full_computation() -> None:
+    """The daemon passes the state's EndpointIndex: the tracker catches up by the endpoints it names, and the
+    resolv.conf servers of a few namespaces come from their own endpoints; both as computed from everything."""
+    rng = random.Random(21)
+    st = _state()
+    for n in ("n0", "n1", "n2", "n3"):
+        st.netns[n] = Netns(name=n)
+    idx = EndpointIndex.build(st)
+    tracker = WantedTracker()
+    nss = ["n0", "n1", "n2", "n3", "gone", "/proc/1/ns/net"]
+    for step in range(400):
+        new = st.copy_for_change()
+        changed: set[str] = set()
+        r = rng.random()
+        if r < 0.55:
+            ns = rng.choice(nss)
+            _ep(new, f"e{step}", rng.choice("mbi"), ns, f"10.9.{step % 250}.1/16", path=ns.startswith("/"))
+            changed.add(f"e{step}")
+        elif r < 0.95 and new.endpoints:
+            gone = rng.choice(sorted(new.endpoints))
+            del new.endpoints[gone]
+            changed.add(gone)
+        elif "mv" in new.networks:
+            del new.networks["mv"]
+        else:
+            new.networks["mv"] = _state().networks["mv"]
+        idx = idx.derive(new, changed)
+        st = new
+        if rng.random() < 0.2:  # a state the tracker is not told about: it must still catch up
+            continue
+        tracker.update(st, idx)
+        assert tracker.current == wanted(st), step
+        names = rng.sample(nss, 2)
+        want = {k: v for k, v in wanted_resolvers(st).items() if k in names}
+        assert wanted_resolvers(st, names, index=idx) == want, step

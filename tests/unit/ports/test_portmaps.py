@@ -6,6 +6,7 @@ import random
 
 from port_states import ep, pm, ports_state
 
+from netd.core.epindex import EndpointIndex
 from netd.core.model import DesiredState
 from netd.firewall.portmaps import PortMaps
 from netd.firewall.rules import build_ruleset
@@ -55,3 +56,26 @@ def test_unchanged_state_reuses_the_maps() -> None:
         s for s in b.ip.sets if s.name.startswith("dnat")
     ]
     assert all(x is y for x, y in zip(a.ip.sets[3:], b.ip.sets[3:], strict=True))
+
+
+def test_catching_up_by_the_endpoint_index_equals_fresh() -> None:
+    """With the state's EndpointIndex the maps look only at the endpoints it names as changed since the state
+    they last saw (several changes back when some states were never built, all of them when it cannot say)."""
+    rng = random.Random(41)
+    maps = PortMaps()
+    st = ports_state()
+    idx = EndpointIndex.build(st)
+    for i in range(400):
+        new = _next(st, rng, i)
+        changed = {
+            k
+            for k in st.endpoints.keys() | new.endpoints.keys()
+            if st.endpoints.get(k) is not new.endpoints.get(k)
+        }
+        idx = idx.derive(new, changed if rng.random() > 0.05 else None)
+        st = new
+        r = rng.random()
+        if r < 0.2:
+            continue  # a state the reconciler never planned
+        given = idx if r < 0.9 else None
+        assert build_ruleset(st, ports=maps, index=given) == build_ruleset(st), f"step {i}"
