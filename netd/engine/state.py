@@ -311,12 +311,10 @@ def diff(old: DesiredState, new: DesiredState, endpoints: Collection[str] | None
         before: dict[str, BaseModel] = getattr(old, name)
         after: dict[str, BaseModel] = getattr(new, name)
         if name == "endpoints" and endpoints is not None:
-            some = _diff_some(before, after, endpoints)
-            came = sum(r["op"] == "put" and r["key"] not in before for r in some)
-            if len(before) + came - sum(r["op"] == "del" for r in some) == len(after):
-                out += some
+            if _only_named_differ(before, after, endpoints):
+                out += _diff_some(before, after, endpoints)
                 continue
-            # an endpoint came or went that ``endpoints`` does not name: never guess, compare them all
+            # an endpoint came, went or changed that ``endpoints`` does not name: never guess, compare them all
             log.error("state_diff_hint_incomplete", named=len(endpoints), before=len(before), after=len(after))
         if before == after:  # one C-level pass (identity first): a connect changes no network nor netns
             continue
@@ -326,6 +324,19 @@ def diff(old: DesiredState, new: DesiredState, endpoints: Collection[str] | None
                 out.append({"op": "put", "map": name, "key": key, "value": value.model_dump(mode="json")})
         out.extend({"op": "del", "map": name, "key": key} for key in before if key not in after)
     return out
+
+
+def _only_named_differ(before: dict[str, BaseModel], after: dict[str, BaseModel], keys: Collection[str]) -> bool:
+    """Whether ``after`` is ``before`` with only ``keys`` put or deleted: one C-level copy and one C-level
+    compare (identity first), so a change set that forgot an endpoint (added, removed or replaced) is caught
+    and the journal never misses an acknowledged change."""
+    expect = dict(before)
+    for k in keys:
+        if k in after:
+            expect[k] = after[k]
+        else:
+            expect.pop(k, None)
+    return expect == after
 
 
 def _diff_some(

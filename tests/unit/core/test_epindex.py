@@ -128,3 +128,21 @@ def test_a_change_set_that_misses_an_endpoint_is_not_trusted() -> None:
     assert derived.changes_since(idx.serial) is None
     records = diff(st, new, {a.id})
     assert [r["key"] for r in records] == [a.id, b.id]
+
+
+def test_the_journal_catches_an_endpoint_replaced_but_not_named() -> None:
+    """A change set that names one endpoint while another was replaced in place (say its default route moved):
+    the journal still records the second one (a C-level compare of the rest finds it)."""
+    rng = random.Random(4)
+    st = _state()
+    for i in range(5):
+        ep = _endpoint(rng, i)
+        st.endpoints[ep.id] = ep
+    new = st.copy_for_change()
+    a = _endpoint(rng, 10)
+    new.endpoints[a.id] = a
+    victim = next(iter(st.endpoints.values()))
+    new.endpoints[victim.id] = victim.model_copy(update={"default_route": not victim.default_route})
+    records = diff(st, new, {a.id})
+    assert {r["key"] for r in records} == {a.id, victim.id}
+    assert diff(st, new, {a.id, victim.id}) == diff(st, new)
