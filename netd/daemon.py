@@ -88,6 +88,7 @@ class Daemon:
         self.hosts = HostsWriter(settings.etc_netns_dir)  # --link entries
         self.resolv_conf = ResolvConfWriter(settings.etc_netns_dir, host_resolv, settings.default_bridge.dns)
         self.service.on_change = self._state_changed
+        self.service.before_apply = self._files_early
         self.reconciler.index_of = self.service.kept_index  # the port maps catch up by the changed endpoints
         self.stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
@@ -101,6 +102,12 @@ class Daemon:
 
             self.multihost = MultiHost(self)
             register_metrics(self.multihost, self.ops.metrics.registry)
+
+    async def _files_early(self, state: DesiredState, netns: frozenset[str]) -> None:
+        """Beside the kernel apply of a change naming its namespaces: their resolv.conf files, in a thread (the
+        loop does not touch the writer until this returns; ``_state_changed`` then finds them written)."""
+        index = self.service.index_of(state)
+        await asyncio.to_thread(self.resolv_conf.sync, state, netns, index)
 
     async def _state_changed(self, state: DesiredState, netns: frozenset[str] | None) -> None:
         """After each commit: DNS listeners for new networks (existing sockets kept), netns resolv.conf files

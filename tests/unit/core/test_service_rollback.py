@@ -112,3 +112,45 @@ def test_addresses_are_the_first_free_ones_after_disconnects_and_rollbacks(tmp_p
         return ips
 
     assert asyncio.run(body()) == ["10.1.0.2/24", "10.1.0.3/24", "10.1.0.4/24", "10.1.0.3/24", "10.1.0.5/24"]
+
+
+class FailConnect(FakeApplier):
+    def __init__(self) -> None:
+        super().__init__(fail_first=False)
+
+    async def apply(self, scope: Scope, reason: str) -> dict[str, str]:
+        self.calls.append((scope, reason))
+        if reason.startswith("connect") and "fail" in reason:
+            return {next(iter(scope.endpoints or {"x"})): "veth: create failed"}
+        return {}
+
+
+def test_files_written_beside_the_apply_follow_the_outcome(tmp_path: Path) -> None:
+    """``before_apply`` runs beside the kernel apply of a change naming its namespaces (the daemon writes their
+    resolv.conf there); on success ``on_change`` follows with the same state, on a rollback with the old one."""
+    svc = _service(tmp_path, FailConnect())
+    seen: list[tuple[str, frozenset[str] | None, int]] = []
+
+    async def early(state: object, netns: frozenset[str]) -> None:
+        seen.append(("before_apply", netns, len(svc.state.endpoints)))
+        await asyncio.sleep(0)
+
+    async def after(state: object, netns: frozenset[str] | None) -> None:
+        seen.append(("on_change", netns, len(svc.state.endpoints)))
+
+    svc.before_apply, svc.on_change = early, after
+
+    async def run() -> None:
+        await svc.create_network({"Name": "x"})
+        await svc.create_netns({"Name": "ok"})
+        await svc.create_netns({"Name": "fail"})
+        seen.clear()
+        await svc.connect("x", {"Netns": "ok"})
+        assert seen == [("before_apply", frozenset({"ok"}), 1), ("on_change", frozenset({"ok"}), 1)]
+        seen.clear()
+        with pytest.raises(KernelError, match="rolled back"):
+            await svc.connect("x", {"Netns": "fail"})
+        # the new state's files first, then (rolled back: one endpoint again) the old state's
+        assert seen == [("before_apply", frozenset({"fail"}), 2), ("on_change", frozenset({"fail"}), 1)]
+
+    asyncio.run(run())
