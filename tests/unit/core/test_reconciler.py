@@ -284,3 +284,57 @@ def test_what_netd_changed_on_the_host_is_observed_and_put_back_by_the_plan(rig:
     assert [d["action"] for d in asyncio.run(rig.rec.dry_run())][-1] == "RestoreSysctls"
     assert rig.run() == {}
     assert rig.kernel.sysctls[key] == "0" and not rig.rec.changes.sysctls
+
+
+class BatchKernel(FakeKernel):
+    """A kernel that can make many namespaces in one go; ``bad`` fails there (and on its own, later)."""
+
+    def __init__(self, bad: set[str]) -> None:
+        super().__init__()
+        self.bad = bad
+        self.batches: list[tuple[list[str], set[str]]] = []
+
+    async def ensure_netns_many(self, names: Sequence[str], marked: Collection[str]) -> dict[str, OSError | None]:
+        self.batches.append((list(names), set(marked)))
+        out: dict[str, OSError | None] = {}
+        for name in names:
+            if name in self.bad:
+                out[name] = OSError(28, "No space left on device")
+                continue
+            if name in marked:
+                self.marked.add(name)
+            self.netns.add(name)
+            out[name] = None
+        return out
+
+    async def ensure_netns(self, name: str) -> bool:
+        if name in self.bad:
+            self._do(f"netns {name}")
+            raise KernelError(f'netns "{name}": create failed: No space left on device (28)')
+        return await super().ensure_netns(name)
+
+
+def test_a_pass_that_creates_many_namespaces_makes_them_in_one_go_first(tmp_path: Path) -> None:
+    """A cold replay's namespaces (markers first) in one batch ahead of the waves; one that failed there stays
+    in the plan, fails on its own and is reported against its owner, and the rest goes ahead."""
+    names = [f"n{i}" for i in range(10)]
+    state = DesiredState()
+    from netd.core.model import Netns
+
+    for n in names:
+        state.netns[n] = Netns(name=n)
+    rig = Rig(tmp_path, state)
+    rig.kernel = BatchKernel(bad={"n3"})
+    rig.rec.kernel = rig.kernel  # type: ignore[assignment]
+    errors = rig.run(reason="start")
+    assert rig.kernel.batches == [(names, set(names))]
+    assert errors == {"n3": 'netns "n3": create failed: No space left on device (28)'}
+    # n3's marker and create ran on their own, after the batch; nothing else did
+    assert rig.kernel.calls == ["mark n3 True", "netns n3"]
+    assert rig.kernel.netns == set(names) - {"n3"} and rig.kernel.marked == set(names)
+    assert rig.stats.last_changes == 2 * 9 + 2  # the batch's markers and namespaces, n3's marker, the firewall
+    # a pass with fewer namespaces to make (n3 now works, n0 went) runs them one by one, as before
+    rig.kernel.bad.clear()
+    rig.kernel.netns.discard("n0")
+    rig.kernel.calls.clear()
+    assert rig.run() == {} and rig.kernel.calls == ["netns n0", "netns n3"] and len(rig.kernel.batches) == 1
