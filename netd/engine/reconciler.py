@@ -66,8 +66,6 @@ __all__ = ["Observer", "Reconciler", "Recorder", "RunReport"]
 
 log = structlog.get_logger()
 
-NETNS_AHEAD = 8  # namespaces a pass creates from which one thread makes them all, ahead of the waves
-
 
 @dataclass(frozen=True)
 class RunReport:
@@ -187,7 +185,6 @@ class Reconciler(ReconcilerObserve):
         # a new veth is announced (gratuitous ARP / unsolicited NA) only when an API change made its endpoint:
         # a full pass recreates known endpoints, with the MAC and addresses peers already have
         announce = not scope.is_full
-        actions = await self._netns_ahead(actions, applied)
         for step in waves(actions, self._ns_key):  # creates for different namespaces run together
             if len(step) == 1:
                 applied += await self._run_unit(step[0], errors, announce)
@@ -202,26 +199,6 @@ class Reconciler(ReconcilerObserve):
             "reconcile_done", reason=reason, changes=len(applied), errors=len(errors), ms=round(seconds * 1000, 1)
         )
         return errors
-
-    async def _netns_ahead(self, actions: list[Action], applied: list[str]) -> list[Action]:
-        """A pass that creates many namespaces (a cold replay) makes them, each after its marker, in one thread
-        before the waves (a thread start each was ~10 % of a replay); what failed stays in the plan and fails
-        (and is reported) on its own."""
-        creates = [a.name for a in actions if isinstance(a, EnsureNetns) and not a.host]
-        many = getattr(self.kernel, "ensure_netns_many", None)  # narrow fake kernels need not have it
-        if len(creates) < NETNS_AHEAD or many is None:
-            return actions
-        marked = {a.name for a in actions if isinstance(a, MarkNetns) and a.owned}
-        done: dict[str, OSError | None] = await many(creates, marked)
-        made = {name for name, err in done.items() if err is None}
-        out: list[Action] = []
-        for a in actions:
-            batched = (isinstance(a, MarkNetns) and a.owned) or (isinstance(a, EnsureNetns) and not a.host)
-            if batched and getattr(a, "name", None) in made:
-                applied.append(type(a).__name__)
-                continue
-            out.append(a)
-        return out
 
     def _ns_key(self, action: Action) -> str:
         """The namespace an action creates something for (see waves)."""

@@ -91,35 +91,6 @@ class KernelNetns(KernelSockets):
         log.info("netns_created", netns=name, path=path)
         return True
 
-    async def ensure_netns_many(self, names: Sequence[str], marked: Collection[str]) -> dict[str, OSError | None]:
-        """``ensure_netns`` of each, all in one fresh thread (a cold replay paid a thread start per namespace),
-        each after its ownership marker when it is in ``marked`` (the order a unit keeps: a namespace netd
-        makes is never unmarked).  Returns the error of each that failed (None: made, or already there)."""
-        netns_dir, host_mnt = str(self.netns_dir), self.host_mnt
-        prepare = not self._dir_ready
-
-        def run() -> dict[str, OSError | None]:
-            nonlocal prepare
-            out: dict[str, OSError | None] = {}
-            for name in names:
-                try:
-                    if name in marked:
-                        owned.mark_netns(self.owned_dir, name, True)
-                    nsops.create_named_netns(netns_dir, name, prepare, host_mnt)
-                    prepare = False
-                    out[name] = None
-                except OSError as exc:
-                    out[name] = exc
-            return out
-
-        async with self._dir_lock:  # never beside another first create (see ensure_netns)
-            done = await nsops.in_fresh_thread(run, name="netd-nsadd")
-        if not prepare:
-            self._dir_ready = True
-        made = sum(err is None for err in done.values())
-        log.info("netns_created_batch", count=made, failed=len(done) - made)
-        return done
-
     def owned_netns(self, names: Collection[str] | None = None) -> set[str]:
         """The netns names netd marked as created by it (all, or among ``names``)."""
         return owned.owned_netns(self.owned_dir, names)
