@@ -150,12 +150,15 @@ class ServiceCore:
         address book sees every change of the endpoints).  A save that fails (StorageError) changes nothing."""
         before = self.state
         old_index = self.index
-        if self._undo is not None and self._undo[0] is new:  # a rollback: the old state's index, as it was
+        rollback = self._undo is not None and self._undo[0] is new
+        if rollback:  # the old state's index, as it was
+            assert self._undo is not None
             index = self._undo[1]
         else:
             index = old_index.derive(new, scope.endpoints)
-        if persist:
-            self.store.save(new, index)  # the journal records only the endpoints the index names as changed
+        if persist:  # the journal records only the endpoints the index names as changed; a rollback's order is
+            # kept by a snapshot (see StateStore.save)
+            self.store.save(new, index, snapshot=rollback)
         self._undo = (before, old_index)
         self.state, self._index = new, index
         self.addresses.changed(before, new, scope.endpoints)

@@ -143,16 +143,18 @@ class StateStore:
 
     # -- save --------------------------------------------------------------------------------------------------
 
-    def save(self, state: DesiredState, index: EndpointIndex | None = None) -> None:
+    def save(self, state: DesiredState, index: EndpointIndex | None = None, snapshot: bool = False) -> None:
         """Store ``state`` durably, or raise ``StorageError`` having changed no file.  ``index``: the endpoint
         index of ``state``; it names the endpoints changed since the state saved last, if it knows (then only
-        those are compared: no pass over every endpoint)."""
+        those are compared: no pass over every endpoint).  ``snapshot``: compact right after the append (a
+        rollback: the journal can only put a removed endpoint back at the end, which would change the order a
+        replay gives, and the order decides default-route and resolver ties)."""
         serial = index.serial if index is not None and index.state is state else None
         if self._saved is None:
             self._snapshot(state)
             self._saved_serial = serial
             return
-        compact = self._records >= COMPACT_EVERY
+        compact = self._records >= COMPACT_EVERY or snapshot
         since = index.changes_since(self._saved_serial) if index is not None and serial is not None else None
         records = diff(self._saved, state, since)
         if records:

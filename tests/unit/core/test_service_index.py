@@ -73,8 +73,9 @@ def test_the_index_follows_a_random_walk_of_operations(tmp_path: Path) -> None:
             _check(svc.state, svc._index, step)
             # the journal, which records only the endpoints the index names as changed, replays to the state
             stored = StateStore(tmp_path / "state.json").load()
-            # (content only: a rolled-back disconnect is put back at the end of a replayed state, as before)
             assert stored == svc.state, step
+            # the order too (first connected wins default-route and resolver ties): a rollback is snapshotted
+            assert list(stored.endpoints) == list(svc.state.endpoints), step
             most = max(most, len(svc.state.endpoints))
         assert most > 5
 
