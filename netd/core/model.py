@@ -84,10 +84,11 @@ class Network(_Model):
     attachable: bool = False  # plain namespaces may connect (Docker's --attachable)
     ingress: bool = False  # the routing mesh's overlay network (Docker's --ingress; netd.multihost.mesh)
     labels: dict[str, str] = Field(default_factory=dict)  # Docker's network labels (filters, prune)
-    # an endpoint with a MacAddress of its own (not 02:42 + its IPv4 address) has been on this network: a peer
-    # may cache another MAC for an address, so every new endpoint announces its IPv4 addresses too (set for
-    # good at such a connect; see netd.drivers.bridge.announced)
-    custom_macs: bool = False
+    # whether an endpoint with a MacAddress of its own has been on this network: then a peer may cache another
+    # MAC for an address, so every new endpoint announces its IPv4 addresses too (set for good at such a
+    # connect; see netd.drivers.bridge.announced).  None: a network from a state written before netd kept
+    # this (its history is unknown: everything is announced, as then)
+    custom_macs: bool | None = None
     created: str = ""
 
     def pool(self, version: int) -> IpamConfig | None:

@@ -203,16 +203,13 @@ def announced(ep: Endpoint, net: Network) -> tuple[Iface, ...]:
     rule) by every endpoint without a MacAddress of its own, so an entry cached for an earlier holder is already
     right and the gratuitous ARP, a broadcast the bridge floods to every port (O(N) per connect, measured in
     bench/bridge_flood.py), is sent only when this endpoint or an earlier one on the network had its own MAC
-    (``Network.custom_macs``).  A bridge netd adopted may have other hosts on it, and an overlay has peers on
-    other nodes: everything is announced there.  IPv6 addresses are always announced (a reused IPv6 address
-    may come with another IPv4 address, hence another MAC)."""
-    cached_right = net.driver == "bridge" and not (net.bridge_adopted or net.custom_macs or custom_mac(ep, net))
+    (``Network.custom_macs``; unknown for a network from an older state: everything is announced).  A bridge
+    netd adopted may have other hosts on it, and an overlay has peers on other nodes: everything is announced
+    there.  IPv6 addresses are always announced (a reused IPv6 address may come with another IPv4 address,
+    hence another MAC)."""
+    derived = ep.ipv4 is not None and ep.mac == endpoint_mac(ep.id, ep.ipv4.ip)
+    cached_right = net.driver == "bridge" and net.custom_macs is False and not net.bridge_adopted and derived
     return tuple(a for a in (ep.ipv4, ep.ipv6) if a is not None and not (cached_right and a.version == 4))
-
-
-def custom_mac(ep: Endpoint, net: Network) -> bool:
-    """A MacAddress of its own on a bridge network (see ``announced``)."""
-    return net.driver == "bridge" and ep.ipv4 is not None and ep.mac != endpoint_mac(ep.id, ep.ipv4.ip)
 
 
 def bridge_drift(spec: BridgeSpec, seen: ObservedLink | None) -> str | None:

@@ -79,6 +79,7 @@ class NetworkBuilder:
             bridge="",
             mtu=req.mtu,
             labels=req.labels,
+            custom_macs=False,
             created=now(),
         )
         drv = get_driver(base)
@@ -153,6 +154,7 @@ class NetworkBuilder:
             mtu=cfg.mtu,
             is_default=True,
             default_gateway4=cfg.default_gateway,
+            custom_macs=current.custom_macs if current is not None else False,  # its history stays
             created=current.created if current is not None else now(),
         )
         return net

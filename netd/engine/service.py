@@ -29,7 +29,6 @@ from netd.core.gateway import assign_default_routes
 from netd.core.model import Endpoint, Network
 from netd.core.request import Target, parse_connect, parse_container_disconnect, parse_disconnect
 from netd.drivers import CLUSTER_DRIVERS, parse_network_create
-from netd.drivers.bridge import custom_mac
 from netd.engine.commit import Applier, OverlayOps
 from netd.engine.endpointbuild import EndpointBuilder, ResolvedTarget
 from netd.engine.netnsops import NetnsOps
@@ -167,8 +166,8 @@ class Service(NetnsOps, EndpointBuilder):
             among = [*self.namespaces.members(self.index, ep), ep.id]  # the namespace's, from the index
             new = self.state.copy_for_change()
             new.endpoints[ep.id] = ep
-            if not net.custom_macs and custom_mac(ep, net):  # from now on every new endpoint announces its IPv4
-                new.networks[net.name] = net.model_copy(update={"custom_macs": True})
+            if req.mac is not None and net.custom_macs is False:  # from now on every new endpoint announces its
+                new.networks[net.name] = net.model_copy(update={"custom_macs": True})  # IPv4 (drivers.bridge)
             # a higher --gw-priority takes the default route over
             key = self.namespaces.key
             handed = assign_default_routes(new, {key(ep)}, key, among) - {ep.id}

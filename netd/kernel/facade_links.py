@@ -189,7 +189,8 @@ class KernelLinks(KernelSockets):
         self, spec: VethSpec, *, seen_missing: bool = False, reconfigure: bool = False, announce: bool = True
     ) -> None:
         """``seen_missing``: an observe of this reconcile found no link of the name (see link.ensure_veth).
-        ``announce``: a veth created here announces its addresses (a new endpoint may reuse an address)."""
+        ``announce``: a veth created here announces the addresses its spec names (``VethSpec.announce``: those a
+        peer may hold with another MAC; full passes recreate known endpoints and announce nothing)."""
         ipr = await self._host_socket()
         bridge = await self._bridge_index(spec.bridge)
         flags = {"seen_missing": seen_missing, "reconfigure": reconfigure, "announce": announce}
